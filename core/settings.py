@@ -1,0 +1,52 @@
+"""Settings of every oem-retention process, read once from the environment (prefix ``OEMR_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """All configuration; read at process start and passed down, never read at import time."""
+
+    model_config = SettingsConfigDict(env_prefix="OEMR_", extra="ignore", frozen=True)
+
+    # A libpq connection string: URL (postgresql://...) or key=value form.
+    database_url: str = "postgresql://postgres@127.0.0.1:55432/oemr"
+    state_dir: Path = Path("/var/lib/oem-retention")
+    db_pool_max: int = Field(default=8, ge=1)
+
+    # Telemetry storage, sized for a reference fleet of 100,000 machines x 10 metrics / 10 s
+    # (docs/storage.md explains the numbers).
+    telemetry_chunk_interval: str = "1 hour"
+    telemetry_compress_after: str = "2 hours"
+    telemetry_retention: str = "90 days"
+
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 18830
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_keepalive: int = Field(default=30, ge=5)
+
+    # Ingester.
+    ingest_client_id: str = "oemr-ingest-1"
+    ingest_share_group: str | None = "oemr"
+    # Topic filter levels: which tenants (oem/<tenant>/...) and Sparkplug groups this ingester
+    # takes; "+" is all.
+    ingest_tenant_filter: str = "+"
+    ingest_batch_size: int = Field(default=2000, ge=1, le=32000)
+    ingest_linger_ms: int = Field(default=200, ge=1)
+    ingest_max_payload_bytes: int = Field(default=256 * 1024, ge=64)
+    ingest_max_clock_skew_s: int = Field(default=3600, ge=0)
+    ingest_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    sparkplug_host_id: str | None = "oemr"
+    sparkplug_group_filter: str = "+"
+    sparkplug_tenant: str = "default"
+    sparkplug_rebirth_debounce_s: float = Field(default=5.0, ge=0)
+
+    @property
+    def receive_maximum(self) -> int:
+        """MQTT 5 Receive Maximum: two batches, so one fills while the other commits."""
+        return min(65535, 2 * self.ingest_batch_size)

@@ -1,0 +1,345 @@
+"""The ingester: MQTT in, batches of decoded messages out to TimescaleDB, acks after commit.
+
+Nothing is lost on the JSON contract: messages come at QoS 1 over a persistent session, are
+acknowledged to the broker only after the transaction that stored them (or their dead letter) has
+committed, and the broker's in-flight window (MQTT 5 Receive Maximum) is two batches, so one
+batch fills while the previous one commits. When the database is away, batches are retried with
+backoff; unacknowledged messages fill the window and the broker stops sending (QoS 0 Sparkplug
+traffic is held back by no longer reading the socket), so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import paho.mqtt.client as paho
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from core.errors import DatabaseUnavailableError
+from core.settings import Settings
+from ingest import json_contract, topics
+from ingest.broker import Broker, SessionOptions
+from ingest.models import Decoded, Rejected
+from ingest.sparkplug import SparkplugHost
+from ingest.store import Batch, DeadLetter, Message, PoisonBatchError, Store, Written
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Counters:
+    """What the ingester has done since it started; written to its status file every second."""
+
+    received: int = 0
+    stored_messages: int = 0
+    telemetry_rows: int = 0
+    state_rows: int = 0
+    events: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    batch_ms_last: float = 0.0
+    batch_ms_max: float = 0.0
+    batch_ms_total: float = 0.0
+    db_retries: int = 0
+    acks_skipped: int = 0
+    pending: int = 0
+    mqtt_connected: bool = False
+    db_ok: bool = False
+    started_at: float = field(default_factory=time.time)
+    updated_at: float = 0.0
+
+
+@dataclass(slots=True)
+class _Entry:
+    mid: int
+    qos: int
+    generation: int
+    dup: bool
+    message: Message | None = None
+    dead_letter: DeadLetter | None = None
+
+
+class Ingester:
+    """One ingester process's work; ``run()`` until stopped."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.counters = Counters()
+        self._store = Store(settings.database_url)
+        self._pending: list[_Entry] = []
+        self._nonempty = asyncio.Event()
+        self._full = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._max_skew = timedelta(seconds=settings.ingest_max_clock_skew_s)
+        self._host = SparkplugHost(
+            tenant=settings.sparkplug_tenant,
+            rebirth_debounce=timedelta(seconds=settings.sparkplug_rebirth_debounce_s),
+            max_skew=self._max_skew,
+        ) if settings.sparkplug_host_id else None
+        self._broker: Broker | None = None
+        self._high_water = 4 * settings.ingest_batch_size
+
+    def stop(self) -> None:
+        """Ask ``run()`` to finish the batch in hand and return."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Connect, ingest until stopped, flush what was received, disconnect."""
+        s = self._settings
+        state_topic = f"spBv1.0/STATE/{s.sparkplug_host_id}" if self._host else None
+        self._broker = Broker(
+            SessionOptions(
+                host=s.mqtt_host, port=s.mqtt_port, client_id=s.ingest_client_id,
+                keepalive=s.mqtt_keepalive, session_expiry_s=s.ingest_session_expiry_s,
+                receive_maximum=s.receive_maximum, username=s.mqtt_username,
+                password=s.mqtt_password, will_topic=state_topic,
+                will_payload=SparkplugHost.state_payload(online=False, now=_now()),
+            ),
+            on_message=self._on_message,
+            subscriptions=self._subscriptions(),
+            on_connected=self._announce_host,
+        )
+        tasks = [
+            asyncio.create_task(self._flush_loop(), name="flush"),
+            asyncio.create_task(self._connection_loop(), name="mqtt"),
+            asyncio.create_task(self._status_loop(), name="status"),
+        ]
+        watch = asyncio.create_task(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait([watch, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not watch and task.exception():
+                    # A bug, not bad input or an outage: stop, unacked messages come again.
+                    raise RuntimeError(f"ingester task {task.get_name()} failed") from (
+                        task.exception())
+        finally:
+            watch.cancel()
+            tasks[1].cancel()
+            self._broker.pause()
+            self._full.set()
+            self._nonempty.set()
+            # The flusher drains what was received, then ends (bounded by shutdown grace).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(tasks[0]), timeout=10)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._broker.disconnect()
+            await self._store.close()
+            self._write_status()
+
+    def _subscriptions(self) -> list[tuple[str, SubscribeOptions]]:
+        s = self._settings
+        json_filter = f"{topics.JSON_ROOT}/{s.ingest_tenant_filter}/#"
+        if s.ingest_share_group:
+            json_filter = f"$share/{s.ingest_share_group}/{json_filter}"
+        subs = [(json_filter, SubscribeOptions(qos=1))]
+        if self._host:
+            subs.append((f"{topics.SPARKPLUG_ROOT}/{s.sparkplug_group_filter}/#",
+                         SubscribeOptions(qos=1, noLocal=True)))
+        return subs
+
+    def _announce_host(self) -> None:
+        if self._host and self._broker:
+            self._broker.publish(
+                f"spBv1.0/STATE/{self._settings.sparkplug_host_id}",
+                SparkplugHost.state_payload(online=True, now=_now()), qos=1, retain=True)
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def _on_message(self, msg: paho.MQTTMessage) -> None:
+        assert self._broker is not None
+        self.counters.received += 1
+        entry = _Entry(msg.mid, msg.qos, self._broker.generation, bool(msg.dup))
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = msg._topic.decode("utf-8", "replace")  # noqa: SLF001
+        payload = bytes(msg.payload)
+        try:
+            decoded = self._decode(topic, payload)
+        except Rejected as exc:
+            entry.dead_letter = DeadLetter(topic, payload, exc.reason)
+        else:
+            if decoded is not None:
+                entry.message = Message(topic, payload, decoded)
+        self._pending.append(entry)
+        self._nonempty.set()
+        if len(self._pending) >= self._settings.ingest_batch_size:
+            self._full.set()
+        if len(self._pending) >= self._high_water:
+            self._broker.pause()
+
+    def _decode(self, topic: str, payload: bytes) -> Decoded | None:
+        s = self._settings
+        if len(payload) > s.ingest_max_payload_bytes:
+            raise Rejected(f"payload of {len(payload)} bytes is over the limit of"
+                           f" {s.ingest_max_payload_bytes} (OEMR_INGEST_MAX_PAYLOAD_BYTES)")
+        route = topics.parse(topic)
+        if isinstance(route, topics.JsonTopic):
+            return json_contract.decode(route, payload, now=_now(), max_skew=self._max_skew)
+        if self._host is None:
+            raise Rejected("Sparkplug B message, but this ingester is not a Sparkplug host")
+        outcome = self._host.handle(route, payload, now=_now())
+        assert self._broker is not None
+        for command in outcome.commands:
+            self._broker.publish(command.topic, command.payload, qos=0)
+        if outcome.rejected:
+            # Gaps found while rejecting are still worth recording: keep them with the letter.
+            if outcome.decoded.gaps:
+                self._pending.append(_Entry(0, 0, 0, dup=False, message=Message(
+                    topic, b"", Decoded(gaps=outcome.decoded.gaps))))
+            raise Rejected(outcome.rejected)
+        decoded = outcome.decoded
+        empty = not (decoded.samples or decoded.events or decoded.gaps or decoded.connectivity)
+        return None if empty else decoded
+
+    # -- storing -------------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        linger = self._settings.ingest_linger_ms / 1000
+        while True:
+            await self._nonempty.wait()
+            if not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), timeout=linger)
+            entries = self._pending[: self._settings.ingest_batch_size]
+            del self._pending[: len(entries)]
+            if len(self._pending) < self._settings.ingest_batch_size:
+                self._full.clear()
+            if not self._pending:
+                self._nonempty.clear()
+            if entries:
+                await self._store_until_done(entries)
+            if self._broker and len(self._pending) < self._settings.ingest_batch_size:
+                self._broker.resume()
+            if self._stopping.is_set() and not self._pending:
+                return
+
+    async def _store_until_done(self, entries: list[_Entry]) -> None:
+        batch = Batch(
+            messages=[e.message for e in entries if e.message is not None],
+            dead_letters=[e.dead_letter for e in entries if e.dead_letter is not None],
+            redelivered=any(e.dup for e in entries),
+        )
+        delay = 0.2
+        started = time.perf_counter()
+        while True:
+            try:
+                written = await self._store.write(batch)
+                break
+            except DatabaseUnavailableError as exc:
+                self.counters.db_ok = False
+                self.counters.db_retries += 1
+                logger.warning("database unavailable, batch of %d kept for retry in %.1fs: %s",
+                               len(entries), delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except PoisonBatchError as exc:
+                logger.error("database refused a batch (%s): storing its messages one by one", exc)
+                written = await self._store_one_by_one(batch)
+                break
+        self.counters.db_ok = True
+        self._count(written, len(batch.messages), time.perf_counter() - started)
+        self._ack(entries)
+
+    async def _store_one_by_one(self, batch: Batch) -> Written:
+        totals = [0, 0, 0, 0]
+        singles = [Batch(messages=[m], redelivered=True) for m in batch.messages]
+        singles += [Batch(dead_letters=[d]) for d in batch.dead_letters]
+        for single in singles:
+            while True:
+                try:
+                    written = await self._store.write(single)
+                    break
+                except PoisonBatchError as exc:
+                    m = single.messages[0]
+                    single = Batch(dead_letters=[DeadLetter(
+                        m.topic, m.payload, f"the database refused this message: {exc}")])
+                except DatabaseUnavailableError:
+                    await asyncio.sleep(1)
+            for i, value in enumerate((written.telemetry_rows, written.state_rows,
+                                       written.events, written.dead_letters)):
+                totals[i] += value
+        return Written(*totals)
+
+    def _count(self, written: Written, messages: int, seconds: float) -> None:
+        c = self.counters
+        c.batches += 1
+        c.stored_messages += messages
+        c.telemetry_rows += written.telemetry_rows
+        c.state_rows += written.state_rows
+        c.events += written.events
+        c.dead_lettered += written.dead_letters
+        ms = seconds * 1000
+        c.batch_ms_last = ms
+        c.batch_ms_max = max(c.batch_ms_max, ms)
+        c.batch_ms_total += ms
+
+    def _ack(self, entries: list[_Entry]) -> None:
+        assert self._broker is not None
+        for entry in entries:
+            # Ack only after commit: the broker redelivers whatever we had not stored.
+            if entry.qos > 0 and not self._broker.ack(entry.mid, entry.qos, entry.generation):
+                self.counters.acks_skipped += 1
+
+    # -- connection and status -----------------------------------------------------------
+
+    async def _connection_loop(self) -> None:
+        assert self._broker is not None
+        delay = 0.5
+        while True:
+            try:
+                await self._broker.connect()
+            except (OSError, TimeoutError) as exc:
+                self.counters.mqtt_connected = False
+                logger.warning("cannot reach the MQTT broker (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            delay = 0.5
+            self.counters.mqtt_connected = True
+            await self._broker.wait_disconnected()
+            self.counters.mqtt_connected = False
+
+    async def _status_loop(self) -> None:
+        while True:
+            self._write_status()
+            await asyncio.sleep(1)
+
+    def _write_status(self) -> None:
+        self.counters.pending = len(self._pending)
+        self.counters.updated_at = time.time()
+        path = status_path(self._settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(asdict(self.counters)))
+        tmp.replace(path)
+
+
+def status_path(settings: Settings) -> Path:
+    """Where an ingester writes its counters (read by ``oem-retention ingest health``)."""
+    return settings.state_dir / "run" / f"ingest-{settings.ingest_client_id}.json"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def serve(settings: Settings) -> None:
+    """Run an ingester until SIGINT or SIGTERM."""
+    ingester = Ingester(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, ingester.stop)
+    logger.info("ingester %s starting (pid %d)", settings.ingest_client_id, os.getpid())
+    await ingester.run()

@@ -1,0 +1,301 @@
+"""Sparkplug B Host Application: births bind aliases, seq gaps are detected and healed.
+
+Eclipse Sparkplug 3.0: edge nodes publish at QoS 0, so loss is detected, not prevented. Every
+payload from one edge node carries ``seq`` 0..255, counting across node and device messages; a
+gap, or DATA from a node we hold no birth for, is recorded and answered by a rebirth request
+(``NCMD`` with ``Node Control/Rebirth`` = true, debounced). An NDEATH counts only when its
+``bdSeq`` matches the current NBIRTH's (a will can overtake a rebirth). A DEATH marks the node's
+or device's machines offline; values are not carried forward.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from google.protobuf.message import DecodeError
+
+from ingest import sparkplug_schema as schema
+from ingest.json_contract import check_metric_name, parse_time
+from ingest.models import MACHINE_STATES, Decoded, Event, Gap, MachineRef, Rejected, Samples
+from ingest.topics import SparkplugTopic
+
+logger = logging.getLogger(__name__)
+
+REBIRTH_METRIC = "Node Control/Rebirth"
+_SERIAL_METRICS = frozenset(
+    {"properties/serial number", "properties/serial_number", "serial_number"}
+)
+_SKIPPED_PREFIXES = ("node control/", "properties/", "device control/")
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A message the host publishes (rebirth requests)."""
+
+    topic: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one Sparkplug message produced."""
+
+    decoded: Decoded = field(default_factory=Decoded)
+    commands: list[Command] = field(default_factory=list)
+    rejected: str | None = None
+
+
+@dataclass(slots=True)
+class _Node:
+    bd_seq: int | None
+    seq: int
+    has_own_data: bool = False
+    # device ("" for the node itself) -> alias -> metric name
+    aliases: dict[str, dict[int, str]] = field(default_factory=lambda: defaultdict(dict))
+    serials: dict[str, str] = field(default_factory=dict)
+
+
+class SparkplugHost:
+    """Host-side state of every edge node; one per ingester (not shared across instances)."""
+
+    def __init__(self, *, tenant: str, rebirth_debounce: timedelta,
+                 max_skew: timedelta) -> None:
+        self._tenant = tenant
+        self._debounce = rebirth_debounce
+        self._max_skew = max_skew
+        self._nodes: dict[tuple[str, str], _Node] = {}
+        self._last_rebirth: dict[tuple[str, str], datetime] = {}
+
+    @staticmethod
+    def state_payload(*, online: bool, now: datetime) -> bytes:
+        """The retained ``spBv1.0/STATE/<host id>`` payload (Sparkplug 3.0: JSON)."""
+        return orjson.dumps({"online": online, "timestamp": int(now.timestamp() * 1000)})
+
+    def handle(self, topic: SparkplugTopic, payload: bytes, *, now: datetime) -> Outcome:
+        """Process one message of the Sparkplug namespace."""
+        outcome = Outcome()
+        kind = topic.message_type
+        if kind in ("STATE", "NCMD", "DCMD"):
+            return outcome  # other hosts' state and commands are not machine data
+        try:
+            message = schema.Payload.FromString(payload)
+        except DecodeError as exc:
+            outcome.rejected = f"{kind} payload is not a valid Sparkplug B protobuf: {exc}"
+            return outcome
+        key = (topic.group, topic.edge_node)
+        try:
+            if kind == "NBIRTH":
+                self._nbirth(key, message, outcome, now)
+            elif kind == "NDEATH":
+                self._ndeath(key, message, outcome, now)
+            else:
+                self._device_or_data(topic, key, message, outcome, now)
+        except Rejected as exc:
+            outcome.rejected = f"{kind}: {exc.reason}"
+        return outcome
+
+    # -- message types -------------------------------------------------------------------
+
+    def _nbirth(self, key: tuple[str, str], message: Any, outcome: Outcome,
+                now: datetime) -> None:
+        bd_seq = _bd_seq(message)
+        node = _Node(bd_seq=bd_seq, seq=int(message.seq) % 256)
+        self._nodes[key] = node
+        self._bind(node, "", message)
+        samples = self._samples(key, node, "", message, now)
+        node.has_own_data = bool(samples)
+        outcome.decoded.samples.extend(samples)
+        if node.has_own_data:
+            self._connect(outcome, self._machine(key, node, ""), online=True,
+                          time=self._time(message, now), bd_seq=bd_seq)
+
+    def _ndeath(self, key: tuple[str, str], message: Any, outcome: Outcome,
+                now: datetime) -> None:
+        node = self._nodes.get(key)
+        if node is None:
+            return
+        bd_seq = _bd_seq(message)
+        if node.bd_seq is not None and bd_seq is not None and bd_seq != node.bd_seq:
+            logger.info("ignoring NDEATH of %s/%s with bdSeq %s (current birth has %s)",
+                        key[0], key[1], bd_seq, node.bd_seq)
+            return
+        time = self._time(message, now, fallback=True)
+        for device in list(node.aliases):
+            if device or node.has_own_data:
+                self._connect(outcome, self._machine(key, node, device), online=False,
+                              time=time, bd_seq=node.bd_seq)
+        del self._nodes[key]
+
+    def _device_or_data(self, topic: SparkplugTopic, key: tuple[str, str], message: Any,
+                        outcome: Outcome, now: datetime) -> None:
+        node = self._nodes.get(key)
+        seq = int(message.seq) if message.HasField("seq") else -1
+        if node is None:
+            self._request_rebirth(key, outcome, now, Gap(
+                key[0], key[1], "no_birth", None, seq, None, rebirth_requested=False))
+            raise Rejected(f"edge node {key[0]}/{key[1]} has no birth certificate here;"
+                           " a rebirth was requested and its data will follow")
+        self._check_seq(key, node, seq, outcome, now)
+        device = topic.device or ""
+        kind = topic.message_type
+        if kind == "DBIRTH":
+            node.aliases[device] = {}
+            node.serials.pop(device, None)
+            self._bind(node, device, message)
+            outcome.decoded.samples.extend(self._samples(key, node, device, message, now))
+            self._connect(outcome, self._machine(key, node, device), online=True,
+                          time=self._time(message, now), bd_seq=node.bd_seq)
+        elif kind == "DDEATH":
+            self._connect(outcome, self._machine(key, node, device), online=False,
+                          time=self._time(message, now, fallback=True), bd_seq=node.bd_seq)
+            node.aliases.pop(device, None)
+        else:  # NDATA, DDATA
+            if device and device not in node.aliases:
+                self._request_rebirth(key, outcome, now, None)
+                raise Rejected(f"device {device} of {key[0]}/{key[1]} sent DDATA without a"
+                               " DBIRTH; a rebirth was requested")
+            outcome.decoded.samples.extend(self._samples(key, node, device, message, now))
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _check_seq(self, key: tuple[str, str], node: _Node, seq: int, outcome: Outcome,
+                   now: datetime) -> None:
+        if seq < 0:
+            raise Rejected("payload has no seq; every Sparkplug message but NDEATH needs one")
+        expected = (node.seq + 1) % 256
+        node.seq = seq % 256
+        if seq != expected:
+            missing = (seq - expected) % 256
+            self._request_rebirth(key, outcome, now, Gap(
+                key[0], key[1], "seq_gap", expected, seq, missing, rebirth_requested=False))
+
+    def _request_rebirth(self, key: tuple[str, str], outcome: Outcome, now: datetime,
+                         gap: Gap | None) -> None:
+        last = self._last_rebirth.get(key)
+        requested = last is None or now - last >= self._debounce
+        if requested:
+            self._last_rebirth[key] = now
+            outcome.commands.append(Command(
+                f"spBv1.0/{key[0]}/NCMD/{key[1]}", rebirth_payload(now)))
+        if gap is not None:
+            outcome.decoded.gaps.append(Gap(
+                gap.spb_group, gap.spb_edge_node, gap.cause, gap.expected_seq,
+                gap.received_seq, gap.missing, rebirth_requested=requested))
+
+    def _bind(self, node: _Node, device: str, message: Any) -> None:
+        aliases = node.aliases[device]
+        for metric in message.metrics:
+            if metric.HasField("alias") and metric.name:
+                aliases[int(metric.alias)] = metric.name
+            if metric.name.lower() in _SERIAL_METRICS and metric.WhichOneof("value") == (
+                    "string_value") and metric.string_value:
+                node.serials[device] = metric.string_value
+
+    def _machine(self, key: tuple[str, str], node: _Node, device: str) -> MachineRef:
+        default = f"{key[0]}/{key[1]}" + (f"/{device}" if device else "")
+        return MachineRef(self._tenant, node.serials.get(device, default), "sparkplug",
+                          key[0], key[1], device)
+
+    def _connect(self, outcome: Outcome, machine: MachineRef, *, online: bool,
+                 time: datetime, bd_seq: int | None) -> None:
+        kind = "online" if online else "offline"
+        outcome.decoded.connectivity.append((machine, online, time))
+        outcome.decoded.events.append(Event(
+            machine, time, kind, None, f"{kind}:{bd_seq}:{int(time.timestamp() * 1000)}",
+            orjson.dumps({"type": kind, "source": "sparkplug", "bdSeq": bd_seq})))
+
+    def _time(self, message: Any, now: datetime, *, fallback: bool = False) -> datetime:
+        if message.HasField("timestamp"):
+            return parse_time(int(message.timestamp), now=now, max_skew=self._max_skew)
+        if fallback:
+            return now  # a will message is built long before it is sent: its time is ours
+        raise Rejected("payload has no timestamp")
+
+    def _samples(self, key: tuple[str, str], node: _Node, device: str, message: Any,
+                 now: datetime) -> list[Samples]:
+        aliases = node.aliases.get(device, {})
+        by_time: dict[datetime, dict[str, float]] = defaultdict(dict)
+        states: dict[datetime, str] = {}
+        default_time: datetime | None = None
+        for metric in message.metrics:
+            name = metric.name or (
+                aliases.get(int(metric.alias)) if metric.HasField("alias") else None)
+            if not name:
+                raise Rejected(f"metric alias {metric.alias} is not bound by a birth"
+                               f" certificate of {key[0]}/{key[1]}{'/' + device if device else ''}")
+            if metric.is_null or name.lower().startswith(_SKIPPED_PREFIXES) or name == "bdSeq":
+                continue
+            if metric.HasField("timestamp"):
+                time = parse_time(int(metric.timestamp), now=now, max_skew=self._max_skew)
+            else:
+                default_time = default_time or self._time(message, now)
+                time = default_time
+            canonical = _canonical(name)
+            value = _value(metric)
+            if canonical == "state":
+                if isinstance(value, str) and value.lower() in MACHINE_STATES:
+                    states[time] = value.lower()
+                    continue
+                raise Rejected(f"metric {name!r} must be one of {sorted(MACHINE_STATES)},"
+                               f" got {value!r}")
+            if value is None or isinstance(value, str):
+                continue  # text, dates, bytes, data sets: not numeric samples
+            if not math.isfinite(value):
+                raise Rejected(f"metric {name!r} is not a finite number ({value})")
+            check_metric_name(canonical)
+            by_time[time][canonical] = value
+        machine = self._machine(key, node, device)
+        return [
+            Samples(machine, time, by_time.get(time, {}), states.get(time))  # type: ignore[arg-type]
+            for time in sorted(set(by_time) | set(states))
+        ]
+
+
+def _canonical(name: str) -> str:
+    """Map the platform's first-class metrics to their names; keep others as published."""
+    leaf = name.rsplit("/", 1)[-1].strip().lower().replace(" ", "_")
+    if leaf in ("operating_hours", "state"):
+        return leaf
+    return name
+
+
+def _value(metric: Any) -> float | str | None:
+    which = metric.WhichOneof("value")
+    datatype = int(metric.datatype)
+    if which in ("int_value", "long_value"):
+        raw = int(getattr(metric, which))
+        bits = schema.SIGNED_BITS.get(datatype)
+        if bits and raw >= 1 << (bits - 1):
+            raw -= 1 << bits
+        return None if datatype == schema.DATETIME else float(raw)
+    if which in ("float_value", "double_value"):
+        return float(getattr(metric, which))
+    if which == "boolean_value":
+        return 1.0 if metric.boolean_value else 0.0
+    if which == "string_value":
+        return str(metric.string_value)
+    return None
+
+
+def _bd_seq(message: Any) -> int | None:
+    for metric in message.metrics:
+        if metric.name == "bdSeq":
+            value = _value(metric)
+            return int(value) if isinstance(value, float) else None
+    return None
+
+
+def rebirth_payload(now: datetime) -> bytes:
+    """NCMD payload asking an edge node to publish its births again."""
+    payload = schema.Payload(timestamp=int(now.astimezone(UTC).timestamp() * 1000))
+    metric = payload.metrics.add()
+    metric.name = REBIRTH_METRIC
+    metric.datatype = schema.BOOLEAN
+    metric.boolean_value = True
+    return bytes(payload.SerializeToString())

@@ -1,0 +1,323 @@
+"""Writes decoded messages to TimescaleDB: one transaction per batch, samples by COPY.
+
+Redelivered messages (a crash between commit and ack, a publisher retry) must not create
+duplicate rows. The fast path COPYs straight into the hypertables; the unique indexes reject a
+duplicate, and that batch is then written again through a staging table with
+``ON CONFLICT DO NOTHING``. Batches holding messages the broker marked as redeliveries (DUP) take
+the staging path at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from core.errors import DatabaseUnavailableError
+from core.sql import queries
+from ingest.models import Decoded, MachineRef
+
+logger = logging.getLogger(__name__)
+
+_TELEMETRY_TYPES = ["timestamptz", "int4", "int4", "float8"]
+# An enum's binary form is its label: COPY sends it as text.
+_STATE_TYPES = ["timestamptz", "int4", "text"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that could not be stored, and why."""
+
+    topic: str
+    payload: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A decoded message, with its topic and bytes kept for a dead letter."""
+
+    topic: str
+    payload: bytes
+    decoded: Decoded
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one transaction stores."""
+
+    messages: list[Message] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    redelivered: bool = False
+
+    @property
+    def decoded(self) -> list[Decoded]:
+        """The decoded content of the messages."""
+        return [m.decoded for m in self.messages]
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What a batch put in the database."""
+
+    telemetry_rows: int
+    state_rows: int
+    events: int
+    dead_letters: int
+
+
+class PoisonBatchError(Exception):
+    """The database refused the batch for its content, not for being unreachable."""
+
+
+def _machine_key(ref: MachineRef) -> tuple[str, ...]:
+    if ref.protocol == "sparkplug":
+        return ("sparkplug", ref.spb_group or "", ref.spb_edge_node or "", ref.spb_device)
+    return ("json", ref.tenant, ref.serial)
+
+
+class Store:
+    """The ingester's own database connection and its id caches."""
+
+    def __init__(self, conninfo: str) -> None:
+        self._conninfo = conninfo
+        self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
+        self._q = queries("ingest", "sql/store.sql")
+        self._machines: dict[tuple[str, ...], int] = {}
+        self._metrics: dict[str, int] = {}
+
+    async def close(self) -> None:
+        """Close the connection, if open."""
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def ping(self) -> None:
+        """Raise ``DatabaseUnavailableError`` unless the database answers."""
+        conn = await self._connection()
+        try:
+            await conn.execute("SELECT 1")
+        except psycopg.OperationalError as exc:
+            await self._drop()
+            raise DatabaseUnavailableError(str(exc)) from exc
+
+    async def write(self, batch: Batch) -> Written:
+        """Store a batch in one transaction.
+
+        Raises ``DatabaseUnavailableError`` when the database is unreachable (retry later) and
+        ``PoisonBatchError`` when it refuses the content (split the batch).
+        """
+        conn = await self._connection()
+        try:
+            await self._resolve(conn, batch.decoded)
+            self._dead_letter_unresolved(batch)
+            try:
+                return await self._write(conn, batch, staged=batch.redelivered)
+            except pg_errors.UniqueViolation:
+                logger.info("batch holds already stored messages: writing it deduplicated")
+                return await self._write(conn, batch, staged=True)
+        except (psycopg.OperationalError, pg_errors.AdminShutdown) as exc:
+            await self._drop()
+            raise DatabaseUnavailableError(str(exc)) from exc
+        except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
+            raise PoisonBatchError(str(exc)) from exc
+        except psycopg.InterfaceError as exc:
+            await self._drop()
+            raise DatabaseUnavailableError(str(exc)) from exc
+
+    # -- connection ----------------------------------------------------------------------
+
+    async def _connection(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, application_name="oemr-ingest",
+                connect_timeout=5)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailableError(str(exc)) from exc
+        await conn.execute(self._q["create_stages"])
+        self._machines.clear()
+        for row in await (await conn.execute(self._q["all_machines"])).fetchall():
+            ref = MachineRef(row[1], row[2], row[3], row[4], row[5], row[6])
+            self._machines[_machine_key(ref)] = row[0]
+        self._metrics = {
+            name: id_ for id_, name in await (await conn.execute(self._q["all_metrics"])).fetchall()
+        }
+        self._conn = conn
+        return conn
+
+    async def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                await self._conn.close()
+            finally:
+                self._conn = None
+
+    # -- registration --------------------------------------------------------------------
+
+    async def _resolve(self, conn: psycopg.AsyncConnection[tuple[Any, ...]],
+                       decoded: list[Decoded]) -> None:
+        new_machines: dict[tuple[str, ...], MachineRef] = {}
+        new_metrics: set[str] = set()
+        for item in decoded:
+            for refs in (s.machine for s in item.samples), (e.machine for e in item.events):
+                for ref in refs:
+                    key = _machine_key(ref)
+                    if key not in self._machines:
+                        new_machines[key] = ref
+            for samples in item.samples:
+                new_metrics.update(n for n in samples.values if n not in self._metrics)
+        if new_machines:
+            await self._register_machines(conn, list(new_machines.values()))
+        if new_metrics:
+            names = sorted(new_metrics)
+            await conn.execute(self._q["register_metrics"], {"names": names})
+            cur = await conn.execute(self._q["find_metrics"], {"names": names})
+            self._metrics.update((name, id_) for id_, name in await cur.fetchall())
+
+    async def _register_machines(self, conn: psycopg.AsyncConnection[tuple[Any, ...]],
+                                 refs: list[MachineRef]) -> None:
+        await conn.execute(self._q["register_machines"], {
+            "tenants": [r.tenant for r in refs], "serials": [r.serial for r in refs],
+            "protocols": [r.protocol for r in refs], "groups": [r.spb_group for r in refs],
+            "nodes": [r.spb_edge_node for r in refs], "devices": [r.spb_device for r in refs],
+        })
+        json_refs = [r for r in refs if r.protocol == "json"]
+        if json_refs:
+            cur = await conn.execute(self._q["find_json_machines"], {
+                "tenants": [r.tenant for r in json_refs],
+                "serials": [r.serial for r in json_refs]})
+            for id_, tenant, serial in await cur.fetchall():
+                self._machines[("json", tenant, serial)] = id_
+        spb_refs = [r for r in refs if r.protocol == "sparkplug"]
+        if spb_refs:
+            cur = await conn.execute(self._q["find_sparkplug_machines"], {
+                "groups": [r.spb_group for r in spb_refs],
+                "nodes": [r.spb_edge_node for r in spb_refs],
+                "devices": [r.spb_device for r in spb_refs]})
+            for id_, group, node, device in await cur.fetchall():
+                self._machines[("sparkplug", group, node, device)] = id_
+
+    def _dead_letter_unresolved(self, batch: Batch) -> None:
+        kept: list[Message] = []
+        for message in batch.messages:
+            d = message.decoded
+            refs = [s.machine for s in d.samples] + [e.machine for e in d.events]
+            missing = [r for r in refs if _machine_key(r) not in self._machines]
+            if missing:
+                ref = missing[0]
+                batch.dead_letters.append(DeadLetter(message.topic, message.payload, (
+                    f"machine serial {ref.serial!r} of tenant {ref.tenant!r} is already"
+                    f" registered for another protocol than {ref.protocol}")))
+            else:
+                kept.append(message)
+        batch.messages = kept
+
+    # -- the transaction -----------------------------------------------------------------
+
+    async def _write(self, conn: psycopg.AsyncConnection[tuple[Any, ...]], batch: Batch, *,
+                     staged: bool) -> Written:
+        telemetry, states = self._rows(batch.decoded)
+        q = self._q
+        async with conn.transaction():
+            stored_telemetry = await self._copy(
+                conn, telemetry, _TELEMETRY_TYPES, q["copy_telemetry_stage"] if staged
+                else q["copy_telemetry"], q["merge_telemetry_stage"] if staged else None)
+            stored_states = await self._copy(
+                conn, states, _STATE_TYPES, q["copy_states_stage"] if staged
+                else q["copy_states"], q["merge_states_stage"] if staged else None)
+            events = await self._events(conn, batch.decoded)
+            await self._connectivity(conn, batch.decoded)
+            await self._gaps(conn, batch.decoded)
+            dead = await self._dead_letters(conn, batch.dead_letters)
+        return Written(stored_telemetry, stored_states, events, dead)
+
+    def _rows(self, decoded: list[Decoded]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        machines, metrics = self._machines, self._metrics
+        telemetry: list[tuple[Any, ...]] = []
+        states: list[tuple[Any, ...]] = []
+        for item in decoded:
+            for s in item.samples:
+                machine_id = machines[_machine_key(s.machine)]
+                time = s.time
+                telemetry.extend((time, machine_id, metrics[n], v) for n, v in s.values.items())
+                if s.state is not None:
+                    states.append((time, machine_id, s.state))
+        return telemetry, states
+
+    @staticmethod
+    async def _copy(conn: psycopg.AsyncConnection[tuple[Any, ...]], rows: list[tuple[Any, ...]],
+                    types: list[str], copy_sql: str, merge_sql: str | None) -> int:
+        if not rows:
+            return 0
+        async with conn.cursor() as cur:
+            async with cur.copy(copy_sql) as copy:
+                copy.set_types(types)
+                for row in rows:
+                    await copy.write_row(row)
+            if merge_sql is None:
+                return len(rows)
+            await cur.execute(merge_sql)
+            return max(cur.rowcount, 0)
+
+    async def _events(self, conn: psycopg.AsyncConnection[tuple[Any, ...]],
+                      decoded: list[Decoded]) -> int:
+        events = [e for item in decoded for e in item.events]
+        if not events:
+            return 0
+        cur = await conn.execute(self._q["insert_events"], {
+            "times": [e.time for e in events],
+            "machines": [self._machines[_machine_key(e.machine)] for e in events],
+            "kinds": [e.kind for e in events], "codes": [e.code for e in events],
+            "keys": [e.key for e in events], "payloads": [e.payload.decode() for e in events],
+        })
+        return max(cur.rowcount, 0)
+
+    async def _connectivity(self, conn: psycopg.AsyncConnection[tuple[Any, ...]],
+                            decoded: list[Decoded]) -> None:
+        changes = [c for item in decoded for c in item.connectivity]
+        if not changes:
+            return
+        # The last word per machine wins; one UPDATE row per machine.
+        latest: dict[int, tuple[bool, datetime]] = {}
+        for ref, online, time in changes:
+            latest[self._machines[_machine_key(ref)]] = (online, time)
+        await conn.execute(self._q["set_connectivity"], {
+            "machines": list(latest), "online": [v[0] for v in latest.values()],
+            "times": [v[1] for v in latest.values()]})
+
+    async def _gaps(self, conn: psycopg.AsyncConnection[tuple[Any, ...]],
+                    decoded: list[Decoded]) -> None:
+        gaps = [g for item in decoded for g in item.gaps]
+        if not gaps:
+            return
+        await conn.execute(self._q["insert_gaps"], {
+            "groups": [g.spb_group for g in gaps], "nodes": [g.spb_edge_node for g in gaps],
+            "causes": [g.cause for g in gaps], "expected": [g.expected_seq for g in gaps],
+            "received": [g.received_seq for g in gaps], "missing": [g.missing for g in gaps],
+            "rebirth": [g.rebirth_requested for g in gaps]})
+
+    async def _dead_letters(self, conn: psycopg.AsyncConnection[tuple[Any, ...]],
+                            letters: list[DeadLetter]) -> int:
+        if not letters:
+            return 0
+        counts: Counter[bytes] = Counter()
+        first: dict[bytes, DeadLetter] = {}
+        for letter in letters:
+            digest = hashlib.sha256(letter.topic.encode() + b"\0" + letter.payload).digest()
+            counts[digest] += 1
+            first.setdefault(digest, letter)
+        await conn.execute(self._q["insert_dead_letters"], {
+            "topics": [first[d].topic for d in counts],
+            "payloads": [first[d].payload for d in counts],
+            "sizes": [len(first[d].payload) for d in counts],
+            "reasons": [first[d].reason for d in counts],
+            "digests": list(counts), "counts": list(counts.values())})
+        return len(letters)

@@ -1,0 +1,3 @@
+from oem_retention.cli import app
+
+app()
