@@ -84,7 +84,7 @@ class Broker:
 
     async def connect(self) -> None:
         """Connect (or reconnect) and wait for the CONNACK."""
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._options.session_expiry_s
         props.ReceiveMaximum = self._options.receive_maximum
         self._connected.clear()
@@ -189,7 +189,9 @@ class Broker:
 
     async def _misc_loop(self) -> None:
         """Keepalive pings and retries: paho's loop_misc, once a second."""
-        while self._client.loop_misc() == paho.MQTT_ERR_SUCCESS:
+        while True:
+            if self._client.loop_misc() != paho.MQTT_ERR_SUCCESS:
+                return
             await asyncio.sleep(1)
 
 

@@ -163,7 +163,7 @@ class Ingester:
         try:
             topic = msg.topic
         except UnicodeDecodeError:
-            topic = msg._topic.decode("utf-8", "replace")  # noqa: SLF001
+            topic = msg._topic.decode("utf-8", "replace")
         payload = bytes(msg.payload)
         try:
             decoded = self._decode(topic, payload)
@@ -245,7 +245,8 @@ class Ingester:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except PoisonBatchError as exc:
-                logger.error("database refused a batch (%s): storing its messages one by one", exc)
+                logger.error("database refused a batch (%s): storing its messages one by one",
+                             exc)
                 written = await self._store_one_by_one(batch)
                 break
         self.counters.db_ok = True
@@ -257,20 +258,26 @@ class Ingester:
         singles = [Batch(messages=[m], redelivered=True) for m in batch.messages]
         singles += [Batch(dead_letters=[d]) for d in batch.dead_letters]
         for single in singles:
-            while True:
-                try:
-                    written = await self._store.write(single)
-                    break
-                except PoisonBatchError as exc:
-                    m = single.messages[0]
-                    single = Batch(dead_letters=[DeadLetter(
-                        m.topic, m.payload, f"the database refused this message: {exc}")])
-                except DatabaseUnavailableError:
-                    await asyncio.sleep(1)
+            written = await self._write_single(single)
             for i, value in enumerate((written.telemetry_rows, written.state_rows,
                                        written.events, written.dead_letters)):
                 totals[i] += value
         return Written(*totals)
+
+    async def _write_single(self, single: Batch) -> Written:
+        while True:
+            try:
+                return await self._store.write(single)
+            except DatabaseUnavailableError:
+                await asyncio.sleep(1)
+            except PoisonBatchError as exc:
+                if not single.messages:
+                    # Only a dead letter's own row can get here; nothing is left to try.
+                    logger.error("database refused a dead letter, dropping it: %s", exc)
+                    return Written(0, 0, 0, 0)
+                m = single.messages[0]
+                single = Batch(dead_letters=[DeadLetter(
+                    m.topic, m.payload, f"the database refused this message: {exc}")])
 
     def _count(self, written: Written, messages: int, seconds: float) -> None:
         c = self.counters

@@ -7,6 +7,7 @@ hours grow while it runs; now and then it raises a fault or logs a maintenance.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -58,10 +59,8 @@ class FleetSimulator:
                 for machine in self._fleet:
                     self._tick(machine)
                 elapsed = time.monotonic() - started
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=max(0.0, self._interval - elapsed))
-                except TimeoutError:
-                    pass
         finally:
             self._client.loop_stop()
             self._client.disconnect()

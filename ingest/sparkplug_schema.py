@@ -23,7 +23,7 @@ SIGNED_BITS = {INT8: 8, INT16: 16, INT32: 32, INT64: 64}
 
 def _add(message: descriptor_pb2.DescriptorProto, name: str, number: int, kind: int, *,
          repeated: bool = False, type_name: str | None = None, oneof: int | None = None) -> None:
-    field = message.field.add(name=name, number=number, type=kind,  # type: ignore[arg-type]
+    field = message.field.add(name=name, number=number, type=kind,  # type: ignore[arg-type,unused-ignore]
                               label=_F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL)
     if type_name:
         field.type_name = type_name

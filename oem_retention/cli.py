@@ -61,6 +61,18 @@ def db_migrate() -> None:
         f" retention {'policy' if caps.retention_policies else 'by scheduled job'}")
 
 
+@db_app.command("retention")
+def db_retention() -> None:
+    """Drop telemetry chunks older than OEMR_TELEMETRY_RETENTION (for servers without policies)."""
+    settings = _settings()
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        if timescale.detect(conn).retention_policies:
+            console.print("the server runs a retention policy: nothing to do")
+            return
+        dropped = timescale.drop_expired_telemetry(conn, settings)
+    console.print(f"dropped {dropped} telemetry chunk(s) older than {settings.telemetry_retention}")
+
+
 @ingest_app.command("run")
 def ingest_run(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """Run one ingester until Ctrl-C (several may share the load through a shared subscription)."""
@@ -124,6 +136,7 @@ def up(
         procs["simulator"] = subprocess.Popen(
             [*cmd, "simulate", "--machines", str(simulate_machines), "--interval", str(interval)])
     stopping = False
+    next_retention = 0.0
 
     def stop(*_: object) -> None:
         nonlocal stopping
@@ -138,6 +151,10 @@ def up(
                     if proc.poll() is not None:
                         console.print(f"[red]{name} exited with {proc.returncode}[/red]")
                         stopping = True
+                if time.monotonic() >= next_retention:
+                    # The Apache edition has no retention policy: this is its scheduled job.
+                    _retention_job(settings)
+                    next_retention = time.monotonic() + 3600
                 live.update(_live_counts(settings))
                 time.sleep(1)
     finally:
@@ -151,6 +168,15 @@ def up(
                 console.print(f"[yellow]{name} did not stop in 20 s: killing it[/yellow]")
                 proc.kill()
         console.print("stopped")
+
+
+def _retention_job(settings: Settings) -> None:
+    try:
+        with psycopg.connect(settings.database_url, autocommit=True, connect_timeout=3) as conn:
+            if not timescale.detect(conn).retention_policies:
+                timescale.drop_expired_telemetry(conn, settings)
+    except psycopg.Error as exc:
+        logging.getLogger(__name__).warning("retention job failed, next try in an hour: %s", exc)
 
 
 _COUNTS = """

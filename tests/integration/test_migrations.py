@@ -1,0 +1,101 @@
+"""The schema built from all migrations, and the runner's refusals."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from core import migrate, timescale
+from core.errors import MigrationError
+from core.settings import Settings
+
+EXPECTED_COLUMNS = {
+    "machines": ["id", "tenant", "serial", "protocol", "spb_group", "spb_edge_node", "spb_device",
+                 "first_seen_at", "online", "online_changed_at"],
+    "metrics": ["id", "name", "unit", "kind", "created_at"],
+    "telemetry": ["time", "machine_id", "metric_id", "value"],
+    "machine_states": ["time", "machine_id", "state"],
+    "machine_events": ["time", "machine_id", "kind", "code", "event_key", "payload",
+                       "received_at"],
+    "dead_letters": ["id", "first_received_at", "last_received_at", "times_received", "topic",
+                     "payload", "payload_size", "reason", "digest"],
+    "sparkplug_gaps": ["id", "detected_at", "spb_group", "spb_edge_node", "cause",
+                       "expected_seq", "received_seq", "missing", "rebirth_requested"],
+    "schema_migrations": ["version", "name", "checksum", "applied_at"],
+}
+
+
+def test_schema_from_all_migrations(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("""
+            SELECT table_name, column_name FROM information_schema.columns
+            WHERE table_schema = 'public' ORDER BY table_name, ordinal_position""").fetchall()
+        hypertables = {r[0] for r in conn.execute(
+            "SELECT hypertable_name FROM timescaledb_information.hypertables")}
+        indexes = {r[0] for r in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")}
+        states = conn.execute("SELECT enum_range(NULL::machine_state)::text").fetchone()
+        reserved = conn.execute("SELECT name FROM metrics WHERE id = 1").fetchone()
+    columns: dict[str, list[str]] = {}
+    for table, column in rows:
+        columns.setdefault(table, []).append(column)
+    assert columns == EXPECTED_COLUMNS
+    assert hypertables == {"telemetry", "machine_states", "machine_events"}
+    assert {"telemetry_machine_metric_time", "machine_states_machine_time",
+            "machine_events_machine_key", "machines_sparkplug_key"} <= indexes
+    assert states == ("{running,idle,fault,off}",)
+    assert reserved == ("operating_hours",)
+
+
+def test_second_run_applies_nothing(database_url: str) -> None:
+    assert migrate.migrate(database_url) == []
+
+
+def test_changed_landed_migration_is_refused(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+    with pytest.raises(MigrationError, match="was changed after it was applied"):
+        migrate.migrate(database_url)
+
+
+def test_migration_from_newer_code_is_refused(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES (999, 'future', 'x')")
+    with pytest.raises(MigrationError, match="newer version"):
+        migrate.migrate(database_url)
+
+
+def test_failed_migration_leaves_nothing_behind(database_url: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    shipped = migrate.available()
+    broken = migrate.Migration(900, "broken", "CREATE TABLE half_done (x int); SELECT 1/0;")
+    monkeypatch.setattr(migrate, "available", lambda: [*shipped, broken])
+    with pytest.raises(MigrationError, match="900_broken failed"):
+        migrate.migrate(database_url)
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT to_regclass('half_done')").fetchone() == (None,)
+        assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone() == (1,)
+
+
+def test_capabilities_of_the_apache_edition(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        caps = timescale.apply_storage_policies(conn, Settings(database_url=database_url))
+        interval = conn.execute("""
+            SELECT time_interval FROM timescaledb_information.dimensions
+            WHERE hypertable_name = 'telemetry'""").fetchone()
+    assert caps.hypertables
+    if caps.license == "apache":
+        assert not (caps.compression or caps.retention_policies or caps.continuous_aggregates)
+    assert interval is not None and str(interval[0]) == "1:00:00"
+
+
+def test_retention_fallback_drops_old_chunks(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("""
+            INSERT INTO telemetry VALUES (now() - interval '200 days', 1, 1, 1.0),
+                                         (now() - interval '1 day', 1, 1, 2.0)""")
+        dropped = timescale.drop_expired_telemetry(conn, Settings(database_url=database_url,
+                                                                  telemetry_retention="90 days"))
+        left = conn.execute("SELECT array_agg(value) FROM telemetry").fetchone()
+    assert dropped == 1
+    assert left == ([2.0],)
