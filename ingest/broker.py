@@ -167,7 +167,7 @@ class Broker:
 
     def _on_socket_close(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
         fd = sock.fileno()
-        if fd < 0 or self._loop.is_closed():  # paho closes its socket again when collected
+        if fd < 0:  # paho closes its socket again when collected
             return
 
         def unregister() -> None:
@@ -175,17 +175,25 @@ class Broker:
             self._loop.remove_writer(fd)
             if self._sock is sock:
                 self._sock = None
-        # At once when on the loop (the fd may be reused by the next connection), else queued.
-        if _on_loop(self._loop):
-            unregister()
-        else:
-            self._loop.call_soon_threadsafe(unregister)
+        self._on_loop_now(unregister)
 
     def _on_register_write(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
-        self._loop.call_soon_threadsafe(self._loop.add_writer, sock, self._client.loop_write)
+        self._on_loop_now(self._loop.add_writer, sock.fileno(), self._client.loop_write)
 
     def _on_unregister_write(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
-        self._loop.call_soon_threadsafe(self._loop.remove_writer, sock)
+        fd = sock.fileno()
+        if fd >= 0:
+            self._on_loop_now(self._loop.remove_writer, fd)
+
+    def _on_loop_now(self, func: Callable[..., object], *args: Any) -> None:
+        # At once when on the loop (an fd may be closed and reused by the next connection before
+        # a queued call runs), else queued from paho's connect thread.
+        if self._loop.is_closed():
+            return
+        if _on_loop(self._loop):
+            func(*args)
+        else:
+            self._loop.call_soon_threadsafe(func, *args)
 
     async def _misc_loop(self) -> None:
         """Keepalive pings and retries: paho's loop_misc, once a second."""

@@ -19,6 +19,7 @@ stamp=".venv/.installed$(echo "$extras" | tr -d '[]')"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "[install] installing oem-retention$extras into .venv" >&2
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras" \
+    --config-settings editable_mode=compat
   touch "$stamp"
 fi
