@@ -23,6 +23,7 @@ from ingest.topics import JsonTopic
 
 EPOCH_FLOOR = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_METRICS = 1000
+MAX_SAMPLES = 1000
 _METRIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:- ")
 
 
@@ -30,10 +31,26 @@ def decode(topic: JsonTopic, payload: bytes, *, now: datetime, max_skew: timedel
     """Decode one JSON message, or raise ``Rejected`` with the reason."""
     body = _parse(payload)
     machine = MachineRef(topic.tenant, topic.serial)
-    time = parse_time(body.get("ts"), now=now, max_skew=max_skew)
-    if topic.kind == "telemetry":
+    if topic.kind == "events":
+        time = parse_time(body.get("ts"), now=now, max_skew=max_skew)
+        return Decoded(events=[_event(machine, time, body, payload)])
+    if "samples" not in body:
+        time = parse_time(body.get("ts"), now=now, max_skew=max_skew)
         return Decoded(samples=[_samples(machine, time, body)])
-    return Decoded(events=[_event(machine, time, body, payload)])
+    # A gateway that buffered while offline sends its backlog as one message.
+    batch = body["samples"]
+    if not isinstance(batch, list) or not batch or len(batch) > MAX_SAMPLES:
+        raise Rejected(f"'samples' must be a list of 1 to {MAX_SAMPLES} objects")
+    decoded = Decoded()
+    for n, item in enumerate(batch):
+        if not isinstance(item, dict):
+            raise Rejected(f"samples[{n}] must be an object, got {type(item).__name__}")
+        try:
+            time = parse_time(item.get("ts"), now=now, max_skew=max_skew)
+            decoded.samples.append(_samples(machine, time, item))
+        except Rejected as exc:
+            raise Rejected(f"samples[{n}]: {exc.reason}") from None
+    return decoded
 
 
 def _parse(payload: bytes) -> dict[str, Any]:

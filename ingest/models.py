@@ -14,11 +14,16 @@ EVENT_KINDS: frozenset[str] = frozenset(
 
 
 class Rejected(Exception):  # noqa: N818  (a verdict on a message, not a program error)
-    """A message that cannot be stored; ``reason`` is written to dead_letters for a person."""
+    """A message that cannot be stored; ``reason`` is written to dead_letters for a person.
 
-    def __init__(self, reason: str) -> None:
+    ``keep`` is what the message still taught us and is stored beside the dead letter (a
+    Sparkplug seq gap found in a message whose data could not be resolved).
+    """
+
+    def __init__(self, reason: str, *, keep: Decoded | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.keep = keep
 
 
 @dataclass(frozen=True, slots=True)

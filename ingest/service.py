@@ -169,6 +169,8 @@ class Ingester:
             decoded = self._decode(topic, payload)
         except Rejected as exc:
             entry.dead_letter = DeadLetter(topic, payload, exc.reason)
+            if exc.keep is not None:
+                entry.message = Message(topic, b"", exc.keep)
         else:
             if decoded is not None:
                 entry.message = Message(topic, payload, decoded)
@@ -194,11 +196,8 @@ class Ingester:
         for command in outcome.commands:
             self._broker.publish(command.topic, command.payload, qos=0)
         if outcome.rejected:
-            # Gaps found while rejecting are still worth recording: keep them with the letter.
-            if outcome.decoded.gaps:
-                self._pending.append(_Entry(0, 0, 0, dup=False, message=Message(
-                    topic, b"", Decoded(gaps=outcome.decoded.gaps))))
-            raise Rejected(outcome.rejected)
+            gaps = outcome.decoded.gaps
+            raise Rejected(outcome.rejected, keep=Decoded(gaps=gaps) if gaps else None)
         decoded = outcome.decoded
         empty = not (decoded.samples or decoded.events or decoded.gaps or decoded.connectivity)
         return None if empty else decoded

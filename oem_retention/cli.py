@@ -126,6 +126,7 @@ def up(
     simulate_machines: Annotated[int, typer.Option(
         help="Machines in the simulated fleet (0: no simulator).")] = 50,
     interval: Annotated[float, typer.Option(help="Seconds between a machine's reports.")] = 1.0,
+    tenant: Annotated[str, typer.Option(help="Tenant of the simulated fleet.")] = "demo",
 ) -> None:
     """Run every process of the platform; Ctrl-C stops them all cleanly."""
     settings = _settings()
@@ -134,7 +135,8 @@ def up(
     procs = {"ingest": subprocess.Popen([*cmd, "ingest", "run"])}
     if simulate_machines:
         procs["simulator"] = subprocess.Popen(
-            [*cmd, "simulate", "--machines", str(simulate_machines), "--interval", str(interval)])
+            [*cmd, "simulate", "--machines", str(simulate_machines), "--interval", str(interval),
+             "--tenant", tenant])
     stopping = False
     next_retention = 0.0
 

@@ -1,0 +1,39 @@
+"""``oem-retention up``: every process in one command, stopped cleanly by Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+from tests.integration.conftest import ROOT, scalar, wait_for
+
+
+def test_up_runs_ingester_and_simulator_and_stops_on_ctrl_c(
+        database_url: str, ingester_env: dict[str, str], tenant: str, tmp_path: Path) -> None:
+    env = {**ingester_env, "COLUMNS": "100"}
+    log = (tmp_path / "up.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oem_retention", "up", "--simulate-machines", "5",
+         "--interval", "0.2", "--tenant", tenant],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_for(lambda: scalar(database_url, "SELECT count(*) FROM machines") == 5, timeout=40)
+        wait_for(lambda: scalar(database_url, "SELECT count(*) FROM telemetry") >= 100)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) == 2
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+                       for child in children)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    output = (tmp_path / "up.log").read_text()
+    assert "machines registered" in output
+    assert "stopped" in output
+    assert "Traceback" not in output
