@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -81,7 +81,10 @@ def parse_time(value: object, *, now: datetime, max_skew: timedelta) -> datetime
             raise Rejected(f"'ts' {value!r} is not an RFC 3339 time") from None
         if time.tzinfo is None:
             raise Rejected(f"'ts' {value!r} has no time zone; add Z or an offset")
-        time = time.astimezone(UTC)
+        try:
+            time = time.astimezone(UTC)
+        except OverflowError:  # year 1 or 9999 shifted by its offset leaves the calendar
+            raise Rejected(f"'ts' {value!r} is out of range") from None
     else:
         if not math.isfinite(value):
             raise Rejected("'ts' is not a finite number")
@@ -110,12 +113,11 @@ def _samples(machine: MachineRef, time: datetime, body: dict[str, Any]) -> Sampl
         check_metric_name(name)
         values[name] = _number(name, value)
     state = body.get("state")
-    if state is not None and state not in MACHINE_STATES:
+    if state is not None and (not isinstance(state, str) or state not in MACHINE_STATES):
         raise Rejected(f"'state' {state!r} is not one of {sorted(MACHINE_STATES)}")
     if not values and state is None:
         raise Rejected("telemetry message has neither 'metrics' nor 'state': nothing to store")
-    typed_state: MachineStateName | None = state
-    return Samples(machine, time, values, typed_state)
+    return Samples(machine, time, values, cast("MachineStateName | None", state))
 
 
 def check_metric_name(name: str) -> None:
@@ -131,7 +133,10 @@ def _number(name: str, value: object) -> float:
     if not isinstance(value, int | float):
         raise Rejected(f"metric {name!r} has a {type(value).__name__} value {str(value)[:40]!r};"
                        " metrics are numbers (booleans count as 0/1)")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise Rejected(f"metric {name!r} is too large for a double") from None
     if not math.isfinite(number):
         raise Rejected(f"metric {name!r} is not a finite number")
     return number
@@ -139,7 +144,7 @@ def _number(name: str, value: object) -> float:
 
 def _event(machine: MachineRef, time: datetime, body: dict[str, Any], raw: bytes) -> Event:
     kind = body.get("type")
-    if kind not in EVENT_KINDS:
+    if not isinstance(kind, str) or kind not in EVENT_KINDS:
         raise Rejected(f"event 'type' {kind!r} is not one of {sorted(EVENT_KINDS)}")
     code = body.get("code")
     if code is not None and not isinstance(code, str | int):

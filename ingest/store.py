@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -25,9 +26,15 @@ from ingest.models import Decoded, MachineRef
 
 logger = logging.getLogger(__name__)
 
-_TELEMETRY_TYPES = ["timestamptz", "int4", "int4", "float8"]
-# An enum's binary form is its label: COPY sends it as text.
-_STATE_TYPES = ["timestamptz", "int4", "text"]
+# Rows are packed straight into PostgreSQL's binary COPY format: per row a field count, then
+# each field as length + big-endian value. A timestamptz is microseconds since 2000-01-01 UTC;
+# an enum travels as its label. This is several times faster than adapting row tuples.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\0" + b"\0\0\0\0" + b"\0\0\0\0"
+_COPY_TRAILER = b"\xff\xff"
+_TELEMETRY_ROW = struct.Struct(">hiqiiiiid")
+_STATE_ROW = struct.Struct(">hiqiii")
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,14 +231,14 @@ class Store:
 
     async def _write(self, conn: psycopg.AsyncConnection[tuple[Any, ...]], batch: Batch, *,
                      staged: bool) -> Written:
-        telemetry, states = self._rows(batch.decoded)
+        telemetry, n_telemetry, states, n_states = self._encode(batch.decoded)
         q = self._q
         async with conn.transaction():
             stored_telemetry = await self._copy(
-                conn, telemetry, _TELEMETRY_TYPES, q["copy_telemetry_stage"] if staged
+                conn, telemetry, n_telemetry, q["copy_telemetry_stage"] if staged
                 else q["copy_telemetry"], q["merge_telemetry_stage"] if staged else None)
             stored_states = await self._copy(
-                conn, states, _STATE_TYPES, q["copy_states_stage"] if staged
+                conn, states, n_states, q["copy_states_stage"] if staged
                 else q["copy_states"], q["merge_states_stage"] if staged else None)
             events = await self._events(conn, batch.decoded)
             await self._connectivity(conn, batch.decoded)
@@ -239,31 +246,39 @@ class Store:
             dead = await self._dead_letters(conn, batch.dead_letters)
         return Written(stored_telemetry, stored_states, events, dead)
 
-    def _rows(self, decoded: list[Decoded]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    def _encode(self, decoded: list[Decoded]) -> tuple[bytes, int, bytes, int]:
+        """Binary COPY data of the telemetry and state rows, and their counts."""
         machines, metrics = self._machines, self._metrics
-        telemetry: list[tuple[Any, ...]] = []
-        states: list[tuple[Any, ...]] = []
+        pack_sample, pack_state = _TELEMETRY_ROW.pack, _STATE_ROW.pack
+        telemetry = bytearray(_COPY_HEADER)
+        states = bytearray(_COPY_HEADER)
+        n_telemetry = n_states = 0
         for item in decoded:
             for s in item.samples:
                 machine_id = machines[_machine_key(s.machine)]
-                time = s.time
-                telemetry.extend((time, machine_id, metrics[n], v) for n, v in s.values.items())
+                us = (s.time - _PG_EPOCH) // _MICROSECOND
+                for name, value in s.values.items():
+                    telemetry += pack_sample(4, 8, us, 4, machine_id, 4, metrics[name], 8, value)
+                n_telemetry += len(s.values)
                 if s.state is not None:
-                    states.append((time, machine_id, s.state))
-        return telemetry, states
+                    label = s.state.encode()
+                    states += pack_state(3, 8, us, 4, machine_id, len(label))
+                    states += label
+                    n_states += 1
+        telemetry += _COPY_TRAILER
+        states += _COPY_TRAILER
+        return bytes(telemetry), n_telemetry, bytes(states), n_states
 
     @staticmethod
-    async def _copy(conn: psycopg.AsyncConnection[tuple[Any, ...]], rows: list[tuple[Any, ...]],
-                    types: list[str], copy_sql: str, merge_sql: str | None) -> int:
+    async def _copy(conn: psycopg.AsyncConnection[tuple[Any, ...]], data: bytes, rows: int,
+                    copy_sql: str, merge_sql: str | None) -> int:
         if not rows:
             return 0
         async with conn.cursor() as cur:
             async with cur.copy(copy_sql) as copy:
-                copy.set_types(types)
-                for row in rows:
-                    await copy.write_row(row)
+                await copy.write(data)
             if merge_sql is None:
-                return len(rows)
+                return rows
             await cur.execute(merge_sql)
             return max(cur.rowcount, 0)
 
