@@ -41,7 +41,6 @@ class SessionOptions:
     username: str | None = None
     password: str | None = None
     will_topic: str | None = None
-    will_payload: bytes = b""
 
 
 class Broker:
@@ -66,8 +65,6 @@ class Broker:
                              protocol=paho.MQTTv5, manual_ack=True)
         if options.username:
             client.username_pw_set(options.username, options.password)
-        if options.will_topic:
-            client.will_set(options.will_topic, options.will_payload, qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = lambda _c, _u, message: on_message(message)
@@ -82,8 +79,10 @@ class Broker:
         """True while a session is up."""
         return self._connected.is_set()
 
-    async def connect(self) -> None:
-        """Connect (or reconnect) and wait for the CONNACK."""
+    async def connect(self, *, will_payload: bytes | None = None) -> None:
+        """Connect (or reconnect) and wait for the CONNACK; the will is set per connection."""
+        if self._options.will_topic and will_payload is not None:
+            self._client.will_set(self._options.will_topic, will_payload, qos=1, retain=True)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._options.session_expiry_s
         props.ReceiveMaximum = self._options.receive_maximum

@@ -150,8 +150,10 @@ def _event(machine: MachineRef, time: datetime, body: dict[str, Any], raw: bytes
     if code is not None and not isinstance(code, str | int):
         raise Rejected(f"event 'code' must be a string, got {type(code).__name__}")
     event_id = body.get("id")
-    if event_id is not None and not isinstance(event_id, str | int):
-        raise Rejected(f"event 'id' must be a string, got {type(event_id).__name__}")
+    if event_id is not None and (isinstance(event_id, bool) or event_id == ""
+                                 or not isinstance(event_id, str | int)):
+        raise Rejected(f"event 'id' must be a non-empty string, got {type(event_id).__name__}"
+                       f" {event_id!r:.40}")
     # Without an id, the payload's digest is the key: a redelivery is the same bytes.
     key = str(event_id) if event_id is not None else hashlib.sha256(raw).hexdigest()[:32]
     payload = orjson.dumps(body)

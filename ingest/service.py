@@ -87,6 +87,8 @@ class Ingester:
         ) if settings.sparkplug_host_id else None
         self._broker: Broker | None = None
         self._high_water = 4 * settings.ingest_batch_size
+        # Sparkplug 3.0: the STATE birth of a connection carries the same timestamp as its will.
+        self._state_time = _now()
 
     def stop(self) -> None:
         """Ask ``run()`` to finish the batch in hand and return."""
@@ -102,7 +104,6 @@ class Ingester:
                 keepalive=s.mqtt_keepalive, session_expiry_s=s.ingest_session_expiry_s,
                 receive_maximum=s.receive_maximum, username=s.mqtt_username,
                 password=s.mqtt_password, will_topic=state_topic,
-                will_payload=SparkplugHost.state_payload(online=False, now=_now()),
             ),
             on_message=self._on_message,
             subscriptions=self._subscriptions(),
@@ -133,6 +134,11 @@ class Ingester:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if state_topic and self._broker.connected:
+                # Sparkplug 3.0: a host leaving on purpose publishes its death STATE before the
+                # DISCONNECT; the broker sends the will only for a connection that breaks.
+                self._broker.publish(state_topic, SparkplugHost.state_payload(
+                    online=False, now=self._state_time), qos=1, retain=True)
             await self._broker.disconnect()
             await self._store.close()
             self._write_status()
@@ -152,7 +158,8 @@ class Ingester:
         if self._host and self._broker:
             self._broker.publish(
                 f"spBv1.0/STATE/{self._settings.sparkplug_host_id}",
-                SparkplugHost.state_payload(online=True, now=_now()), qos=1, retain=True)
+                SparkplugHost.state_payload(online=True, now=self._state_time), qos=1,
+                retain=True)
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -304,8 +311,10 @@ class Ingester:
         assert self._broker is not None
         delay = 0.5
         while True:
+            self._state_time = _now()
+            will = SparkplugHost.state_payload(online=False, now=self._state_time)
             try:
-                await self._broker.connect()
+                await self._broker.connect(will_payload=will if self._host else None)
             except (OSError, TimeoutError) as exc:
                 self.counters.mqtt_connected = False
                 logger.warning("cannot reach the MQTT broker (%s); retrying in %.1fs", exc, delay)

@@ -56,6 +56,7 @@ class _Node:
     bd_seq: int | None
     seq: int
     has_own_data: bool = False
+    born_at: datetime | None = None  # the latest birth time of the node or its devices
     # device ("" for the node itself) -> alias -> metric name
     aliases: dict[str, dict[int, str]] = field(default_factory=lambda: defaultdict(dict))
     serials: dict[str, str] = field(default_factory=dict)
@@ -90,6 +91,7 @@ class SparkplugHost:
             return outcome
         key = (topic.group, topic.edge_node)
         try:
+            _check_text(message)
             if kind == "NBIRTH":
                 self._nbirth(key, message, outcome, now)
             elif kind == "NDEATH":
@@ -112,8 +114,9 @@ class SparkplugHost:
         node.has_own_data = bool(samples)
         outcome.decoded.samples.extend(samples)
         if node.has_own_data:
+            node.born_at = self._time(message, now)
             self._connect(outcome, self._machine(key, node, ""), online=True,
-                          time=self._time(message, now), bd_seq=bd_seq)
+                          time=node.born_at, bd_seq=bd_seq)
 
     def _ndeath(self, key: tuple[str, str], message: Any, outcome: Outcome,
                 now: datetime) -> None:
@@ -125,7 +128,10 @@ class SparkplugHost:
             logger.info("ignoring NDEATH of %s/%s with bdSeq %s (current birth has %s)",
                         key[0], key[1], bd_seq, node.bd_seq)
             return
-        time = self._time(message, now, fallback=True)
+        # Not the payload's timestamp: a will is built before the CONNECT, so it is older than
+        # the births it ends, and the older word would not take the machines offline. The node
+        # died when we heard of it (and not before its last birth, whatever the clocks say).
+        time = max(now, node.born_at) if node.born_at else now
         for device in list(node.aliases):
             if device or node.has_own_data:
                 self._connect(outcome, self._machine(key, node, device), online=False,
@@ -135,7 +141,11 @@ class SparkplugHost:
     def _device_or_data(self, topic: SparkplugTopic, key: tuple[str, str], message: Any,
                         outcome: Outcome, now: datetime) -> None:
         node = self._nodes.get(key)
-        seq = int(message.seq) if message.HasField("seq") else -1
+        if not message.HasField("seq"):
+            raise Rejected("payload has no seq; every Sparkplug message but NDEATH needs one")
+        seq = int(message.seq)
+        if seq > 255:
+            raise Rejected(f"seq {seq} is out of range: Sparkplug seq counts 0..255")
         if node is None:
             self._request_rebirth(key, outcome, now, Gap(
                 key[0], key[1], "no_birth", None, seq, None, rebirth_requested=False))
@@ -149,8 +159,10 @@ class SparkplugHost:
             node.serials.pop(device, None)
             self._bind(node, device, message)
             outcome.decoded.samples.extend(self._samples(key, node, device, message, now))
+            born_at = self._time(message, now)
+            node.born_at = max(node.born_at, born_at) if node.born_at else born_at
             self._connect(outcome, self._machine(key, node, device), online=True,
-                          time=self._time(message, now), bd_seq=node.bd_seq)
+                          time=born_at, bd_seq=node.bd_seq)
         elif kind == "DDEATH":
             self._connect(outcome, self._machine(key, node, device), online=False,
                           time=self._time(message, now, fallback=True), bd_seq=node.bd_seq)
@@ -166,8 +178,6 @@ class SparkplugHost:
 
     def _check_seq(self, key: tuple[str, str], node: _Node, seq: int, outcome: Outcome,
                    now: datetime) -> None:
-        if seq < 0:
-            raise Rejected("payload has no seq; every Sparkplug message but NDEATH needs one")
         expected = (node.seq + 1) % 256
         node.seq = seq % 256
         if seq != expected:
@@ -271,8 +281,12 @@ def _value(metric: Any) -> float | str | None:
     if which in ("int_value", "long_value"):
         raw = int(getattr(metric, which))
         bits = schema.SIGNED_BITS.get(datatype)
-        if bits and raw >= 1 << (bits - 1):
-            raw -= 1 << bits
+        if bits:
+            # Encoders differ: Int8 -5 comes as 251, or sign-extended to 32 bits (Tahu's Java
+            # encoder) as 4294967291. The low ``bits`` bits are the value either way.
+            raw &= (1 << bits) - 1
+            if raw >= 1 << (bits - 1):
+                raw -= 1 << bits
         return None if datatype == schema.DATETIME else float(raw)
     if which in ("float_value", "double_value"):
         return float(getattr(metric, which))
@@ -283,11 +297,23 @@ def _value(metric: Any) -> float | str | None:
     return None
 
 
+def _check_text(message: Any) -> None:
+    # proto2 strings are not checked on parse: a name that is not UTF-8 comes back as bytes.
+    for metric in message.metrics:
+        if isinstance(metric.name, bytes) or (
+                metric.WhichOneof("value") == "string_value"
+                and isinstance(metric.string_value, bytes)):
+            raise Rejected(f"a metric name or text value is not UTF-8: {metric.name!r:.80}")
+
+
 def _bd_seq(message: Any) -> int | None:
     for metric in message.metrics:
         if metric.name == "bdSeq":
             value = _value(metric)
-            return int(value) if isinstance(value, float) else None
+            # NaN, infinity or a number past int64 names no birth (and cannot go into JSON).
+            if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+                return int(value)
+            return None
     return None
 
 

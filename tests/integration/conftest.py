@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -54,6 +55,12 @@ def template_db() -> str:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute("UPDATE pg_database SET datistemplate = true WHERE datname = %s",
                      (TEMPLATE,))
+        # A database someone is connected to cannot be copied, and TimescaleDB's job scheduler
+        # (and autovacuum) connect to every database that lets them: close the template.
+        conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(
+            sql.Identifier(TEMPLATE)))
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                     " WHERE datname = %s AND pid <> pg_backend_pid()", (TEMPLATE,))
     return TEMPLATE
 
 
@@ -199,3 +206,116 @@ def scalar(database_url: str, query: str, params: Any = None) -> Any:
     with psycopg.connect(database_url) as conn:
         row = conn.execute(query, params).fetchone()
     return None if row is None else row[0]
+
+
+class TelemetryFlood:
+    """``messages`` JSON telemetry messages at QoS 1, published from a background thread.
+
+    Message ``i`` is from machine ``SN-<i % machines>`` at ``start_ms + i`` milliseconds, with
+    ``metrics`` metrics and a state, so every message makes ``metrics`` telemetry rows and one
+    machine_states row, and no two messages share a key. ``rate`` (messages per second) paces
+    the publishing so that a test can act while it is under way; ``None`` is as fast as possible.
+    With ``hold_at``, publishing stops before message ``hold_at`` until ``release()``: the flood
+    is surely not over when the test breaks something, however slow the machine is.
+    ``acked`` counts the PUBACKs: from then on, the broker owns the message.
+    """
+
+    def __init__(self, tenant: str, *, messages: int, machines: int = 50, metrics: int = 10,
+                 rate: float | None = None, start_ms: int | None = None,
+                 hold_at: int | None = None) -> None:
+        self.tenant = tenant
+        self.messages = messages
+        self.machines = machines
+        self.metrics = metrics
+        self.rate = rate
+        self.start_ms = start_ms if start_ms is not None else int(time.time() * 1000) - 600_000
+        self.hold_at = hold_at
+        self.published = 0
+        self.acked = 0
+        # PUBACK reason codes other than Success (0x10 is "no matching subscribers": nobody got it).
+        self.not_success: dict[int, int] = {}
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+        self._all_acked = threading.Event()
+        self._stop = threading.Event()
+        self._client = publisher()
+        self._client.on_publish = self._on_publish
+        self._thread = threading.Thread(target=self._run, name="telemetry-flood", daemon=True)
+        self.started_at = 0.0
+        self.finished_at = 0.0
+
+    @property
+    def telemetry_rows(self) -> int:
+        """Rows of ``telemetry`` the whole flood makes."""
+        return self.messages * self.metrics
+
+    def payload(self, i: int) -> tuple[str, bytes]:
+        """Topic and body of message ``i``."""
+        states = ("running", "idle", "fault", "off")
+        body = {"ts": self.start_ms + i, "state": states[i % 4],
+                "metrics": {f"m{k}": i + k / 10 for k in range(self.metrics)}}
+        return (f"oem/{self.tenant}/machines/SN-{i % self.machines:04d}/telemetry",
+                orjson.dumps(body))
+
+    def start(self) -> TelemetryFlood:
+        """Begin publishing in the background."""
+        self.started_at = time.monotonic()
+        self._thread.start()
+        return self
+
+    @property
+    def held(self) -> bool:
+        """True while ``hold_at`` holds back the rest."""
+        return self.hold_at is not None and not self._released.is_set()
+
+    def release(self) -> None:
+        """Publish the rest, past ``hold_at``."""
+        self._released.set()
+
+    def wait_acked(self, timeout: float = 60.0) -> float:
+        """Wait until the broker has acknowledged every message; seconds the flood took."""
+        assert self._all_acked.wait(timeout), (
+            f"broker acked {self.acked} of {self.messages} messages within {timeout}s"
+            f"{' (held: release() it)' if self.held else ''}")
+        assert not self.not_success, f"PUBACK reason codes (code: count) {self.not_success}"
+        return self.finished_at - self.started_at
+
+    def close(self) -> None:
+        """Stop publishing (if still under way) and disconnect."""
+        self._stop.set()
+        self._released.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_publish(self, _client: paho.Client, _userdata: Any, _mid: int, reason: Any,
+                    _props: Any) -> None:
+        with self._lock:
+            if reason.value != 0:
+                self.not_success[reason.value] = self.not_success.get(reason.value, 0) + 1
+            self.acked += 1
+            if self.acked == self.messages:
+                self.finished_at = time.monotonic()
+                self._all_acked.set()
+
+    def _run(self) -> None:
+        slice_s = 0.02
+        per_slice = self.messages if self.rate is None else max(1, round(self.rate * slice_s))
+        next_at = time.monotonic()
+        i = 0
+        while i < self.messages and not self._stop.is_set():
+            end = min(i + per_slice, self.messages)
+            if self.hold_at is not None and not self._released.is_set():
+                end = min(end, self.hold_at)
+                if end <= i:  # held: wait for release(), then keep the pace from then on
+                    self._released.wait()
+                    next_at = time.monotonic()
+                    continue
+            for j in range(i, end):
+                topic, body = self.payload(j)
+                self._client.publish(topic, body, qos=1)
+                self.published += 1
+            i = end
+            next_at += slice_s
+            time.sleep(max(0.0, next_at - time.monotonic()))
