@@ -132,11 +132,11 @@ def up(
     settings = _settings()
     db_migrate()
     cmd = [sys.executable, "-m", "oem_retention"]
-    procs = {"ingest": subprocess.Popen([*cmd, "ingest", "run"])}
+    commands = {"ingest": [*cmd, "ingest", "run"]}
     if simulate_machines:
-        procs["simulator"] = subprocess.Popen(
-            [*cmd, "simulate", "--machines", str(simulate_machines), "--interval", str(interval),
-             "--tenant", tenant])
+        commands["simulator"] = [*cmd, "simulate", "--machines", str(simulate_machines),
+                                 "--interval", str(interval), "--tenant", tenant]
+    procs = {name: subprocess.Popen(command) for name, command in commands.items()}
     stopping = False
     next_retention = 0.0
 
@@ -150,9 +150,12 @@ def up(
         with Live(console=console, refresh_per_second=1) as live:
             while not stopping:
                 for name, proc in procs.items():
-                    if proc.poll() is not None:
-                        console.print(f"[red]{name} exited with {proc.returncode}[/red]")
-                        stopping = True
+                    if proc.poll() is not None and not stopping:
+                        # A supervisor restarts what died; unacked messages come again.
+                        console.print(f"[red]{name} exited with {proc.returncode}:"
+                                      " restarting it[/red]")
+                        time.sleep(2)
+                        procs[name] = subprocess.Popen(commands[name])
                 if time.monotonic() >= next_retention:
                     # The Apache edition has no retention policy: this is its scheduled job.
                     _retention_job(settings)

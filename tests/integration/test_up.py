@@ -25,6 +25,13 @@ def test_up_runs_ingester_and_simulator_and_stops_on_ctrl_c(
         wait_for(lambda: scalar(database_url, "SELECT count(*) FROM telemetry") >= 100)
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) == 2
+        ingester = next(c for c in children if "ingest" in c.cmdline())
+        ingester.kill()
+        # The supervisor restarts it, and storing goes on.
+        wait_for(lambda: any(c.pid != ingester.pid for c in _ingesters(proc.pid)), timeout=20)
+        rows = scalar(database_url, "SELECT count(*) FROM telemetry")
+        wait_for(lambda: scalar(database_url, "SELECT count(*) FROM telemetry") > rows + 100)
+        children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         assert not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE
@@ -36,4 +43,16 @@ def test_up_runs_ingester_and_simulator_and_stops_on_ctrl_c(
     output = (tmp_path / "up.log").read_text()
     assert "machines registered" in output
     assert "stopped" in output
+    assert "ingest exited with -9: restarting it" in output
     assert "Traceback" not in output
+
+
+def _ingesters(pid: int) -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process(pid).children():
+        try:
+            if "ingest" in child.cmdline():
+                found.append(child)
+        except psutil.ZombieProcess:
+            continue  # the killed one, not reaped yet
+    return found
