@@ -128,9 +128,13 @@ class Ingester:
             self._broker.pause()
             self._full.set()
             self._nonempty.set()
-            # The flusher drains what was received, then ends (bounded by shutdown grace).
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(tasks[0]), timeout=10)
+            # The flusher drains what was received, then ends (bounded by shutdown grace). One
+            # that already failed is not awaited: its exception, raised again here, would chain
+            # to the RuntimeError it caused, a cycle on which the CLI's traceback printer loops
+            # forever instead of letting the process exit.
+            if not tasks[0].done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(tasks[0]), timeout=10)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

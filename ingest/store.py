@@ -149,14 +149,21 @@ class Store:
                 connect_timeout=5)
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailableError(str(exc)) from exc
-        await conn.execute(self._q["create_stages"])
-        self._machines.clear()
-        for row in await (await conn.execute(self._q["all_machines"])).fetchall():
-            ref = MachineRef(row[1], row[2], row[3], row[4], row[5], row[6])
-            self._machines[_machine_key(ref)] = row[0]
-        self._metrics = {
-            name: id_ for id_, name in await (await conn.execute(self._q["all_metrics"])).fetchall()
-        }
+        try:
+            await conn.execute(self._q["create_stages"])
+            self._machines.clear()
+            for row in await (await conn.execute(self._q["all_machines"])).fetchall():
+                ref = MachineRef(row[1], row[2], row[3], row[4], row[5], row[6])
+                self._machines[_machine_key(ref)] = row[0]
+            self._metrics = {
+                name: id_
+                for id_, name in await (await conn.execute(self._q["all_metrics"])).fetchall()
+            }
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            # Lost between connect and setup (a server restart, a failover): the same outage as
+            # a failed connect, retried by the caller, not a crash of the ingester.
+            await conn.close()
+            raise DatabaseUnavailableError(str(exc)) from exc
         self._conn = conn
         return conn
 

@@ -8,7 +8,9 @@ else runs on the broker.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -85,9 +87,59 @@ def tenant() -> str:
 
 
 def mqtt_address() -> tuple[str, int]:
-    """Host and port of the provisioned Mosquitto."""
+    """Host and port of the tests' Mosquitto (see ``test_broker``)."""
     return os.environ.get("OEMR_MQTT_HOST", "127.0.0.1"), int(os.environ.get("OEMR_MQTT_PORT",
                                                                              "18830"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """A Mosquitto of the test session alone, run from the platform's own configuration.
+
+    Persistent sessions outlive their clients by design, so a broker shared with a running
+    platform (or an earlier `up` whose session queues everything) would carry traffic between
+    runs. This one starts empty, uses deploy/local/mosquitto.conf (only port, paths and the
+    user differ) and is stopped at the end.
+    """
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    work = tmp_path_factory.mktemp("mosquitto")
+    port = _free_port()
+    template = (ROOT / "deploy" / "local" / "mosquitto.conf").read_text()
+    conf = work / "mosquitto.conf"
+    conf.write_text(
+        template.replace("@PORT@", str(port)).replace("@DATA@", f"{work}/")
+        .replace("@PID@", str(work / "mosquitto.pid")).replace("@LOG@", str(work / "log"))
+        # Started as root, mosquitto would drop to its own user, which cannot enter pytest's
+        # private temporary directory.
+        + "\nuser root\n")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"test broker did not start: {(work / 'log').read_text()}"
+                                   ) from None
+            time.sleep(0.05)
+    saved = {k: os.environ.get(k) for k in ("OEMR_MQTT_HOST", "OEMR_MQTT_PORT")}
+    os.environ["OEMR_MQTT_HOST"], os.environ["OEMR_MQTT_PORT"] = "127.0.0.1", str(port)
+    yield "127.0.0.1", port
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    proc.terminate()
+    proc.wait(timeout=10)
 
 
 class IngesterProcess:
