@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     ingest_tenant_filter: str = "+"
     ingest_batch_size: int = Field(default=2000, ge=1, le=32000)
     ingest_linger_ms: int = Field(default=200, ge=1)
+    # Batches written at once, each on its own connection: the database works on one while the
+    # event loop receives and encodes the next.
+    ingest_writers: int = Field(default=2, ge=1, le=8)
     ingest_max_payload_bytes: int = Field(default=256 * 1024, ge=64)
     ingest_max_clock_skew_s: int = Field(default=3600, ge=0)
     ingest_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
@@ -48,5 +51,5 @@ class Settings(BaseSettings):
 
     @property
     def receive_maximum(self) -> int:
-        """MQTT 5 Receive Maximum: two batches, so one fills while the other commits."""
-        return min(65535, 2 * self.ingest_batch_size)
+        """MQTT 5 Receive Maximum: a batch per writer, plus one filling while they commit."""
+        return min(65535, (self.ingest_writers + 1) * self.ingest_batch_size)

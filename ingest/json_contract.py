@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, cast
 
 import orjson
@@ -30,7 +31,7 @@ _METRIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0
 def decode(topic: JsonTopic, payload: bytes, *, now: datetime, max_skew: timedelta) -> Decoded:
     """Decode one JSON message, or raise ``Rejected`` with the reason."""
     body = _parse(payload)
-    machine = MachineRef(topic.tenant, topic.serial)
+    machine = _machine(topic.tenant, topic.serial)
     if topic.kind == "events":
         time = parse_time(body.get("ts"), now=now, max_skew=max_skew)
         return Decoded(events=[_event(machine, time, body, payload)])
@@ -51,6 +52,11 @@ def decode(topic: JsonTopic, payload: bytes, *, now: datetime, max_skew: timedel
         except Rejected as exc:
             raise Rejected(f"samples[{n}]: {exc.reason}") from None
     return decoded
+
+
+@lru_cache(maxsize=65536)
+def _machine(tenant: str, serial: str) -> MachineRef:
+    return MachineRef(tenant, serial)
 
 
 def _parse(payload: bytes) -> dict[str, Any]:
@@ -120,6 +126,7 @@ def _samples(machine: MachineRef, time: datetime, body: dict[str, Any]) -> Sampl
     return Samples(machine, time, values, cast("MachineStateName | None", state))
 
 
+@lru_cache(maxsize=8192)  # names repeat in every message; invalid ones raise, not cached
 def check_metric_name(name: str) -> None:
     """Metric names become rows of ``metrics``: keep them short and printable."""
     if not 0 < len(name) <= 128 or not _METRIC_CHARS.issuperset(name):
@@ -128,6 +135,8 @@ def check_metric_name(name: str) -> None:
 
 
 def _number(name: str, value: object) -> float:
+    if type(value) is float and math.isfinite(value):  # the common case, first
+        return value
     if isinstance(value, bool):
         return 1.0 if value else 0.0
     if not isinstance(value, int | float):

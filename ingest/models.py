@@ -38,7 +38,7 @@ class MachineRef:
     spb_device: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every message, and frozen init is slow
 class Samples:
     """Numeric samples of one machine at one time."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from ingest.models import Rejected
@@ -35,6 +36,7 @@ class SparkplugTopic:
     device: str | None
 
 
+@lru_cache(maxsize=65536)  # a fleet repeats its topics; bad ones raise and are not cached
 def parse(topic: str) -> JsonTopic | SparkplugTopic:
     """Route a topic, or reject it with the reason a person needs to fix the publisher."""
     levels = topic.split("/")

@@ -366,7 +366,8 @@ class ProcessSampler:
     def _run(self) -> None:
         while not self._stop.wait(0.1):
             self.rss_mb.append(self._process.memory_info().rss / 2**20)
-            self.pending.append(int(self._ingester.counters()["pending"]))
+            counters = self._ingester.counters()
+            self.pending.append(int(counters["pending"]) + int(counters["writing"]))
 
 
 def test_database_outage_under_load_loses_nothing_and_memory_stays_bounded(
@@ -399,8 +400,9 @@ def test_database_outage_under_load_loses_nothing_and_memory_stays_bounded(
     assert counters["db_retries"] > 0, "the ingester never saw the outage"
     assert ingester.proc is not None
     assert ingester.proc.poll() is None, "the ingester died"
-    # The in-flight window is two batches (the ingester's environment leaves their size alone).
-    window = 2 * Settings().ingest_batch_size
+    # The in-flight window is a batch per writer plus one (the ingester's environment leaves
+    # these settings alone).
+    window = Settings().receive_maximum
     max_rss, max_pending = max(sampler.rss_mb), max(sampler.pending)
     print(f"\ndatabase down {restarted_at - stopped_at:.1f}s while the broker took"
           f" {during_outage} messages; all stored {stored_at - restarted_at:.1f}s after the"
