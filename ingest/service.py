@@ -152,9 +152,11 @@ class Ingester:
             if not tasks[0].done():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(tasks[0]), timeout=10)
-            for task in tasks:
+            # Past the grace, batches still being written (the database is away) are abandoned:
+            # they were never acked, so the broker sends them again to the next run.
+            for task in [*tasks, *self._writes]:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._writes, return_exceptions=True)
             if state_topic and self._broker.connected:
                 # Sparkplug 3.0: a host leaving on purpose publishes its death STATE before the
                 # DISCONNECT; the broker sends the will only for a connection that breaks.
