@@ -202,6 +202,11 @@ class Ingester:
             entry.dead_letter = DeadLetter(topic, payload, exc.reason)
             if exc.keep is not None:
                 entry.message = Message(topic, b"", exc.keep)
+        except Exception as exc:
+            # A decoder bug must not stall the stream or lose the message: keep it, say so.
+            logger.exception("decoder failed on a message of %s", topic)
+            entry.dead_letter = DeadLetter(topic, payload, f"internal decoder error: {exc!r:.300}"
+                                           " (please report; the raw message is kept here)")
         else:
             if decoded is not None:
                 entry.message = Message(topic, payload, decoded)
