@@ -188,7 +188,8 @@ class Broker:
 
     def _on_disconnect(self, _client: paho.Client, _userdata: Any, _flags: Any,
                        reason: ReasonCode, _props: Properties | None) -> None:
-        logger.warning("disconnected from broker: %s", reason)
+        level = logging.WARNING if reason.is_failure else logging.INFO
+        logger.log(level, "disconnected from broker: %s", reason)
         self._connected.clear()
         self._disconnected.set()
 
