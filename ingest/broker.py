@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.client import MQTT_LOG_ERR, PUBACK, time_func
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -25,19 +27,62 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 logger = logging.getLogger(__name__)
 
-OnMessage = Callable[[paho.MQTTMessage], None]
+_MQTTV5 = paho.MQTTv5
+_SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
+_AGAIN = MQTTErrorCode.MQTT_ERR_AGAIN
+_CONN_LOST = MQTTErrorCode.MQTT_ERR_CONN_LOST
 
-# Packets handled per socket wakeup before yielding to the event loop (the flusher, acks).
+# ``loop_read`` calls per socket wakeup before yielding to the event loop (the flusher, acks);
+# each handles one packet, or up to _FAST_BURST PUBLISH packets of QoS 0/1 found whole in the
+# read buffer (so up to 512 messages per wakeup).
 _BURST = 32
+_FAST_BURST = 16
+# Bytes asked of the socket per read.
+_RECV = 65536
+# A packet cut by the end of a read is kept for the next read up to this size; a larger one is
+# left to paho, which reads it piecewise.
+_STASH_MAX = _RECV
+
+_pack_puback = struct.Struct("!BBH").pack
+
+
+class Publish:
+    """A received PUBLISH: what the ingester needs of it (paho's MQTTMessage is far costlier)."""
+
+    __slots__ = ("_topic", "dup", "mid", "payload", "qos", "retain")
+
+    def __init__(self, topic: bytes, payload: bytes, mid: int, qos: int,  # noqa: PLR0917
+                 dup: bool, retain: bool) -> None:  # (positional: built once per message)
+        self._topic = topic
+        self.payload = payload
+        self.mid = mid
+        self.qos = qos
+        self.dup = dup
+        self.retain = retain
+
+    @property
+    def topic(self) -> str:
+        """The topic; UnicodeDecodeError if it is not UTF-8 (as paho's MQTTMessage.topic)."""
+        return self._topic.decode("utf-8")
+
+
+OnMessage = Callable[[Publish], None]
 
 
 class _Client(paho.Client):
-    """paho's client with a buffered socket read and a direct message callback.
+    """paho's client with a buffered socket read, its own PUBLISH decoder and batched PUBACKs.
 
-    paho reads each packet with three or four ``recv`` calls and routes every message through
-    its topic matcher, which allocates a reference cycle per message (garbage the full collector
-    must find). Profiling the ingester put paho's receive path at half its CPU; these two
-    overrides of paho internals cut the receive cost (tests/bench/ingest.py measures it).
+    paho reads each packet with three or four ``recv`` calls, builds an MQTTMessage and an MQTT 5
+    Properties object per message and routes it through its topic matcher, which allocates a
+    reference cycle per message (garbage the full collector must find); each ``ack()`` is a
+    socket write of its own. Profiling the ingester put paho's receive path at half its CPU.
+
+    Here the socket is read in 64 KiB chunks; PUBLISH packets of QoS 0 and 1 found whole in the
+    chunk are decoded in place and handed to ``deliver`` as a ``Publish``. Everything else (QoS 2,
+    CONNACK, SUBACK, pings, DISCONNECT, malformed packets, packets over 64 KiB) goes through
+    paho's own ``_packet_read``, which reads from the same buffer through ``_sock_recv``. PUBACKs
+    are collected by ``ack()`` and written together by ``flush_acks()``. tests/bench/ingest.py
+    measures the gain; tests/unit/test_broker_fast_path.py compares the decoder with paho's.
     """
 
     def __init__(self, *args: Any, deliver: OnMessage, **kwargs: Any) -> None:
@@ -45,16 +90,49 @@ class _Client(paho.Client):
         self._deliver = deliver
         self._rbuf = b""
         self._rpos = 0
+        self._rtail = b""  # start of a packet cut by the end of the last read
         self._rsock: object = None
+        self._acks = bytearray()
+        self._ack_sock: object = None
+        # Set while the owner does not want more messages: the fast path stops at once.
+        self.held = False
 
     @property
     def buffered(self) -> int:
-        """Bytes read from the socket and not yet parsed."""
+        """Bytes read from the socket that can be handled without reading it again."""
         return len(self._rbuf) - self._rpos if self._rsock is self._sock else 0
 
+    @property
+    def acks_pending(self) -> bool:
+        """True when ``ack()`` has collected PUBACKs that ``flush_acks()`` has not sent."""
+        return bool(self._acks)
+
+    def ack(self, mid: int, qos: int) -> MQTTErrorCode:
+        """Collect a QoS 1 PUBACK for ``flush_acks()`` (QoS 2 goes through paho at once)."""
+        if qos != 1 or not self._manual_ack:
+            return super().ack(mid, qos)
+        if self._ack_sock is not self._sock:  # acks of a lost connection are void
+            self._acks.clear()
+            self._ack_sock = self._sock
+        self._acks += _pack_puback(PUBACK, 2, mid)
+        return _SUCCESS
+
+    def flush_acks(self) -> None:
+        """Queue the collected PUBACKs as one write; dropped if their connection is gone."""
+        if not self._acks:
+            return
+        data = bytes(self._acks)
+        self._acks.clear()
+        if self._sock is None or self._ack_sock is not self._sock:
+            return
+        self._packet_queue(PUBACK, data, 0, 0)
+
     def _sock_recv(self, bufsize: int) -> bytes:
+        # paho's own reads (the packets it handles) come here: serve them from our buffer.
         if self._rsock is not self._sock or self._rpos >= len(self._rbuf):
-            data = super()._sock_recv(max(bufsize, 65536))
+            if self._rsock is not self._sock:
+                self._rtail = b""
+            data = super()._sock_recv(max(bufsize, _RECV))
             self._rsock = self._sock
             self._rbuf, self._rpos = data, 0
             if not data:
@@ -63,8 +141,116 @@ class _Client(paho.Client):
         self._rpos += len(chunk)
         return chunk
 
+    def _packet_read(self) -> MQTTErrorCode:
+        if self._in_packet["command"] or self._protocol != _MQTTV5:
+            return super()._packet_read()  # paho is in the middle of a packet
+        if self._rsock is not self._sock:  # a new connection: nothing of the old one is valid
+            self._rsock = self._sock
+            self._rbuf, self._rpos, self._rtail = b"", 0, b""
+        buf = self._rbuf
+        pos = self._rpos
+        if pos >= len(buf):
+            try:
+                data = super()._sock_recv(_RECV)
+            except BlockingIOError:
+                return _AGAIN
+            except OSError as err:
+                self._easy_log(MQTT_LOG_ERR, "failed to receive on socket: %s", err)
+                return _CONN_LOST
+            if not data:
+                return _CONN_LOST
+            with self._msgtime_mutex:
+                self._last_bytes_received = time_func()
+            if self._rtail:
+                data = self._rtail + data
+                self._rtail = b""
+            self._rbuf = buf = data
+            self._rpos = pos = 0
+        return self._decode(buf, pos)
+
+    def _decode(self, buf: bytes, pos: int) -> MQTTErrorCode:  # noqa: PLR0911, PLR0912
+        # One function, no calls per packet: this is the ingester's hottest loop.
+        end = len(buf)
+        deliver = self._deliver
+        for _ in range(_FAST_BURST):
+            if pos >= end:
+                return _SUCCESS
+            header = buf[pos]
+            # Remaining length: a variable byte integer of at most four bytes.
+            i = pos + 1
+            if i >= end:
+                return self._stash(buf, pos)
+            byte = buf[i]
+            i += 1
+            length = byte & 0x7F
+            shift = 7
+            while byte & 0x80:
+                if shift > 21:
+                    return self._paho_read(pos)  # malformed: paho says so
+                if i >= end:
+                    return self._stash(buf, pos)
+                byte = buf[i]
+                i += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+            stop = i + length
+            if stop > end:
+                if stop - pos > _STASH_MAX:
+                    return self._paho_read(pos)
+                return self._stash(buf, pos)
+            if header & 0xF4 != 0x30:  # not a PUBLISH of QoS 0 or 1
+                return self._paho_read(pos)
+            # Variable header: topic, packet id (QoS 1), properties; then the payload.
+            if length < 3:
+                return self._paho_read(pos)
+            topic_end = i + 2 + (buf[i] << 8 | buf[i + 1])
+            qos = (header >> 1) & 1
+            if qos:
+                if topic_end + 3 > stop:
+                    return self._paho_read(pos)
+                mid = buf[topic_end] << 8 | buf[topic_end + 1]
+                j = topic_end + 2
+            else:
+                if topic_end + 1 > stop:
+                    return self._paho_read(pos)
+                mid = 0
+                j = topic_end
+            byte = buf[j]
+            j += 1
+            props = byte & 0x7F
+            shift = 7
+            while byte & 0x80:
+                if shift > 21 or j >= stop:
+                    return self._paho_read(pos)
+                byte = buf[j]
+                j += 1
+                props |= (byte & 0x7F) << shift
+                shift += 7
+            j += props
+            if j > stop:
+                return self._paho_read(pos)
+            self._rpos = pos = stop
+            deliver(Publish(buf[i + 2:topic_end], buf[j:stop], mid, qos,
+                            bool(header & 0x08), bool(header & 0x01)))
+            if self.held:
+                break
+        return _SUCCESS
+
+    def _stash(self, buf: bytes, pos: int) -> MQTTErrorCode:
+        # The packet at pos continues in the next read: keep its start (at most _STASH_MAX).
+        self._rtail = buf[pos:]
+        self._rbuf, self._rpos = b"", 0
+        return _SUCCESS
+
+    def _paho_read(self, pos: int) -> MQTTErrorCode:
+        # paho handles the packet at pos, reading it from our buffer through _sock_recv.
+        self._rpos = pos
+        return super()._packet_read()
+
     def _handle_on_message(self, message: paho.MQTTMessage) -> None:
-        self._deliver(message)
+        # Messages paho decoded itself (QoS 2, packets over 64 KiB).
+        self._deliver(Publish(message._topic, bytes(message.payload), message.mid, message.qos,
+                              bool(message.dup), bool(message.retain)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +325,17 @@ class Broker:
         """Acknowledge a message now that it is stored; False if its session is gone."""
         if generation != self.generation or not self.connected:
             return False
-        self._client.ack(mid, qos)
+        client = self._client
+        if not client.acks_pending:
+            # PUBACKs are collected: the caller flushes after its batch, or else the next
+            # turn of the loop does.
+            self._loop.call_soon(client.flush_acks)
+        client.ack(mid, qos)
         return True
+
+    def flush_acks(self) -> None:
+        """Send the PUBACKs collected by ``ack()`` (one socket write for all of them)."""
+        self._client.flush_acks()
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> None:
         """Publish, best effort (used for Sparkplug STATE and rebirth commands)."""
@@ -150,7 +345,7 @@ class Broker:
         """Stop reading the socket: the broker holds what we cannot take (QoS 0 included)."""
         if not self._paused and self._sock is not None:
             self._loop.remove_reader(self._sock)
-        self._paused = True
+        self._paused = self._client.held = True
 
     def resume(self) -> None:
         """Read the socket again."""
@@ -158,11 +353,12 @@ class Broker:
             self._loop.add_reader(self._sock, self._read)
             self._paused = False
             self._loop.call_soon(self._read)  # what was buffered when we paused
-        self._paused = False
+        self._paused = self._client.held = False
 
     async def disconnect(self) -> None:
         """End the session cleanly (the broker keeps it for session_expiry_s)."""
         if self.connected:
+            self._client.flush_acks()
             self._client.disconnect()
             try:
                 await asyncio.wait_for(self._disconnected.wait(), timeout=5)

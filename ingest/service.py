@@ -22,13 +22,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-import paho.mqtt.client as paho
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from core.errors import DatabaseUnavailableError
 from core.settings import Settings
 from ingest import json_contract, topics
-from ingest.broker import Broker, SessionOptions
+from ingest.broker import Broker, Publish, SessionOptions
 from ingest.models import Decoded, Rejected
 from ingest.sparkplug import SparkplugHost
 from ingest.store import Batch, DeadLetter, Message, PoisonBatchError, Store, Written
@@ -187,7 +186,7 @@ class Ingester:
 
     # -- receiving -----------------------------------------------------------------------
 
-    def _on_message(self, msg: paho.MQTTMessage) -> None:
+    def _on_message(self, msg: Publish) -> None:
         assert self._broker is not None
         self.counters.received += 1
         entry = _Entry(msg.mid, msg.qos, self._broker.generation, bool(msg.dup))
@@ -353,6 +352,7 @@ class Ingester:
             # Ack only after commit: the broker redelivers whatever we had not stored.
             if entry.qos > 0 and not self._broker.ack(entry.mid, entry.qos, entry.generation):
                 self.counters.acks_skipped += 1
+        self._broker.flush_acks()  # one write for the batch's PUBACKs
 
     # -- connection and status -----------------------------------------------------------
 
