@@ -4,7 +4,8 @@
 #     not package it), on its own port and data directory under the state folder; skipped when
 #     OEMR_DATABASE_URL names an existing server.
 #   * Mosquitto: Debian's broker binary (installed when absent), run as our own instance with a
-#     configuration that does not drop queued QoS 1 messages (the Debian default keeps 1,000).
+#     configuration that does not drop queued QoS 1 messages (the Debian default keeps 1,000);
+#     skipped when OEMR_MQTT_HOST (and OEMR_MQTT_PORT) name an existing broker.
 # A second run on a provisioned machine only checks and (re)starts what is down: seconds.
 # Writes $OEMR_STATE_DIR/env with the URLs the platform and the tests read.
 set -euo pipefail
@@ -154,15 +155,22 @@ main() {
   else
     provision_timescaledb
   fi
-  provision_mosquitto
+  MQTT_HOST=127.0.0.1
+  if [ -n "${OEMR_MQTT_HOST:-}" ]; then
+    # A broker of the site's own: it must keep what it accepted (see deploy/local/mosquitto.conf).
+    log "using the existing MQTT broker given by OEMR_MQTT_HOST ($OEMR_MQTT_HOST:$MQTT_PORT)"
+    MQTT_HOST=$OEMR_MQTT_HOST
+  else
+    provision_mosquitto
+  fi
   cat >"$STATE_DIR/env" <<ENV
 OEMR_DATABASE_URL=$DATABASE_URL
-OEMR_MQTT_HOST=127.0.0.1
+OEMR_MQTT_HOST=$MQTT_HOST
 OEMR_MQTT_PORT=$MQTT_PORT
 OEMR_STATE_DIR=$STATE_DIR
 OEMR_TSDB_ROOT=$ROOT
 ENV
-  log "ready: database $DATABASE_URL, MQTT 127.0.0.1:$MQTT_PORT (written to $STATE_DIR/env)"
+  log "ready: database $DATABASE_URL, MQTT $MQTT_HOST:$MQTT_PORT (written to $STATE_DIR/env)"
 }
 
 main "$@"

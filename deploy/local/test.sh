@@ -4,7 +4,9 @@
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-bash deploy/local/provision.sh
+# The tests need servers they may stop and restart (the database outage test runs a second
+# cluster in the TimescaleDB chroot): always the provisioned ones, never a site's own.
+env -u OEMR_DATABASE_URL -u OEMR_MQTT_HOST bash deploy/local/provision.sh
 bash deploy/local/install.sh --dev
 set -a
 # shellcheck disable=SC1091
