@@ -100,6 +100,40 @@ def ingest_health(max_age: float = 10.0) -> None:
         raise typer.Exit(1)
 
 
+@ingest_app.command("quality")
+def ingest_quality(
+    since: Annotated[str, typer.Option(help="How far back, as a PostgreSQL interval.")] = "7 days",
+    limit: int = 50,
+) -> None:
+    """Show where dead letters come from (and why) and what Sparkplug traffic was lost."""
+    from ingest import quality
+
+    settings = _settings()
+    try:
+        with psycopg.connect(settings.database_url) as conn:
+            sources = quality.dead_letter_sources(conn, since=since, limit=limit)
+            gaps = quality.sparkplug_gap_days(conn, since=since, limit=limit)
+    except psycopg.Error as exc:
+        console.print(f"[red]cannot read the data quality views:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    letters = Table(title=f"dead letters by source, last {since}")
+    for column in ("source", "messages", "received", "last", "latest reason"):
+        letters.add_column(column, overflow="fold")
+    for s in sources:
+        letters.add_row(s.source, f"{s.distinct_messages:,}", f"{s.times_received:,}",
+                        f"{s.last_received_at:%Y-%m-%d %H:%M}", s.latest_reason)
+    console.print(letters if sources else f"no dead letters in the last {since}")
+    lost = Table(title=f"Sparkplug losses by edge node and day, last {since}")
+    for column in ("group", "edge node", "day", "gaps", "seq missing", "data w/o birth",
+                   "rebirths asked"):
+        lost.add_column(column)
+    for g in gaps:
+        lost.add_row(g.spb_group, g.spb_edge_node, f"{g.day:%Y-%m-%d}", str(g.seq_gaps),
+                     str(g.seq_numbers_missing), str(g.data_without_birth),
+                     str(g.rebirths_requested))
+    console.print(lost if gaps else f"no Sparkplug losses in the last {since}")
+
+
 @app.command("simulate")
 def simulate(machines: int = 50, interval: float = 1.0, tenant: str = "demo",
              seed: int = 7) -> None:
