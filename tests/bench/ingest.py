@@ -467,28 +467,30 @@ def _receive(w: Workload, *, address: tuple[str, int], client_id: str, group: st
     ``fast``: with the ingester's own client (ingest.broker: in-place PUBLISH decoding, batched
     PUBACKs) instead of stock paho, so the limit measured is the broker's, not paho's.
     """
-    if fast:
-        _receive_fast(w, address=address, client_id=client_id, group=group,
-                      receive_maximum=receive_maximum, ready=ready, results=results)
-        return
     received = 0
     first = last = 0.0
+
+    def count(mid: int, qos: int) -> None:
+        nonlocal received, first, last
+        last = time.monotonic()
+        if not received:
+            first = last
+        received += 1
+        client.ack(mid, qos)
 
     def on_connect(c: paho.Client, *_: Any) -> None:
         # As the ingester does on every connection.
         c.subscribe([(w.subscription(group), SubscribeOptions(qos=1))])
 
-    def on_message(c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        nonlocal received, first, last
-        last = time.monotonic()
-        if not received:
-            first = last
-        received += 1
-        c.ack(msg.mid, msg.qos)
-
-    client = _client(client_id, manual_ack=True)
+    client: Any
+    if fast:
+        client = FastClient(CallbackAPIVersion.VERSION2, client_id=client_id,
+                            protocol=paho.MQTTv5, manual_ack=True,
+                            deliver=lambda msg: count(msg.mid, msg.qos))
+    else:
+        client = _client(client_id, manual_ack=True)
+        client.on_message = lambda _c, _u, msg: count(msg.mid, msg.qos)
     client.on_connect = on_connect
-    client.on_message = on_message
     client.connect(*address, clean_start=False, properties=_connect_props(
         expiry_s=SESSION_EXPIRY_S, receive_maximum=receive_maximum))
     _loop_until(client, client.is_connected)
@@ -496,40 +498,10 @@ def _receive(w: Workload, *, address: tuple[str, int], client_id: str, group: st
     connected = time.monotonic()
     while received < w.messages and time.monotonic() - (last or connected) < STALL_S:
         client.loop(0.5)
-    results.put(Received(received, first, last))
-    client.disconnect()
-    with contextlib.suppress(TimeoutError):
-        _loop_until(client, lambda: not client.is_connected(), timeout=2)
-
-
-def _receive_fast(w: Workload, *, address: tuple[str, int], client_id: str, group: str,
-                  receive_maximum: int, ready: Any, results: Any) -> None:
-    received = 0
-    first = last = 0.0
-    client: Any = None
-
-    def on_message(msg: Any) -> None:
-        nonlocal received, first, last
-        last = time.monotonic()
-        if not received:
-            first = last
-        received += 1
-        client.ack(msg.mid, msg.qos)
-
-    client = FastClient(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5,
-                        manual_ack=True, deliver=on_message)
-    client.on_connect = lambda c, *_: c.subscribe(
-        [(w.subscription(group), SubscribeOptions(qos=1))])
-    client.connect(*address, clean_start=False, properties=_connect_props(
-        expiry_s=SESSION_EXPIRY_S, receive_maximum=receive_maximum))
-    _loop_until(client, client.is_connected)
-    ready.set()
-    connected = time.monotonic()
-    while received < w.messages and time.monotonic() - (last or connected) < STALL_S:
-        client.loop(0.5)
-        while client.buffered:  # what the 64 KiB read holds beyond the packet paho asked for
-            client.loop_read()
-        client.flush_acks()
+        if fast:
+            while client.buffered:  # what the 64 KiB read holds beyond what paho asked for
+                client.loop_read()
+            client.flush_acks()
     results.put(Received(received, first, last))
     client.disconnect()
     with contextlib.suppress(TimeoutError):
