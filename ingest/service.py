@@ -2,10 +2,11 @@
 
 Nothing is lost on the JSON contract: messages come at QoS 1 over a persistent session, are
 acknowledged to the broker only after the transaction that stored them (or their dead letter) has
-committed, and the broker's in-flight window (MQTT 5 Receive Maximum) is two batches, so one
-batch fills while the previous one commits. When the database is away, batches are retried with
-backoff; unacknowledged messages fill the window and the broker stops sending (QoS 0 Sparkplug
-traffic is held back by no longer reading the socket), so memory stays bounded.
+committed. Up to ``ingest_writers`` batches are written at once, each on its own connection, and
+the broker's in-flight window (MQTT 5 Receive Maximum) is one batch more than that, so a batch
+fills while the others commit. When the database is away, batches are retried with backoff;
+unacknowledged messages fill the window and the broker stops sending (QoS 0 Sparkplug traffic is
+held back by no longer reading the socket), so memory stays bounded.
 """
 
 from __future__ import annotations

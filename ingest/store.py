@@ -105,15 +105,6 @@ class Store:
             await self._conn.close()
             self._conn = None
 
-    async def ping(self) -> None:
-        """Raise ``DatabaseUnavailableError`` unless the database answers."""
-        conn = await self._connection()
-        try:
-            await conn.execute("SELECT 1")
-        except psycopg.OperationalError as exc:
-            await self._drop()
-            raise DatabaseUnavailableError(str(exc)) from exc
-
     async def write(self, batch: Batch) -> Written:
         """Store a batch in one transaction.
 
