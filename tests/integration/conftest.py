@@ -98,8 +98,48 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class PrivateBroker:
+    """Mosquitto run from deploy/local/mosquitto.conf in a directory of its own."""
+
+    def __init__(self, work: Path) -> None:
+        self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.work = work
+        self.port = _free_port()
+        template = (ROOT / "deploy" / "local" / "mosquitto.conf").read_text()
+        self.conf = work / "mosquitto.conf"
+        self.conf.write_text(
+            template.replace("@PORT@", str(self.port)).replace("@DATA@", f"{work}/")
+            .replace("@PID@", str(work / "mosquitto.pid")).replace("@LOG@", str(work / "log"))
+            # Started as root, mosquitto would drop to its own user, which cannot enter
+            # pytest's private temporary directory.
+            + "\nuser root\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PrivateBroker:
+        """Start it and wait until it accepts connections."""
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("test broker did not start:"
+                                       f" {(self.work / 'log').read_text()}") from None
+                time.sleep(0.05)
+            else:
+                return self
+
+    def stop(self) -> None:
+        """SIGTERM: mosquitto writes its persistent store and exits."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
 @pytest.fixture(scope="session", autouse=True)
-def test_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+def test_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBroker]:
     """A Mosquitto of the test session alone, run from the platform's own configuration.
 
     Persistent sessions outlive their clients by design, so a broker shared with a running
@@ -107,39 +147,16 @@ def test_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     runs. This one starts empty, uses deploy/local/mosquitto.conf (only port, paths and the
     user differ) and is stopped at the end.
     """
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    work = tmp_path_factory.mktemp("mosquitto")
-    port = _free_port()
-    template = (ROOT / "deploy" / "local" / "mosquitto.conf").read_text()
-    conf = work / "mosquitto.conf"
-    conf.write_text(
-        template.replace("@PORT@", str(port)).replace("@DATA@", f"{work}/")
-        .replace("@PID@", str(work / "mosquitto.pid")).replace("@LOG@", str(work / "log"))
-        # Started as root, mosquitto would drop to its own user, which cannot enter pytest's
-        # private temporary directory.
-        + "\nuser root\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"test broker did not start: {(work / 'log').read_text()}"
-                                   ) from None
-            time.sleep(0.05)
+    broker = PrivateBroker(tmp_path_factory.mktemp("mosquitto")).start()
     saved = {k: os.environ.get(k) for k in ("OEMR_MQTT_HOST", "OEMR_MQTT_PORT")}
-    os.environ["OEMR_MQTT_HOST"], os.environ["OEMR_MQTT_PORT"] = "127.0.0.1", str(port)
-    yield "127.0.0.1", port
+    os.environ["OEMR_MQTT_HOST"], os.environ["OEMR_MQTT_PORT"] = "127.0.0.1", str(broker.port)
+    yield broker
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    proc.terminate()
-    proc.wait(timeout=10)
+    broker.stop()
 
 
 class IngesterProcess:
