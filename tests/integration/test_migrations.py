@@ -22,6 +22,70 @@ EXPECTED_COLUMNS = {
     "sparkplug_gaps": ["id", "detected_at", "spb_group", "spb_edge_node", "cause",
                        "expected_seq", "received_seq", "missing", "rebirth_requested"],
     "schema_migrations": ["version", "name", "checksum", "applied_at"],
+    # 003: the business side
+    "contacts": [
+        "id", "source", "external_id", "customer_id", "site_id", "name", "role", "email", "phone",
+        "source_updated_at", "synced_at", "deleted_at"
+    ],
+    "contract_renewals": [
+        "id", "source", "external_id", "contract_id", "decided_on", "outcome", "previous_ends_on",
+        "new_ends_on", "previous_value", "new_value", "synced_at"
+    ],
+    "customers": [
+        "id", "source", "external_id", "name", "industry", "country", "size_class", "key_account",
+        "customer_since", "source_updated_at", "synced_at", "deleted_at"
+    ],
+    "exchange_rates": ["currency", "valid_from", "rate"],
+    "installed_base": [
+        "id", "source", "external_id", "serial", "model", "customer_id", "site_id",
+        "commissioned_on", "warranty_end", "source_updated_at", "synced_at", "deleted_at"
+    ],
+    "installed_machines": [
+        "installed_base_id", "serial", "model", "customer_id", "site_id", "commissioned_on",
+        "warranty_end", "machine_id", "online", "first_seen_at"
+    ],
+    "invoice_lines": [
+        "id", "source", "external_id", "invoice_id", "kind", "product_code", "description",
+        "quantity", "unit_price", "net_amount", "installed_base_id", "contract_id", "synced_at"
+    ],
+    "invoices": [
+        "id", "source", "external_id", "customer_id", "number", "issued_on", "due_on", "paid_on",
+        "currency", "net_amount", "status", "source_updated_at", "synced_at", "deleted_at"
+    ],
+    "machine_models": [
+        "id", "source", "external_id", "model", "service_interval_hours", "service_interval_days",
+        "parts_value_per_1000h", "currency", "synced_at"
+    ],
+    "order_lines": [
+        "id", "source", "external_id", "order_id", "part_number", "description", "quantity",
+        "unit_price", "net_amount", "installed_base_id", "synced_at"
+    ],
+    "orders": [
+        "id", "source", "external_id", "customer_id", "kind", "number", "ordered_on", "status",
+        "currency", "net_amount", "source_updated_at", "synced_at", "deleted_at"
+    ],
+    "service_contracts": [
+        "id", "source", "external_id", "customer_id", "installed_base_id", "scope",
+        "contract_number", "tier", "starts_on", "ends_on", "notice_period_days", "auto_renew",
+        "annual_value", "currency", "status", "source_updated_at", "synced_at", "deleted_at"
+    ],
+    "sites": [
+        "id", "source", "external_id", "customer_id", "name", "country", "city",
+        "source_updated_at", "synced_at", "deleted_at"
+    ],
+    "survey_responses": [
+        "id", "source", "external_id", "customer_id", "contact_id", "answered_at", "score",
+        "comment", "synced_at"
+    ],
+    "sync_cursors": ["source", "entity", "cursor", "updated_at"],
+    "sync_rejects": [
+        "id", "run_id", "source", "entity", "external_id", "line_number", "reason", "record",
+        "rejected_at"
+    ],
+    "sync_runs": [
+        "id", "source", "entity", "full_resync", "started_at", "finished_at", "status",
+        "rows_upserted", "rows_rejected", "error"
+    ],
     # views
     "dead_letter_sources": ["source", "distinct_messages", "times_received", "first_received_at",
                             "last_received_at", "latest_reason", "latest_topic"],
