@@ -1,0 +1,446 @@
+"""The sync engine: pages of source records in, idempotent upserts and a rejects report out.
+
+A connector is a page source: called with the cursor stored for its source and entity (``None``
+for the start), it yields :class:`Page` objects, each with the cursor to resume after it. The
+engine validates every record with its model, resolves the parents a record names by external
+id, and commits a page's upserts, its rejects and its cursor in one transaction: a sync that dies
+between pages resumes after the last committed page, with no duplicates and nothing skipped.
+Upserts are on (source, external_id) and touch a row only when a value differs, so syncing the
+same data twice writes nothing.
+
+Each run is a row of ``sync_runs`` (counts, status, error); each rejected record a row of
+``sync_rejects`` with a reason a person can act on, and the line number when the source has
+lines. One sync per source and entity runs at a time (an advisory lock); a run found still
+``running`` under that lock was killed, and is marked failed by the run that takes over.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+import psycopg
+from psycopg.pq import TransactionStatus
+from psycopg_pool import AsyncConnectionPool
+from pydantic import ValidationError
+
+from core.errors import DatabaseUnavailableError, OemrError
+from core.sql import queries
+from erp_connectors.models import (
+    CustomerRecord,
+    InstalledBaseRecord,
+    SiteRecord,
+    SourceRecord,
+    describe,
+)
+
+logger = logging.getLogger(__name__)
+
+# Class of the two-key advisory locks of ERP syncs (the second key is the source/entity hash),
+# apart from the one-key lock the migration runner takes.
+LOCK_CLASS = 4_0001
+
+Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+class SyncError(OemrError):
+    """Base of the sync engine's errors."""
+
+
+class PermanentSyncError(SyncError):
+    """The entity cannot be synced until a person fixes something; retrying will not help.
+
+    Connectors raise it for a file that breaks its contract, a refused login, a 4xx that is not
+    throttling. The run is marked failed with this message and the sync of other entities goes on.
+    """
+
+
+class SyncBusyError(SyncError):
+    """Another sync of the same source and entity is running."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceReject:
+    """A record the connector could not even make into fields (a CSV line with too few cells)."""
+
+    reason: str
+    record: dict[str, Any]
+    line_number: int | None = None
+    external_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Records of one page and the cursor to resume after them.
+
+    ``cursor`` is opaque to the engine: stored as given, handed back to the connector on the
+    next run. ``None`` means "start from the beginning next time" (a file read to its end).
+    ``line_numbers``, when the source has lines, runs parallel to ``records``.
+    """
+
+    records: list[dict[str, Any]]
+    cursor: str | None
+    line_numbers: list[int] | None = None
+    rejects: list[SourceReject] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.line_numbers is not None and len(self.line_numbers) != len(self.records):
+            msg = (f"page has {len(self.records)} records but {len(self.line_numbers)}"
+                   " line numbers")
+            raise ValueError(msg)
+
+
+PageSource = Callable[[str | None], AsyncIterator[Page]]
+"""A connector's pages for one entity, from a stored cursor (``None``: from the start)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """What one run did; the same numbers are in its ``sync_runs`` row."""
+
+    run_id: int
+    source: str
+    entity: str
+    status: Literal["succeeded", "failed"]
+    pages: int = 0
+    records_read: int = 0
+    rows_upserted: int = 0
+    rows_rejected: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Valid:
+    record: Any  # the entity's SourceRecord subclass
+    raw: dict[str, Any]
+    line_number: int | None
+
+
+@dataclass(slots=True)
+class _Bound:
+    """Column arrays for an upsert, and the records whose parents could not be found."""
+
+    columns: dict[str, list[Any]]
+    rejects: list[SourceReject]
+
+
+_Binder = Callable[[Connection, str, list[_Valid]], Awaitable[_Bound]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Entity:
+    label: str  # how a reason names one record: "installed base SN-9 ..."
+    model: type[SourceRecord]
+    upsert: str
+    bind: _Binder
+
+
+def _q() -> dict[str, str]:
+    return queries("erp_connectors", "sql/sync.sql")
+
+
+async def _lookup(conn: Connection, block: str, source: str,
+                  external_ids: set[str]) -> dict[str, tuple[Any, ...]]:
+    if not external_ids:
+        return {}
+    cur = await conn.execute(_q()[block], {"source": source,
+                                           "external_ids": sorted(external_ids)})
+    return {row[0]: tuple(row[1:]) for row in await cur.fetchall()}
+
+
+def _parent_reject(item: _Valid, reason: str) -> SourceReject:
+    return SourceReject(reason=reason, record=item.raw, line_number=item.line_number,
+                        external_id=item.record.external_id)
+
+
+async def _bind_customers(_conn: Connection, _source: str, items: list[_Valid]) -> _Bound:
+    recs: list[CustomerRecord] = [item.record for item in items]
+    return _Bound(columns={
+        "external_id": [r.external_id for r in recs],
+        "name": [r.name for r in recs],
+        "industry": [r.industry for r in recs],
+        "country": [r.country for r in recs],
+        "size_class": [r.size_class for r in recs],
+        "key_account": [r.key_account for r in recs],
+        "customer_since": [r.customer_since for r in recs],
+        "source_updated_at": [r.source_updated_at for r in recs],
+    }, rejects=[])
+
+
+async def _bind_sites(conn: Connection, source: str, items: list[_Valid]) -> _Bound:
+    customers = await _lookup(conn, "customer_ids", source,
+                              {item.record.customer_external_id for item in items})
+    bound = _Bound(columns={k: [] for k in ("external_id", "customer_id", "name", "country",
+                                            "city", "source_updated_at")}, rejects=[])
+    for item in items:
+        r: SiteRecord = item.record
+        customer = customers.get(r.customer_external_id)
+        if customer is None:
+            bound.rejects.append(_parent_reject(
+                item, f"site {r.external_id} names customer {r.customer_external_id},"
+                      f" which is not in {source}"))
+            continue
+        for name, value in (("external_id", r.external_id), ("customer_id", customer[0]),
+                            ("name", r.name), ("country", r.country), ("city", r.city),
+                            ("source_updated_at", r.source_updated_at)):
+            bound.columns[name].append(value)
+    return bound
+
+
+def _installed_base_parents(r: InstalledBaseRecord, source: str,
+                            customers: dict[str, tuple[Any, ...]],
+                            sites: dict[str, tuple[Any, ...]]) -> tuple[int, int | None] | str:
+    """The customer and site ids of a machine, or why they cannot be had."""
+    customer = customers.get(r.customer_external_id)
+    if customer is None:
+        return (f"installed base {r.external_id} names customer {r.customer_external_id},"
+                f" which is not in {source}")
+    if r.site_external_id is None:
+        return customer[0], None
+    site = sites.get(r.site_external_id)
+    if site is None:
+        return (f"installed base {r.external_id} names site {r.site_external_id},"
+                f" which is not in {source}")
+    site_id, site_customer = site
+    if site_customer != r.customer_external_id:
+        return (f"installed base {r.external_id} names customer {r.customer_external_id}"
+                f" but site {r.site_external_id}, which belongs to customer {site_customer}")
+    return customer[0], site_id
+
+
+async def _bind_installed_base(conn: Connection, source: str, items: list[_Valid]) -> _Bound:
+    customers = await _lookup(conn, "customer_ids", source,
+                              {item.record.customer_external_id for item in items})
+    sites = await _lookup(conn, "site_ids", source,
+                          {item.record.site_external_id for item in items
+                           if item.record.site_external_id is not None})
+    bound = _Bound(columns={k: [] for k in (
+        "external_id", "serial", "model", "customer_id", "site_id", "commissioned_on",
+        "warranty_end", "source_updated_at")}, rejects=[])
+    for item in items:
+        r: InstalledBaseRecord = item.record
+        parents = _installed_base_parents(r, source, customers, sites)
+        if isinstance(parents, str):
+            bound.rejects.append(_parent_reject(item, parents))
+            continue
+        for name, value in (("external_id", r.external_id), ("serial", r.serial),
+                            ("model", r.model), ("customer_id", parents[0]),
+                            ("site_id", parents[1]), ("commissioned_on", r.commissioned_on),
+                            ("warranty_end", r.warranty_end),
+                            ("source_updated_at", r.source_updated_at)):
+            bound.columns[name].append(value)
+    return bound
+
+
+# Entity names are the table names. Parents come before children: a sync of sites resolves
+# customers already stored.
+ENTITIES: dict[str, _Entity] = {
+    "customers": _Entity("customer", CustomerRecord, "upsert_customers", _bind_customers),
+    "sites": _Entity("site", SiteRecord, "upsert_sites", _bind_sites),
+    "installed_base": _Entity("installed base", InstalledBaseRecord, "upsert_installed_base",
+                              _bind_installed_base),
+}
+
+
+@contextmanager
+def _database_boundary(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise DatabaseUnavailableError(f"{what}: {exc}") from exc
+
+
+def _validate(spec: _Entity, page: Page) -> tuple[list[_Valid], list[SourceReject]]:
+    """Valid records (the last of each external id) and the invalid ones, with reasons."""
+    valid: dict[str, _Valid] = {}
+    rejects = list(page.rejects)
+    for i, raw in enumerate(page.records):
+        line = page.line_numbers[i] if page.line_numbers is not None else None
+        try:
+            record = spec.model.model_validate(raw)
+        except ValidationError as exc:
+            external_id = raw.get("external_id")
+            named = external_id if isinstance(external_id, str) and external_id.strip() else None
+            rejects.append(SourceReject(
+                reason=f"{spec.label} {named or '(without external_id)'}: {describe(exc)}",
+                record=raw, line_number=line, external_id=named))
+            continue
+        # An API page may carry a record twice (paging over changing data): the later one is
+        # the newer, and one statement cannot upsert the same key twice.
+        valid.pop(record.external_id, None)
+        valid[record.external_id] = _Valid(record, raw, line)
+    return list(valid.values()), rejects
+
+
+async def _apply_page(conn: Connection, *, run_id: int, source: str, entity: str,
+                      page: Page) -> tuple[int, int]:
+    """Write one page in one transaction; rows upserted and rejected."""
+    spec = ENTITIES[entity]
+    valid, rejects = _validate(spec, page)
+    q = _q()
+    try:
+        with _database_boundary(f"sync of {source}/{entity}"):
+            async with conn.transaction():
+                bound = await spec.bind(conn, source, valid)
+                rejects.extend(bound.rejects)
+                upserted = 0
+                if bound.columns["external_id"]:
+                    cur = await conn.execute(q[spec.upsert], {"source": source, **bound.columns})
+                    upserted = cur.rowcount
+                if rejects:
+                    await conn.execute(q["insert_rejects"], {
+                        "run_id": run_id, "source": source, "entity": entity,
+                        "external_id": [r.external_id for r in rejects],
+                        "line_number": [r.line_number for r in rejects],
+                        "reason": [r.reason for r in rejects],
+                        "record": [orjson.dumps(r.record, default=str).decode()
+                                   for r in rejects]})
+                await conn.execute(q["count_page"], {"run_id": run_id, "upserted": upserted,
+                                                     "rejected": len(rejects)})
+                await conn.execute(q["write_cursor"], {"source": source, "entity": entity,
+                                                       "cursor": page.cursor})
+    except (psycopg.DataError, psycopg.IntegrityError) as exc:
+        # The models mirror the table's rules; a refusal here is a gap between the two.
+        raise PermanentSyncError(
+            f"the database refused a page of {entity} from {source}: {exc}") from exc
+    return upserted, len(rejects)
+
+
+@asynccontextmanager
+async def _connection(target: Connection | AsyncConnectionPool) -> AsyncIterator[Connection]:
+    if isinstance(target, AsyncConnectionPool):
+        async with target.connection() as conn:
+            yield conn
+    else:
+        yield target
+
+
+@asynccontextmanager
+async def _entity_session(target: Connection | AsyncConnectionPool, *, source: str,
+                          entity: str) -> AsyncIterator[Connection]:
+    """A connection in autocommit mode holding the entity's sync lock."""
+    keys = {"lock_class": LOCK_CLASS, "source": source, "entity": entity}
+    async with _connection(target) as conn:
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            msg = "sync_entity needs a connection outside a transaction: each page commits"
+            raise ValueError(msg)
+        was_autocommit = conn.autocommit
+        with _database_boundary(f"sync of {source}/{entity}"):
+            # Every page is its own transaction; outside autocommit the first statement would
+            # open one that held them all.
+            await conn.set_autocommit(True)
+            cur = await conn.execute(_q()["lock_entity"], keys)
+            row = await cur.fetchone()
+        if row is None or not row[0]:
+            await conn.set_autocommit(was_autocommit)
+            raise SyncBusyError(f"another sync of {source}/{entity} is running")
+        try:
+            yield conn
+        finally:
+            if not conn.closed:
+                try:
+                    await conn.execute(_q()["unlock_entity"], keys)
+                    await conn.set_autocommit(was_autocommit)
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                    # The lock ends with the session anyway.
+                    logger.warning("could not release the sync lock of %s/%s: %s",
+                                   source, entity, exc)
+
+
+async def _start(conn: Connection, *, source: str, entity: str,
+                 full: bool) -> tuple[int, str | None]:
+    q = _q()
+    with _database_boundary(f"sync of {source}/{entity}"):
+        cur = await conn.execute(q["start_run"], {"source": source, "entity": entity,
+                                                  "full": full})
+        row = await cur.fetchone()
+        assert row is not None
+        run_id = int(row[0])
+        abandoned = await conn.execute(q["abandon_runs"], {"source": source, "entity": entity,
+                                                           "run_id": run_id})
+        if abandoned.rowcount:
+            logger.warning("sync of %s/%s: %s earlier run(s) had been interrupted; resuming",
+                           source, entity, abandoned.rowcount)
+        if full:
+            return run_id, None
+        cur = await conn.execute(q["read_cursor"], {"source": source, "entity": entity})
+        stored = await cur.fetchone()
+    return run_id, None if stored is None else stored[0]
+
+
+async def _finish(conn: Connection, run_id: int, error: str | None) -> None:
+    with _database_boundary(f"finishing sync run {run_id}"):
+        await conn.execute(_q()["finish_run"], {
+            "run_id": run_id, "status": "failed" if error else "succeeded", "error": error})
+
+
+async def sync_entity(target: Connection | AsyncConnectionPool, *, source: str, entity: str,
+                      pages: PageSource, full: bool = False) -> SyncResult:
+    """Sync one entity of one source from a connector's pages.
+
+    Parameters
+    ----------
+    target
+        A connection outside a transaction (it is put in autocommit mode for the run and put
+        back after) or the process's pool (a connection is taken for the run).
+    source
+        The source system as stored in every row's ``source`` (``odoo``, ``files``...).
+    entity
+        A key of :data:`ENTITIES`: ``customers``, ``sites``, ``installed_base``.
+    pages
+        The connector, called with the stored cursor (``None`` if there is none or ``full``).
+    full
+        Ignore the stored cursor and read the source from its start.
+
+    Returns
+    -------
+    SyncResult
+        ``status`` is ``failed`` with ``error`` set when the connector raised
+        :class:`PermanentSyncError`; any other exception marks the run failed and propagates.
+
+    Raises
+    ------
+    SyncBusyError
+        Another sync of this source and entity holds the lock.
+    DatabaseUnavailableError
+        The database could not be reached; whatever pages were committed stay, and the next
+        run resumes after them.
+    """
+    if entity not in ENTITIES:
+        raise ValueError(f"unknown entity {entity!r}; known: {', '.join(ENTITIES)}")
+    async with _entity_session(target, source=source, entity=entity) as conn:
+        run_id, cursor = await _start(conn, source=source, entity=entity, full=full)
+        logger.info("sync %s/%s run %s from cursor %r", source, entity, run_id, cursor)
+        n_pages = read = upserted = rejected = 0
+        try:
+            async for page in pages(cursor):
+                page_upserted, page_rejected = await _apply_page(
+                    conn, run_id=run_id, source=source, entity=entity, page=page)
+                n_pages += 1
+                read += len(page.records) + len(page.rejects)
+                upserted += page_upserted
+                rejected += page_rejected
+        except PermanentSyncError as exc:
+            await _finish(conn, run_id, str(exc))
+            logger.error("sync %s/%s run %s failed: %s", source, entity, run_id, exc)
+            return SyncResult(run_id, source, entity, "failed", n_pages, read, upserted,
+                              rejected, str(exc))
+        except BaseException as exc:
+            await _finish_after_crash(conn, run_id, exc)
+            raise
+        await _finish(conn, run_id, None)
+    logger.info("sync %s/%s run %s: %s pages, %s records, %s rows written, %s rejected",
+                source, entity, run_id, n_pages, read, upserted, rejected)
+    return SyncResult(run_id, source, entity, "succeeded", n_pages, read, upserted, rejected)
+
+
+async def _finish_after_crash(conn: Connection, run_id: int, exc: BaseException) -> None:
+    """Mark the run failed if the database still answers; if not, the next run will."""
+    try:
+        await _finish(conn, run_id, f"{type(exc).__name__}: {exc}")
+    except DatabaseUnavailableError as finish_exc:
+        logger.warning("sync run %s: could not record its failure: %s", run_id, finish_exc)
