@@ -59,9 +59,9 @@ def migrate(conninfo: str) -> list[Migration]:
     q = queries("core", "sql/migrations.sql")
     applied_now: list[Migration] = []
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(q["create_history"])
         conn.execute(q["lock"], {"key": _LOCK_KEY})
         try:
+            conn.execute(q["create_history"])
             recorded = {
                 row[0]: (row[1], row[2]) for row in conn.execute(q["history"]).fetchall()
             }
@@ -93,6 +93,15 @@ def migrate(conninfo: str) -> list[Migration]:
 
 def _check_history(recorded: dict[int, tuple[str, str]], shipped: list[Migration]) -> None:
     by_version = {m.version: m for m in shipped}
+    latest = max(recorded, default=0)
+    behind = [m for m in shipped if m.version < latest and m.version not in recorded]
+    if behind:
+        msg = (
+            f"migration {behind[0].version:03d}_{behind[0].name} is numbered below"
+            f" {latest:03d}, which is already applied: it would run out of order."
+            " Give it the next free number."
+        )
+        raise MigrationError(msg)
     for version, (name, checksum) in sorted(recorded.items()):
         migration = by_version.get(version)
         if migration is None:

@@ -342,18 +342,10 @@ class Broker:
         self._client.publish(topic, payload, qos=qos, retain=retain)
 
     def pause(self) -> None:
-        """Stop reading the socket: the broker holds what we cannot take (QoS 0 included)."""
+        """Stop reading the socket (at shutdown: take nothing more in)."""
         if not self._paused and self._sock is not None:
             self._loop.remove_reader(self._sock)
         self._paused = self._client.held = True
-
-    def resume(self) -> None:
-        """Read the socket again."""
-        if self._paused and self._sock is not None:
-            self._loop.add_reader(self._sock, self._read)
-            self._paused = False
-            self._loop.call_soon(self._read)  # what was buffered when we paused
-        self._paused = self._client.held = False
 
     async def disconnect(self) -> None:
         """End the session cleanly (the broker keeps it for session_expiry_s)."""

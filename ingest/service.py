@@ -5,8 +5,9 @@ acknowledged to the broker only after the transaction that stored them (or their
 committed. Up to ``ingest_writers`` batches are written at once, each on its own connection, and
 the broker's in-flight window (MQTT 5 Receive Maximum) is one batch more than that, so a batch
 fills while the others commit. When the database is away, batches are retried with backoff;
-unacknowledged messages fill the window and the broker stops sending (QoS 0 Sparkplug traffic is
-held back by no longer reading the socket), so memory stays bounded.
+unacknowledged messages fill the window and the broker stops sending (QoS 0 Sparkplug traffic
+beyond a high-water mark is shed before decoding, so its seq gap is recorded), so memory stays
+bounded.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import logging
 import os
 import signal
@@ -52,6 +54,7 @@ class Counters:
     batch_ms_total: float = 0.0
     db_retries: int = 0
     acks_skipped: int = 0
+    qos0_shed: int = 0
     pending: int = 0  # received, waiting for a batch
     writing: int = 0  # in batches being written now
     mqtt_connected: bool = False
@@ -94,8 +97,8 @@ class Ingester:
             max_skew=self._max_skew,
         ) if settings.sparkplug_host_id else None
         self._broker: Broker | None = None
-        # Past this many pending messages the socket is no longer read. QoS 1 traffic never gets
-        # here (the in-flight window is smaller); QoS 0 Sparkplug traffic is held back here.
+        # Past this many pending messages QoS 0 messages are shed. QoS 1 traffic never gets here
+        # (the in-flight window is smaller).
         self._high_water = (settings.ingest_writers + 2) * settings.ingest_batch_size
         # Sparkplug 3.0: the STATE birth of a connection carries the same timestamp as its will.
         self._state_time = _now()
@@ -190,12 +193,28 @@ class Ingester:
     def _on_message(self, msg: Publish) -> None:
         assert self._broker is not None
         self.counters.received += 1
+        if msg.qos == 0 and len(self._pending) >= self._high_water:
+            # QoS 1 traffic is bounded by the in-flight window; QoS 0 (Sparkplug) is not, and
+            # while the database is away it is shed here, before decoding, so Sparkplug's seq
+            # check records the gap and asks for a rebirth. The socket keeps being read, so
+            # keepalive and reconnects go on.
+            self.counters.qos0_shed += 1
+            return
         entry = _Entry(msg.mid, msg.qos, self._broker.generation, bool(msg.dup))
         try:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = msg._topic.decode("utf-8", "replace")
         payload = bytes(msg.payload)
+        limit = self._settings.ingest_max_payload_bytes
+        if len(payload) > limit:
+            # Keep its start and a digest, not the whole: memory and the table stay bounded.
+            entry.dead_letter = DeadLetter(topic, payload[:limit], (
+                f"payload of {len(payload)} bytes is over the limit of {limit}"
+                f" (OEMR_INGEST_MAX_PAYLOAD_BYTES); its first {limit} bytes are kept, sha256 of"
+                f" the whole: {hashlib.sha256(payload).hexdigest()}"), size=len(payload))
+            self._enqueue(entry)
+            return
         try:
             decoded = self._decode(topic, payload)
         except Rejected as exc:
@@ -210,18 +229,15 @@ class Ingester:
         else:
             if decoded is not None:
                 entry.message = Message(topic, payload, decoded)
+        self._enqueue(entry)
+
+    def _enqueue(self, entry: _Entry) -> None:
         self._pending.append(entry)
         self._nonempty.set()
         if len(self._pending) >= self._settings.ingest_batch_size:
             self._full.set()
-        if len(self._pending) >= self._high_water:
-            self._broker.pause()
 
     def _decode(self, topic: str, payload: bytes) -> Decoded | None:
-        s = self._settings
-        if len(payload) > s.ingest_max_payload_bytes:
-            raise Rejected(f"payload of {len(payload)} bytes is over the limit of"
-                           f" {s.ingest_max_payload_bytes} (OEMR_INGEST_MAX_PAYLOAD_BYTES)")
         route = topics.parse(topic)
         if isinstance(route, topics.JsonTopic):
             return json_contract.decode(route, payload, now=_now(), max_skew=self._max_skew)
@@ -258,8 +274,6 @@ class Ingester:
                 task = asyncio.create_task(self._store_until_done(entries, store))
                 self._writes.add(task)
                 task.add_done_callback(self._write_done)
-            if self._broker and len(self._pending) < self._settings.ingest_batch_size:
-                self._broker.resume()
             if self._stopping.is_set() and not self._pending:
                 await asyncio.gather(*self._writes, return_exceptions=True)
                 return
@@ -326,13 +340,19 @@ class Ingester:
             except DatabaseUnavailableError:
                 await asyncio.sleep(1)
             except PoisonBatchError as exc:
-                if not single.messages:
-                    # Only a dead letter's own row can get here; nothing is left to try.
-                    logger.error("database refused a dead letter, dropping it: %s", exc)
-                    return Written(0, 0, 0, 0)
-                m = single.messages[0]
-                single = Batch(dead_letters=[DeadLetter(
-                    m.topic, m.payload, f"the database refused this message: {exc}")])
+                if single.messages:
+                    m = single.messages[0]
+                    single = Batch(dead_letters=[DeadLetter(
+                        m.topic, m.payload, f"the database refused this message: {exc}")])
+                elif single.dead_letters[0].payload:
+                    # Keep the record of the failure even if its bytes cannot be stored.
+                    d = single.dead_letters[0]
+                    single = Batch(dead_letters=[DeadLetter(
+                        d.topic, b"", f"{d.reason} (payload of {len(d.payload)} bytes not kept:"
+                        f" the database refused it: {exc})")])
+                else:
+                    # Never ack what was not stored: stop; the broker sends it again.
+                    raise RuntimeError(f"database refused a dead letter: {exc}") from exc
 
     def _count(self, written: Written, messages: int, seconds: float) -> None:
         c = self.counters

@@ -34,6 +34,9 @@ _COPY_TRAILER = b"\xff\xff"
 _TELEMETRY_ROW = struct.Struct(">hiqiiiiid")
 _STATE_ROW = struct.Struct(">hiqiii")
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+# SQLSTATE classes a message's content can cause: 22 data exception, 23 integrity constraint
+# violation, 54 program limit exceeded (an index entry too large).
+_CONTENT_ERROR_CLASSES = frozenset({"22", "23", "54"})
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -44,6 +47,7 @@ class DeadLetter:
     topic: str
     payload: bytes
     reason: str
+    size: int | None = None  # of the whole message, when only its start is kept in payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +124,14 @@ class Store:
             except pg_errors.UniqueViolation:
                 logger.info("batch holds already stored messages: writing it deduplicated")
                 return await self._write(conn, batch, staged=True)
-        except (psycopg.OperationalError, pg_errors.AdminShutdown) as exc:
-            await self._drop()
-            raise DatabaseUnavailableError(str(exc)) from exc
-        except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
-            raise PoisonBatchError(str(exc)) from exc
-        except psycopg.InterfaceError as exc:
+        except psycopg.Error as exc:
+            # Only what the content caused is poison (split the batch, dead-letter the culprit).
+            # Anything else (no connection, a revoked privilege, a table a newer migration
+            # changed) is retried without acking: an operator's fix resumes ingest, nothing lost.
+            if (exc.sqlstate or "")[:2] in _CONTENT_ERROR_CLASSES:
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    await self._drop()
+                raise PoisonBatchError(str(exc)) from exc
             await self._drop()
             raise DatabaseUnavailableError(str(exc)) from exc
 
@@ -150,9 +156,9 @@ class Store:
                 name: id_
                 for id_, name in await (await conn.execute(self._q["all_metrics"])).fetchall()
             }
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            # Lost between connect and setup (a server restart, a failover): the same outage as
-            # a failed connect, retried by the caller, not a crash of the ingester.
+        except psycopg.Error as exc:
+            # Lost between connect and setup (a server restart, a failover), or refused (a
+            # missing privilege): the same outage as a failed connect, retried by the caller.
             await conn.close()
             raise DatabaseUnavailableError(str(exc)) from exc
         self._conn = conn
@@ -180,7 +186,8 @@ class Store:
             for samples in item.samples:
                 new_metrics.update(n for n in samples.values if n not in self._metrics)
         if new_machines:
-            await self._register_machines(conn, list(new_machines.values()))
+            # Sorted: two writers registering overlapping machines lock rows in the same order.
+            await self._register_machines(conn, [new_machines[k] for k in sorted(new_machines)])
         if new_metrics:
             names = sorted(new_metrics)
             await conn.execute(self._q["register_metrics"], {"names": names})
@@ -330,7 +337,7 @@ class Store:
         await conn.execute(self._q["insert_dead_letters"], {
             "topics": [first[d].topic for d in counts],
             "payloads": [first[d].payload for d in counts],
-            "sizes": [len(first[d].payload) for d in counts],
+            "sizes": [first[d].size or len(first[d].payload) for d in counts],
             "reasons": [first[d].reason for d in counts],
             "digests": list(counts), "counts": list(counts.values())})
         return len(letters)

@@ -32,7 +32,12 @@ apt_install() {
 }
 
 provision_timescaledb() {
-  if [ ! -x "$ROOT/usr/lib/postgresql/17/bin/postgres" ] || [ ! -f "$ROOT/usr/lib/postgresql/17/lib/timescaledb.so" ]; then
+  if [ -d "$ROOT" ] && { [ ! -x "$ROOT/usr/lib/postgresql/17/bin/postgres" ] || [ ! -f "$ROOT/usr/lib/postgresql/17/lib/timescaledb.so" ]; }; then
+    # The chroot holds the database's data directory: never delete it to start over.
+    log "$ROOT exists but lacks PostgreSQL 17 or TimescaleDB; repair it by hand (or move it away to rebuild)"
+    exit 1
+  fi
+  if [ ! -d "$ROOT" ]; then
     apt_install debootstrap
     # Build beside the final place and move it in, so an interrupted run starts over cleanly.
     local tmp="$STATE_DIR/timescaledb-root.partial"
@@ -43,7 +48,6 @@ provision_timescaledb() {
     debootstrap --variant=minbase --include=postgresql-17,postgresql-17-timescaledb \
       trixie "$tmp" "$DEBIAN_MIRROR" >"$STATE_DIR/debootstrap.log" 2>&1 \
       || { log "debootstrap failed, see $STATE_DIR/debootstrap.log"; tail -5 "$STATE_DIR/debootstrap.log" >&2; exit 1; }
-    rm -rf "$ROOT"
     mv "$tmp" "$ROOT"
   fi
   mount_chroot "$ROOT"
@@ -126,7 +130,11 @@ provision_mosquitto() {
   chown -R mosquitto: "$dir" 2>/dev/null || true
   if [ "$changed" = 1 ] && [ -f "$dir/mosquitto.pid" ] && kill -0 "$(cat "$dir/mosquitto.pid")" 2>/dev/null; then
     log "mosquitto configuration changed: restarting"
-    kill "$(cat "$dir/mosquitto.pid")"; sleep 1
+    local pid
+    pid=$(cat "$dir/mosquitto.pid")
+    kill "$pid"
+    # It saves its store on the way out, which takes a while when much is queued.
+    for _ in $(seq 1 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
   if ! port_open "$MQTT_PORT"; then
     log "starting Mosquitto on 127.0.0.1:$MQTT_PORT"

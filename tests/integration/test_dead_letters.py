@@ -6,6 +6,7 @@ is still alive and stores good messages.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -67,6 +68,17 @@ def test_each_kind_of_bad_input_is_a_dead_letter_with_its_reason(
             ["unknown topic", "oem/<tenant>/machines/<serial>/telemetry|events"]),
         f"{group}/DDATA/node-9/dev-1": (
             b"\x00 not protobuf", ["DDATA", "not a valid Sparkplug B protobuf"]),
+        json_topic.format("BAD-name"): (
+            orjson.dumps({"ts": ts, "metrics": {"temp\u0007": 21.5}}),
+            ["metric name 'temp\\x07'", "printable"]),
+        f"oem/{tenant}/machines/BAD-id/events": (
+            orjson.dumps({"ts": ts, "type": "fault", "id": "e" * 129}),
+            ["event 'id'", "129 characters", "at most 128"]),
+        f"oem/{tenant}/machines/BAD-code/events": (
+            orjson.dumps({"ts": ts, "type": "fault", "code": "c" * 129}),
+            ["event 'code'", "129 characters", "at most 128"]),
+        f"{group}/NBIRTH/{'n' * 65}": (
+            payload(bd_seq(0), timestamp=ts, seq=0), ["edge node id", "at most 64"]),
     }
     for topic, (body, _) in bad.items():
         pub.publish(topic, body, qos=1)
@@ -136,8 +148,11 @@ def test_oversized_payload_is_a_dead_letter(database_url: str, tenant: str,
     wait_for(lambda: scalar(database_url, "SELECT count(*) FROM telemetry") == 1)
     [(topic, body, size, reason)] = rows(
         database_url, "SELECT topic, payload, payload_size, reason FROM dead_letters")
-    assert (topic, bytes(body), size) == (f"oem/{tenant}/machines/BIG-1/telemetry", big, len(big))
-    for word in (f"{len(big)} bytes", "over the limit of 256", "OEMR_INGEST_MAX_PAYLOAD_BYTES"):
+    # Its start is kept, with its size and the digest of the whole: bounded, still traceable.
+    assert (topic, bytes(body), size) == (f"oem/{tenant}/machines/BIG-1/telemetry", big[:256],
+                                          len(big))
+    for word in (f"{len(big)} bytes", "over the limit of 256", "OEMR_INGEST_MAX_PAYLOAD_BYTES",
+                 "first 256 bytes are kept", hashlib.sha256(big).hexdigest()):
         assert word in reason
     assert rows(database_url, "SELECT serial FROM machines") == [("SMALL-1",)]
     assert ingester.proc.poll() is None

@@ -134,6 +134,13 @@ def test_migration_from_newer_code_is_refused(database_url: str) -> None:
         migrate.migrate(database_url)
 
 
+def test_migration_numbered_below_an_applied_one_is_refused(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM schema_migrations WHERE version = 1")
+    with pytest.raises(MigrationError, match="out of order"):
+        migrate.migrate(database_url)
+
+
 def test_failed_migration_leaves_nothing_behind(database_url: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     shipped = migrate.available()

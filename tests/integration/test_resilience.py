@@ -508,3 +508,46 @@ def test_broker_restart_mid_stream_loses_and_doubles_nothing(
         flood.close()
     print(f"\nbroker restarted mid-stream; all stored {drained:.1f}s after the last PUBACK;"
           f" acks skipped for the old connection: {ingester.counters()['acks_skipped']}")
+
+
+# -- 6. the database refuses for a reason that is not the content ------------------------
+
+
+def test_refused_privilege_stalls_without_loss_and_resumes(
+        database_url: str, tenant: str, start_ingester: Any) -> None:
+    # A privilege revoked (or a migration that changed a table under a running ingester) is not
+    # the messages' fault: nothing may be acked or dead-lettered; ingest resumes once fixed.
+    role = f"ingest_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        for grant in ("GRANT ALL ON ALL TABLES IN SCHEMA public TO {}",
+                      "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {}",
+                      "GRANT ALL ON SCHEMA _timescaledb_internal TO {}"):
+            conn.execute(sql.SQL(grant).format(sql.Identifier(role)))
+    role_url = psycopg.conninfo.make_conninfo(database_url, user=role)
+    try:
+        ingester = start_ingester(OEMR_DATABASE_URL=role_url)
+        flood = TelemetryFlood(tenant, messages=200, machines=5, metrics=2).start()
+        flood.wait_acked()
+        wait_for(lambda: _stored(database_url) == (400, 200))
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("REVOKE INSERT ON telemetry, dead_letters FROM {}").format(
+                sql.Identifier(role)))
+        later = TelemetryFlood(tenant, messages=100, machines=5, metrics=2,
+                               start_ms=flood.start_ms + 10_000).start()
+        later.wait_acked()
+        wait_for(lambda: ingester.counters()["db_retries"] >= 2)
+        assert _stored(database_url) == (400, 200)
+        assert scalar(database_url, "SELECT count(*) FROM dead_letters") == 0
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("GRANT INSERT ON telemetry, dead_letters TO {}").format(
+                sql.Identifier(role)))
+        wait_for(lambda: _stored(database_url) == (600, 300), timeout=30)
+        assert scalar(database_url, "SELECT count(*) FROM dead_letters") == 0
+        flood.close()
+        later.close()
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("REASSIGN OWNED BY {} TO postgres").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
