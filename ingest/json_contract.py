@@ -25,7 +25,7 @@ from ingest.topics import JsonTopic
 EPOCH_FLOOR = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_METRICS = 1000
 MAX_SAMPLES = 1000
-_METRIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:- ")
+MAX_NAME_CHARS = 128  # metric names, event ids and codes: short enough for any btree index
 
 
 def decode(topic: JsonTopic, payload: bytes, *, now: datetime, max_skew: timedelta) -> Decoded:
@@ -128,10 +128,14 @@ def _samples(machine: MachineRef, time: datetime, body: dict[str, Any]) -> Sampl
 
 @lru_cache(maxsize=8192)  # names repeat in every message; invalid ones raise, not cached
 def check_metric_name(name: str) -> None:
-    """Metric names become rows of ``metrics``: keep them short and printable."""
-    if not 0 < len(name) <= 128 or not _METRIC_CHARS.issuperset(name):
-        raise Rejected(f"metric name {name[:80]!r} is not valid: 1-128 of letters, digits,"
-                       " space and _ . / : -")
+    """Metric names become rows of ``metrics``: keep them short and printable.
+
+    Any printable text is a name ("Temp (C)", "Speed %", "Temp °C"): 1-128 characters, no
+    control characters (so no NUL, which PostgreSQL text cannot hold), not only spaces.
+    """
+    if not 0 < len(name) <= MAX_NAME_CHARS or not name.isprintable() or name.isspace():
+        raise Rejected(f"metric name {name[:80]!r} is not valid: 1-{MAX_NAME_CHARS} printable"
+                       " characters (no control characters), not only spaces")
 
 
 def _number(name: str, value: object) -> float:
@@ -158,11 +162,17 @@ def _event(machine: MachineRef, time: datetime, body: dict[str, Any], raw: bytes
     code = body.get("code")
     if code is not None and not isinstance(code, str | int):
         raise Rejected(f"event 'code' must be a string, got {type(code).__name__}")
+    if code is not None and len(str(code)) > MAX_NAME_CHARS:
+        raise Rejected(f"event 'code' is {len(str(code))} characters long; at most"
+                       f" {MAX_NAME_CHARS} (put long text in another field, e.g. 'text')")
     event_id = body.get("id")
     if event_id is not None and (isinstance(event_id, bool) or event_id == ""
                                  or not isinstance(event_id, str | int)):
         raise Rejected(f"event 'id' must be a non-empty string, got {type(event_id).__name__}"
                        f" {event_id!r:.40}")
+    if event_id is not None and len(str(event_id)) > MAX_NAME_CHARS:
+        raise Rejected(f"event 'id' is {len(str(event_id))} characters long; at most"
+                       f" {MAX_NAME_CHARS}: it is the event's key in an index")
     # Without an id, the payload's digest is the key: a redelivery is the same bytes.
     key = str(event_id) if event_id is not None else hashlib.sha256(raw).hexdigest()[:32]
     payload = orjson.dumps(body)

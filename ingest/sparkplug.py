@@ -3,9 +3,11 @@
 Eclipse Sparkplug 3.0: edge nodes publish at QoS 0, so loss is detected, not prevented. Every
 payload from one edge node carries ``seq`` 0..255, counting across node and device messages; a
 gap, or DATA from a node we hold no birth for, is recorded and answered by a rebirth request
-(``NCMD`` with ``Node Control/Rebirth`` = true, debounced). An NDEATH counts only when its
-``bdSeq`` matches the current NBIRTH's (a will can overtake a rebirth). A DEATH marks the node's
-or device's machines offline; values are not carried forward.
+(``NCMD`` with ``Node Control/Rebirth`` = true, debounced). DATA of a device without a DBIRTH, or
+with an alias no birth bound, is rejected and answered by a rebirth request too. A birth is
+applied whole or not at all: a rejected one leaves the host's state as it was. An NDEATH counts
+only when its ``bdSeq`` matches the current NBIRTH's (a will can overtake a rebirth). A DEATH
+marks the node's or device's machines offline; values are not carried forward.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ _SERIAL_METRICS = frozenset(
     {"properties/serial number", "properties/serial_number", "serial_number"}
 )
 _SKIPPED_PREFIXES = ("node control/", "properties/", "device control/")
+MAX_SERIAL_CHARS = 64  # as the JSON contract's <serial>; a longer one is ignored (logged)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,17 +109,23 @@ class SparkplugHost:
 
     def _nbirth(self, key: tuple[str, str], message: Any, outcome: Outcome,
                 now: datetime) -> None:
+        # A birth is applied whole or not at all: the new state is built and its samples are
+        # decoded first; only then (nothing can reject any more) does it replace the old state.
         bd_seq = _bd_seq(message)
+        aliases, serial = self._bind(key, "", message)
         node = _Node(bd_seq=bd_seq, seq=int(message.seq) % 256)
-        self._nodes[key] = node
-        self._bind(node, "", message)
-        samples = self._samples(key, node, "", message, now)
-        node.has_own_data = bool(samples)
-        outcome.decoded.samples.extend(samples)
-        if node.has_own_data:
+        node.aliases[""] = aliases
+        if serial is not None:
+            node.serials[""] = serial
+        machine = self._machine(key, node, "")
+        samples = self._samples(_where(key, ""), aliases, machine, message, now)
+        if samples:
+            node.has_own_data = True
             node.born_at = self._time(message, now)
-            self._connect(outcome, self._machine(key, node, ""), online=True,
-                          time=node.born_at, bd_seq=bd_seq)
+        self._nodes[key] = node  # commit
+        outcome.decoded.samples.extend(samples)
+        if node.born_at is not None:
+            self._connect(outcome, machine, online=True, time=node.born_at, bd_seq=bd_seq)
 
     def _ndeath(self, key: tuple[str, str], message: Any, outcome: Outcome,
                 now: datetime) -> None:
@@ -155,14 +164,21 @@ class SparkplugHost:
         device = topic.device or ""
         kind = topic.message_type
         if kind == "DBIRTH":
-            node.aliases[device] = {}
-            node.serials.pop(device, None)
-            self._bind(node, device, message)
-            outcome.decoded.samples.extend(self._samples(key, node, device, message, now))
+            # As for NBIRTH: build, decode, then commit (seq above counts the message anyway:
+            # it arrived, so it is no gap, whether or not it can be stored).
+            aliases, serial = self._bind(key, device, message)
+            machine = self._machine(key, node, device, serial=serial or "")
+            samples = self._samples(_where(key, device), aliases, machine, message,
+                                   now)
             born_at = self._time(message, now)
+            node.aliases[device] = aliases  # commit
+            if serial is None:
+                node.serials.pop(device, None)
+            else:
+                node.serials[device] = serial
             node.born_at = max(node.born_at, born_at) if node.born_at else born_at
-            self._connect(outcome, self._machine(key, node, device), online=True,
-                          time=born_at, bd_seq=node.bd_seq)
+            outcome.decoded.samples.extend(samples)
+            self._connect(outcome, machine, online=True, time=born_at, bd_seq=node.bd_seq)
         elif kind == "DDEATH":
             self._connect(outcome, self._machine(key, node, device), online=False,
                           time=self._time(message, now, fallback=True), bd_seq=node.bd_seq)
@@ -172,7 +188,16 @@ class SparkplugHost:
                 self._request_rebirth(key, outcome, now, None)
                 raise Rejected(f"device {device} of {key[0]}/{key[1]} sent DDATA without a"
                                " DBIRTH; a rebirth was requested")
-            outcome.decoded.samples.extend(self._samples(key, node, device, message, now))
+            aliases = node.aliases.get(device, {})
+            unbound = _unbound_alias(message, aliases)
+            if unbound is not None:
+                # The edge node's aliases are not the ones we hold: its birth was lost, or it
+                # was rejected. A new birth tells us what the aliases mean.
+                self._request_rebirth(key, outcome, now, None)
+                raise Rejected(f"metric alias {unbound} is not bound by a birth certificate of"
+                               f" {_where(key, device)}; a rebirth was requested")
+            outcome.decoded.samples.extend(self._samples(
+                _where(key, device), aliases, self._machine(key, node, device), message, now))
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -198,18 +223,34 @@ class SparkplugHost:
                 gap.spb_group, gap.spb_edge_node, gap.cause, gap.expected_seq,
                 gap.received_seq, gap.missing, rebirth_requested=requested))
 
-    def _bind(self, node: _Node, device: str, message: Any) -> None:
-        aliases = node.aliases[device]
+    def _bind(self, key: tuple[str, str], device: str,
+              message: Any) -> tuple[dict[int, str], str | None]:
+        """The aliases and the serial a birth declares (nothing is stored here)."""
+        aliases: dict[int, str] = {}
+        serial: str | None = None
         for metric in message.metrics:
             if metric.HasField("alias") and metric.name:
                 aliases[int(metric.alias)] = metric.name
             if metric.name.lower() in _SERIAL_METRICS and metric.WhichOneof("value") == (
                     "string_value") and metric.string_value:
-                node.serials[device] = metric.string_value
+                value = str(metric.string_value)
+                if _valid_serial(value):
+                    serial = value
+                else:
+                    # Not a reason to lose the device's data: it keeps its namespace serial.
+                    logger.warning(
+                        "ignoring %s %r (%d characters) of %s: a serial is 1-%d printable"
+                        " characters; the machine keeps the serial %r", metric.name,
+                        value[:80], len(value), _where(key, device), MAX_SERIAL_CHARS,
+                        _default_serial(key, device))
+        return aliases, serial
 
-    def _machine(self, key: tuple[str, str], node: _Node, device: str) -> MachineRef:
-        default = f"{key[0]}/{key[1]}" + (f"/{device}" if device else "")
-        return MachineRef(self._tenant, node.serials.get(device, default), "sparkplug",
+    def _machine(self, key: tuple[str, str], node: _Node, device: str, *,
+                 serial: str | None = None) -> MachineRef:
+        """The machine of ``device``; ``serial`` ("" for none) overrides the node's record."""
+        if serial is None:
+            serial = node.serials.get(device, "")
+        return MachineRef(self._tenant, serial or _default_serial(key, device), "sparkplug",
                           key[0], key[1], device)
 
     def _connect(self, outcome: Outcome, machine: MachineRef, *, online: bool,
@@ -227,9 +268,8 @@ class SparkplugHost:
             return now  # a will message is built long before it is sent: its time is ours
         raise Rejected("payload has no timestamp")
 
-    def _samples(self, key: tuple[str, str], node: _Node, device: str, message: Any,
+    def _samples(self, where: str, aliases: dict[int, str], machine: MachineRef, message: Any,
                  now: datetime) -> list[Samples]:
-        aliases = node.aliases.get(device, {})
         by_time: dict[datetime, dict[str, float]] = defaultdict(dict)
         states: dict[datetime, str] = {}
         default_time: datetime | None = None
@@ -238,7 +278,7 @@ class SparkplugHost:
                 aliases.get(int(metric.alias)) if metric.HasField("alias") else None)
             if not name:
                 raise Rejected(f"metric alias {metric.alias} is not bound by a birth"
-                               f" certificate of {key[0]}/{key[1]}{'/' + device if device else ''}")
+                               f" certificate of {where}")
             if metric.is_null or name.lower().startswith(_SKIPPED_PREFIXES) or name == "bdSeq":
                 continue
             if metric.HasField("timestamp"):
@@ -260,11 +300,32 @@ class SparkplugHost:
                 raise Rejected(f"metric {name!r} is not a finite number ({value})")
             check_metric_name(canonical)
             by_time[time][canonical] = value
-        machine = self._machine(key, node, device)
         return [
             Samples(machine, time, by_time.get(time, {}), states.get(time))  # type: ignore[arg-type]
             for time in sorted(set(by_time) | set(states))
         ]
+
+
+def _where(key: tuple[str, str], device: str) -> str:
+    return f"{key[0]}/{key[1]}" + (f"/{device}" if device else "")
+
+
+def _default_serial(key: tuple[str, str], device: str) -> str:
+    """The serial of a machine that declares none: its place in the namespace."""
+    return _where(key, device)
+
+
+def _valid_serial(value: str) -> bool:
+    """A serial is a key of ``machines`` and is shown to people: short and printable."""
+    return len(value) <= MAX_SERIAL_CHARS and value.isprintable() and not value.isspace()
+
+
+def _unbound_alias(message: Any, aliases: dict[int, str]) -> int | None:
+    """The first alias of a nameless metric that ``aliases`` does not bind, if any."""
+    for metric in message.metrics:
+        if not metric.name and metric.HasField("alias") and int(metric.alias) not in aliases:
+            return int(metric.alias)
+    return None
 
 
 def _canonical(name: str) -> str:

@@ -15,6 +15,7 @@ SPARKPLUG_TYPES = frozenset(
     {"NBIRTH", "NDEATH", "NDATA", "NCMD", "DBIRTH", "DDEATH", "DDATA", "DCMD"}
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$")
+MAX_SPARKPLUG_ID = 64  # group, edge node and device ids are keys of indexed columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,4 +78,9 @@ def _sparkplug_topic(levels: list[str], topic: str) -> SparkplugTopic:
                        + ("needs a device id" if device_level else "takes no device id"))
     if not all(levels[1:]):
         raise Rejected(f"Sparkplug topic {topic!r} has an empty level")
+    for what, value in (("group id", levels[1]), ("edge node id", levels[3]),
+                        ("device id", levels[4] if device_level else "")):
+        if len(value) > MAX_SPARKPLUG_ID:
+            raise Rejected(f"Sparkplug topic {topic[:200]!r}: {what} {value[:40]!r}... is"
+                           f" {len(value)} characters long; at most {MAX_SPARKPLUG_ID}")
     return SparkplugTopic(levels[1], levels[2], levels[3], levels[4] if device_level else None)

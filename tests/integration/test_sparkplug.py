@@ -246,6 +246,46 @@ def test_data_without_birth_asks_for_a_rebirth(database_url: str, tenant: str,
     inbox.close()
 
 
+def test_unbound_alias_asks_for_a_rebirth_and_any_printable_name_is_stored(
+        database_url: str, tenant: str, sparkplug_ingester: IngesterProcess) -> None:
+    ncmd_topic = f"spBv1.0/{tenant}/NCMD/{NODE}"
+    inbox = Inbox(ncmd_topic)
+    pub = publisher()
+    device = f"spBv1.0/{tenant}/{{}}/{NODE}/{DEVICE}"
+    serial = f"{tenant}/{NODE}/{DEVICE}"
+    t0 = int(time.time() * 1000) - 60_000
+    pub.publish(f"spBv1.0/{tenant}/NBIRTH/{NODE}", payload(bd_seq(1), timestamp=t0, seq=0), qos=0)
+    # A serial past 64 characters is ignored: the device keeps its namespace serial.
+    pub.publish(device.format("DBIRTH"), payload(
+        metric("Properties/Serial Number", datatype=STRING, string_value="S" * 65),
+        metric("Temp °C", alias=1, datatype=DOUBLE, double_value=21.5),
+        metric("Speed %", alias=2, datatype=DOUBLE, double_value=80.0),
+        timestamp=t0, seq=1), qos=0)
+    wait_for(lambda: len(telemetry(database_url, serial)) == 2)
+    assert telemetry(database_url, serial) == {("Temp °C", t0): 21.5, ("Speed %", t0): 80.0}
+    assert inbox.on(ncmd_topic) == []
+
+    # The edge node uses an alias its birth did not bind (its newer birth was lost, say).
+    unbound = payload(metric(alias=1, datatype=DOUBLE, double_value=22.0),
+                      metric(alias=3, datatype=DOUBLE, double_value=1.0),
+                      timestamp=t0 + 1000, seq=2)
+    pub.publish(device.format("DDATA"), unbound, qos=0)
+    [(request, _)] = wait_for(lambda: inbox.on(ncmd_topic), timeout=10)
+    assert [(m.name, m.boolean_value) for m in decode(request).metrics] == [
+        ("Node Control/Rebirth", True)]
+    wait_for(lambda: scalar(database_url, "SELECT count(*) FROM dead_letters") == 1)
+    [(body, reason)] = rows(database_url, "SELECT payload, reason FROM dead_letters")
+    assert bytes(body) == unbound
+    for word in ("DDATA", "alias 3", "not bound", "rebirth was requested"):
+        assert word in reason
+    assert scalar(database_url, "SELECT count(*) FROM sparkplug_gaps") == 0
+    assert len(telemetry(database_url, serial)) == 2  # the message was stored not at all
+    assert rows(database_url, "SELECT serial FROM machines") == [(serial,)]
+    pub.disconnect()
+    pub.loop_stop()
+    inbox.close()
+
+
 def test_host_state_is_offline_after_the_ingester_stops(
         tenant: str, sparkplug_ingester: IngesterProcess) -> None:
     host_id = f"host-{tenant}"

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from ingest import json_contract, topics
 from ingest.json_contract import EPOCH_FLOOR, check_metric_name
-from ingest.models import EVENT_KINDS, MACHINE_STATES, Decoded, Rejected
+from ingest.models import EVENT_KINDS, MACHINE_STATES, Decoded, MachineRef, Rejected
 from ingest.sparkplug import Outcome, SparkplugHost
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -89,7 +89,8 @@ VALUES = st.one_of(
     st.tuples(st.just(13), st.just(FIXED64), FLOATS.map(
         lambda f: struct.pack("<d", f))),                                      # double_value
     st.tuples(st.just(14), st.just(VARINT), st.integers(0, 1)),                # boolean_value
-    st.tuples(st.just(15), st.just(LENGTH), st.one_of(STATES, st.binary(max_size=20))),
+    st.tuples(st.just(15), st.just(LENGTH), st.one_of(  # string_value, serials among them
+        STATES, st.binary(max_size=20), _text(st.text(min_size=60, max_size=70)))),
     st.tuples(st.integers(16, 19), st.just(LENGTH), st.binary(max_size=20)),   # bytes, sets...
 )
 
@@ -175,18 +176,41 @@ def _check_storable(decoded: Decoded, *, now: datetime) -> None:
             check_metric_name(name)
             assert isinstance(value, float)
             assert math.isfinite(value)
-        assert isinstance(samples.machine.serial, str)
-        assert isinstance(samples.machine.tenant, str)
+        _check_machine(samples.machine)
     for event in decoded.events:
+        _check_machine(event.machine)
         assert EPOCH_FLOOR <= event.time <= now + SKEW
         assert event.kind in EVENT_KINDS | {"online", "offline"}
         assert isinstance(event.key, str)
+        assert 0 < len(event.key) <= 128  # a key of a btree index
+        assert event.code is None or len(event.code) <= 128
         assert b"\\u0000" not in event.payload
         json.loads(event.payload)
     for machine, online, time in decoded.connectivity:
-        assert isinstance(machine.serial, str)
+        _check_machine(machine)
         assert isinstance(online, bool)
         assert time.tzinfo is not None
+
+
+def _check_machine(machine: MachineRef) -> None:
+    """Serials and Sparkplug ids are keys of btree indexes: short, and text PostgreSQL takes."""
+    assert isinstance(machine.serial, str)
+    assert isinstance(machine.tenant, str)
+    assert "\x00" not in machine.serial
+    if machine.protocol == "json":
+        assert 0 < len(machine.serial) <= 64
+        return
+    ids = [machine.spb_group, machine.spb_edge_node, machine.spb_device]
+    assert all(isinstance(i, str) and len(i) <= 64 for i in ids), ids
+    assert 0 < len(machine.serial) <= 64 or machine.serial == "/".join(i for i in ids if i)
+
+
+def _birth_state(host: SparkplugHost) -> dict[Any, Any]:
+    """What births establish in the host (not seq: every message that arrives counts there)."""
+    return {key: (node.bd_seq, node.has_own_data, node.born_at,
+                  {device: dict(aliases) for device, aliases in node.aliases.items()},
+                  dict(node.serials))
+            for key, node in host._nodes.items()}
 
 
 # -- Sparkplug ------------------------------------------------------------------------------
@@ -214,7 +238,11 @@ def test_sparkplug_host_takes_any_sequence_of_messages(
     # One host lives through the whole sequence: births, deaths and data in any order.
     host = SparkplugHost(tenant="acme", rebirth_debounce=timedelta(seconds=5), max_skew=SKEW)
     for i, (kind, device, raw) in enumerate(messages):
-        _handle(host, kind, device, raw, NOW + timedelta(seconds=i))
+        before = _birth_state(host)
+        outcome = _handle(host, kind, device, raw, NOW + timedelta(seconds=i))
+        if outcome is not None and outcome.rejected is not None:
+            # A rejected message, a birth above all, is applied not at all.
+            assert _birth_state(host) == before, outcome.rejected
 
 
 @FUZZ

@@ -76,7 +76,9 @@ def test_state_alone_is_enough() -> None:
     assert samples == Samples(MACHINE, NOW, {}, "fault")
 
 
-@pytest.mark.parametrize("name", ["a", "x" * 128, "Spindle/Speed rpm", "axis.x:pos-1_a"])
+@pytest.mark.parametrize("name", ["a", "x" * 128, "°" * 128, "Spindle/Speed rpm",
+                                  "axis.x:pos-1_a", "Temp (C)", "Speed %", "Temp °C", "temp°C",
+                                  "Druck [bar]", "温度", " leading space", "a+b=c, #1 @ 50µm"])
 def test_metric_names_within_the_contract(name: str) -> None:
     samples = decode(TELEMETRY, {"ts": NOW_MS, "metrics": {name: 2}})
     assert isinstance(samples, Samples)
@@ -117,7 +119,13 @@ def test_time_boundaries_are_inclusive() -> None:
     ({"ts": NOW_MS, "metrics": {"a": {"v": 1}}}, ["metric 'a'", "dict"]),
     ({"ts": NOW_MS, "metrics": {"": 1}}, ["metric name", "not valid"]),
     ({"ts": NOW_MS, "metrics": {"x" * 129: 1}}, ["metric name", "1-128"]),
-    ({"ts": NOW_MS, "metrics": {"temp°C": 1}}, ["metric name 'temp°C'", "not valid"]),
+    ({"ts": NOW_MS, "metrics": {"°" * 129: 1}}, ["metric name", "1-128"]),
+    ({"ts": NOW_MS, "metrics": {"   ": 1}}, ["metric name '   '", "not only spaces"]),
+    ({"ts": NOW_MS, "metrics": {"a\u0000b": 1}}, ["metric name 'a\\x00b'", "printable"]),
+    ({"ts": NOW_MS, "metrics": {"temp\nC": 1}}, ["metric name 'temp\\nC'", "printable"]),
+    ({"ts": NOW_MS, "metrics": {"temp\tC": 1}}, ["metric name", "printable"]),
+    ({"ts": NOW_MS, "metrics": {"temp\u00a0C": 1}}, ["metric name", "printable"]),  # no-break
+    ({"ts": NOW_MS, "metrics": {"temp\u200bC": 1}}, ["metric name", "printable"]),  # zero-width
     ({"ts": NOW_MS, "metrics": {f"m{i}": i for i in range(1001)}}, ["1001 metrics", "1000"]),
     ({"ts": NOW_MS, "state": "broken"}, ["'state' 'broken'", "running"]),
     ({"ts": NOW_MS, "state": "RUNNING"}, ["'state' 'RUNNING'"]),
@@ -160,6 +168,12 @@ def test_event_without_id_is_keyed_by_the_digest_of_its_bytes() -> None:
     assert decode(EVENTS, raw.replace(b"}", b', "x": 1}')).key != event.key
 
 
+def test_event_id_and_code_of_128_characters() -> None:
+    event = decode(EVENTS, {"ts": NOW_MS, "type": "alarm", "code": "c" * 128, "id": "i" * 128})
+    assert isinstance(event, Event)
+    assert (event.code, event.key) == ("c" * 128, "i" * 128)
+
+
 def test_numeric_event_code_and_id_become_text() -> None:
     event = decode(EVENTS, {"ts": NOW_MS, "type": "alarm", "code": 17, "id": 99})
     assert isinstance(event, Event)
@@ -185,6 +199,13 @@ def test_every_event_kind_of_the_contract(kind: str) -> None:
     ({"ts": NOW_MS, "type": "fault", "id": ""}, ["'id' must be a non-empty string"]),
     ({"ts": NOW_MS, "type": "fault", "id": True}, ["'id' must be a non-empty string", "bool"]),
     ({"ts": NOW_MS, "type": "fault", "text": "a\u0000b"}, ["NUL character"]),
+    # Both are indexed or shown in lists: a megabyte of id would stall the database.
+    ({"ts": NOW_MS, "type": "fault", "id": "i" * 129},
+     ["event 'id'", "129 characters", "at most 128"]),
+    ({"ts": NOW_MS, "type": "fault", "id": "é" * 10_000},
+     ["event 'id'", "10000 characters", "at most 128"]),
+    ({"ts": NOW_MS, "type": "fault", "code": "c" * 129},
+     ["event 'code'", "129 characters", "at most 128"]),
     ({"type": "fault"}, ["'ts' is missing"]),
 ])
 def test_bad_events_are_rejected_with_the_reason(body: Any, words: list[str]) -> None:

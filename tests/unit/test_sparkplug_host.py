@@ -160,15 +160,47 @@ def test_a_new_dbirth_replaces_the_device_aliases(host: SparkplugHost) -> None:
     assert only_samples(data).values == {"Torque": 3.0}
 
 
-def test_data_with_an_alias_no_birth_bound_is_rejected(host: SparkplugHost) -> None:
-    birth(host, metric("Speed", alias=1, datatype=DOUBLE, double_value=1.0))
-    outcome = send(host, "DDATA", payload(
-        metric(alias=1, datatype=DOUBLE, double_value=2.0),
-        metric(alias=9, datatype=DOUBLE, double_value=3.0), timestamp=T0 + 1000, seq=2),
+@pytest.mark.parametrize(("kind", "device"), [("DDATA", "press"), ("NDATA", None)])
+def test_data_with_an_alias_no_birth_bound_is_rejected_and_a_rebirth_requested(
+        host: SparkplugHost, kind: str, device: str | None) -> None:
+    accepted(send(host, "NBIRTH", payload(
+        bd_seq(3), metric("Node/Temp", alias=1, datatype=DOUBLE, double_value=1.0),
+        timestamp=T0, seq=0)))
+    accepted(send(host, "DBIRTH", payload(
+        metric("Speed", alias=1, datatype=DOUBLE, double_value=1.0), timestamp=T0, seq=1),
+        device="press"))
+
+    def data(seq: int, now: datetime) -> Outcome:
+        return send(host, kind, payload(
+            metric(alias=1, datatype=DOUBLE, double_value=2.0),
+            metric(alias=9, datatype=DOUBLE, double_value=3.0), timestamp=T0 + 1000, seq=seq),
+            device=device, now=now)
+
+    outcome = data(2, NOW)
+    assert outcome.rejected is not None
+    for word in (kind, "alias 9", "not bound", "rebirth was requested"):
+        assert word in outcome.rejected
+    assert rebirth_requested(outcome)
+    assert not outcome.decoded.samples
+    assert not outcome.decoded.gaps  # nothing was lost on the wire
+    # Debounced as every rebirth request: not again within 5 s, again after.
+    again = data(3, NOW + timedelta(seconds=4.9))
+    assert again.rejected is not None
+    assert not again.commands
+    later = data(4, NOW + timedelta(seconds=5))
+    assert later.rejected is not None
+    assert rebirth_requested(later, at_ms=1_740_830_405_000)
+
+
+def test_an_alias_without_name_in_a_birth_asks_for_no_rebirth(host: SparkplugHost) -> None:
+    # A birth that names no metric for its alias is the edge node's error: a rebirth repeats it.
+    accepted(send(host, "NBIRTH", payload(bd_seq(3), timestamp=T0, seq=0)))
+    outcome = send(host, "DBIRTH", payload(
+        metric(alias=4, datatype=DOUBLE, double_value=1.0), timestamp=T0, seq=1),
         device="press")
     assert outcome.rejected is not None
-    assert "alias 9" in outcome.rejected
-    assert "not bound" in outcome.rejected
+    assert "alias 4 is not bound" in outcome.rejected
+    assert not outcome.commands
 
 
 def test_metric_timestamps_split_samples_by_time(host: SparkplugHost) -> None:
@@ -190,6 +222,142 @@ def test_serial_number_property_names_the_machine(host: SparkplugHost) -> None:
         device="press")
     assert only_samples(data).machine == MachineRef(
         "acme", "SN-4711", "sparkplug", GROUP, NODE, "press")
+
+
+@pytest.mark.parametrize("serial", ["S" * 64, "SN 4711 / Rev. B", "Nº 4711-ü"])
+def test_serial_number_of_up_to_64_printable_characters(host: SparkplugHost,
+                                                        serial: str) -> None:
+    birth(host, metric("Properties/Serial Number", datatype=STRING, string_value=serial),
+          metric("Speed", alias=1, datatype=DOUBLE, double_value=1.0))
+    data = send(host, "DDATA", payload(
+        metric(alias=1, datatype=DOUBLE, double_value=2.0), timestamp=T0 + 1000, seq=2),
+        device="press")
+    assert only_samples(data).machine.serial == serial
+
+
+@pytest.mark.parametrize("serial", ["S" * 65, "S" * 100_000, "SN\x004711", "SN\n4711", "   "])
+def test_a_serial_number_too_long_or_not_printable_is_ignored(
+        host: SparkplugHost, serial: str, caplog: pytest.LogCaptureFixture) -> None:
+    # The birth and its data are kept under the namespace serial; the log says why.
+    outcome = send(host, "NBIRTH", payload(bd_seq(3), timestamp=T0, seq=0))
+    accepted(outcome)
+    with caplog.at_level("WARNING", logger="ingest.sparkplug"):
+        dbirth = accepted(send(host, "DBIRTH", payload(
+            metric("Properties/Serial Number", datatype=STRING, string_value=serial),
+            metric("Speed", alias=1, datatype=DOUBLE, double_value=1.0), timestamp=T0, seq=1),
+            device="press"))
+    assert only_samples(dbirth).machine == device_machine("press")
+    assert dbirth.decoded.connectivity == [(device_machine("press"), True, T0_TIME)]
+    data = send(host, "DDATA", payload(
+        metric(alias=1, datatype=DOUBLE, double_value=2.0), timestamp=T0 + 1000, seq=2),
+        device="press")
+    assert only_samples(data).machine == device_machine("press")
+    (record,) = caplog.records
+    assert "ignoring Properties/Serial Number" in record.getMessage()
+    assert "plant1/edge-7/press" in record.getMessage()
+    assert len(record.getMessage()) < 400
+
+
+@pytest.mark.parametrize("name", ["Temp (C)", "Speed %", "Temp °C", "Druck [bar]", "x" * 128])
+def test_printable_metric_names_are_stored_as_published(host: SparkplugHost, name: str) -> None:
+    birth(host, metric(name, alias=1, datatype=DOUBLE, double_value=1.0))
+    data = send(host, "DDATA", payload(
+        metric(alias=1, datatype=DOUBLE, double_value=2.0), timestamp=T0 + 1000, seq=2),
+        device="press")
+    assert only_samples(data).values == {name: 2.0}
+
+
+# -- a rejected birth changes nothing ------------------------------------------------------
+
+
+NAN_BIRTH = (metric("Torque", alias=1, datatype=DOUBLE, double_value=7.0),
+             metric("Broken", alias=2, datatype=DOUBLE, double_value=float("nan")))
+
+
+def test_a_rejected_first_nbirth_binds_nothing(host: SparkplugHost) -> None:
+    outcome = send(host, "NBIRTH", payload(bd_seq(3), *NAN_BIRTH, timestamp=T0, seq=0))
+    assert outcome.rejected is not None
+    assert "'Broken'" in outcome.rejected
+    assert outcome.decoded == Outcome().decoded  # no samples, online, events or gaps
+    # The node is not bound: its DATA is answered as from a node without birth.
+    data = send(host, "NDATA", payload(
+        metric(alias=1, datatype=DOUBLE, double_value=8.0), timestamp=T0 + 1000, seq=1))
+    assert data.rejected is not None
+    assert "no birth" in data.rejected
+    assert data.decoded.gaps == [Gap(GROUP, NODE, "no_birth", None, 1, None,
+                                     rebirth_requested=True)]
+    assert rebirth_requested(data)
+    # Nor is there anything to take offline.
+    death = accepted(send(host, "NDEATH", payload(bd_seq(3), timestamp=T0 + 2000)))
+    assert death.decoded == Outcome().decoded
+
+
+def test_a_rejected_nbirth_keeps_the_previous_birth(host: SparkplugHost) -> None:
+    accepted(send(host, "NBIRTH", payload(
+        bd_seq(3), metric("Speed", alias=1, datatype=DOUBLE, double_value=1.0),
+        metric("Properties/Serial Number", datatype=STRING, string_value="SN-OLD"),
+        timestamp=T0, seq=0)))
+    rejected = send(host, "NBIRTH", payload(
+        bd_seq(4), *NAN_BIRTH,
+        metric("Properties/Serial Number", datatype=STRING, string_value="SN-NEW"),
+        timestamp=T0 + 1000, seq=0))
+    assert rejected.rejected is not None
+    assert rejected.decoded == Outcome().decoded
+    # Aliases, serial and bdSeq are those of the birth that was applied.
+    data = send(host, "NDATA", payload(
+        metric(alias=1, datatype=DOUBLE, double_value=2.0), timestamp=T0 + 2000, seq=1))
+    assert only_samples(data) == Samples(
+        MachineRef("acme", "SN-OLD", "sparkplug", GROUP, NODE, ""),
+        T0_TIME + timedelta(seconds=2), {"Speed": 2.0})
+    assert not accepted(send(host, "NDEATH", payload(bd_seq(4), timestamp=T0))).decoded.events
+    death = accepted(send(host, "NDEATH", payload(bd_seq(3), timestamp=T0)))
+    assert [(m.serial, online) for m, online, _ in death.decoded.connectivity] == [
+        ("SN-OLD", False)]
+
+
+def test_an_nbirth_rejected_for_its_time_binds_nothing(host: SparkplugHost) -> None:
+    # The samples carry their own times, the payload none: the birth time is missing.
+    outcome = send(host, "NBIRTH", payload(
+        bd_seq(3), metric("Speed", alias=1, datatype=DOUBLE, double_value=1.0, timestamp=T0),
+        timestamp=None, seq=0))
+    assert outcome.rejected is not None
+    assert "no timestamp" in outcome.rejected
+    data = send(host, "NDATA", payload(
+        metric(alias=1, datatype=DOUBLE, double_value=2.0), timestamp=T0 + 1000, seq=1))
+    assert data.rejected is not None
+    assert "no birth" in data.rejected
+
+
+def test_a_rejected_first_dbirth_binds_nothing(host: SparkplugHost) -> None:
+    birth(host, metric("Speed", alias=1, datatype=DOUBLE, double_value=1.0))
+    outcome = send(host, "DBIRTH", payload(*NAN_BIRTH, timestamp=T0, seq=2), device="lathe")
+    assert outcome.rejected is not None
+    assert outcome.decoded == Outcome().decoded
+    data = send(host, "DDATA", payload(
+        metric(alias=1, datatype=DOUBLE, double_value=2.0), timestamp=T0 + 1000, seq=3),
+        device="lathe")
+    assert data.rejected is not None
+    assert "without a DBIRTH" in data.rejected
+    assert rebirth_requested(data)
+    assert not data.decoded.gaps  # the rejected DBIRTH counted in seq: nothing was lost
+    # Only the device that was born goes offline with the node.
+    death = accepted(send(host, "NDEATH", payload(bd_seq(3), timestamp=T0 + 2000)))
+    assert death.decoded.connectivity == [(device_machine("press"), False, NOW)]
+
+
+def test_a_rejected_dbirth_keeps_the_device_s_previous_birth(host: SparkplugHost) -> None:
+    birth(host, metric("Speed", alias=1, datatype=DOUBLE, double_value=1.0))
+    outcome = send(host, "DBIRTH", payload(
+        *NAN_BIRTH, metric("Properties/Serial Number", datatype=STRING, string_value="SN-NEW"),
+        timestamp=T0 + 1000, seq=2), device="press")
+    assert outcome.rejected is not None
+    assert outcome.decoded == Outcome().decoded
+    data = send(host, "DDATA", payload(
+        metric(alias=1, datatype=DOUBLE, double_value=2.0), timestamp=T0 + 2000, seq=3),
+        device="press")
+    assert only_samples(data) == Samples(
+        device_machine("press"), T0_TIME + timedelta(seconds=2), {"Speed": 2.0})
+    assert not data.decoded.gaps
 
 
 # -- values --------------------------------------------------------------------------------
@@ -290,8 +458,10 @@ def test_state_outside_the_contract_is_rejected(host: SparkplugHost, fields: dic
              seq=0), ["before 2000-01-01"]),
     (payload(bd_seq(1), metric("V", datatype=DOUBLE, double_value=1.0),
              timestamp=T0 + 86_400_000, seq=0), ["in the future"]),
-    (payload(bd_seq(1), metric("Temp °C", datatype=DOUBLE, double_value=1.0),
-             timestamp=T0, seq=0), ["metric name", "not valid"]),
+    (payload(bd_seq(1), metric("Temp\tC", datatype=DOUBLE, double_value=1.0),
+             timestamp=T0, seq=0), ["metric name 'Temp\\tC'", "not valid", "printable"]),
+    (payload(bd_seq(1), metric("x" * 129, datatype=DOUBLE, double_value=1.0),
+             timestamp=T0, seq=0), ["metric name", "1-128"]),
     (b"\x00\x01garbage", ["NBIRTH payload is not a valid Sparkplug B protobuf"]),
 ])
 def test_bad_values_reject_the_message(host: SparkplugHost, raw: bytes,

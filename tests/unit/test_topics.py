@@ -85,6 +85,31 @@ def test_bad_sparkplug_topics_are_rejected_with_the_reason(topic: str, words: li
     assert repr(topic) in caught.value.reason  # the publisher sees which topic was wrong
 
 
+def test_sparkplug_ids_of_64_characters_are_routed() -> None:
+    group, node, device = "g" * 64, "n" * 64, "d" * 64
+    assert topics.parse(f"spBv1.0/{group}/DDATA/{node}/{device}") == SparkplugTopic(
+        group, "DDATA", node, device)
+    assert topics.parse(f"spBv1.0/{group}/NDATA/{node}") == SparkplugTopic(
+        group, "NDATA", node, None)
+
+
+@pytest.mark.parametrize(("topic", "words"), [
+    ("spBv1.0/" + "g" * 65 + "/NDATA/edge-7", ["group id", "65 characters", "at most 64"]),
+    ("spBv1.0/plant1/NBIRTH/" + "n" * 65, ["edge node id", "65 characters", "at most 64"]),
+    ("spBv1.0/plant1/DDATA/edge-7/" + "d" * 65, ["device id", "65 characters", "at most 64"]),
+    ("spBv1.0/plant1/DDATA/edge-7/" + "d" * 60_000, ["device id", "60000 characters"]),
+    ("spBv1.0/plant1/NDEATH/" + "é" * 65, ["edge node id", "65 characters"]),
+])
+def test_sparkplug_ids_longer_than_64_characters_are_rejected(topic: str,
+                                                              words: list[str]) -> None:
+    # The ids are indexed columns of machines and sparkplug_gaps: a long one would stall a batch.
+    with pytest.raises(Rejected) as caught:
+        topics.parse(topic)
+    for word in words:
+        assert word in caught.value.reason
+    assert len(caught.value.reason) < 400  # a reason names the topic, but not all of it
+
+
 @given(tenant=NAMES, serial=NAMES, kind=st.sampled_from(["telemetry", "events"]))
 def test_every_valid_json_topic_round_trips(tenant: str, serial: str, kind: str) -> None:
     assert topics.parse(f"oem/{tenant}/machines/{serial}/{kind}") == JsonTopic(
