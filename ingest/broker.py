@@ -281,6 +281,8 @@ class Broker:
         self._connected = asyncio.Event()
         self._disconnected = asyncio.Event()
         self._paused = False
+        self._paused_at = 0.0
+        self._stopped = False  # paused for good: the ingester is shutting down
         self._sock: socket.socket | None = None
         self._misc: asyncio.Task[None] | None = None
         # A new connection gets new message ids: acks are only valid in the generation that
@@ -341,11 +343,29 @@ class Broker:
         """Publish, best effort (used for Sparkplug STATE and rebirth commands)."""
         self._client.publish(topic, payload, qos=qos, retain=retain)
 
-    def pause(self) -> None:
-        """Stop reading the socket (at shutdown: take nothing more in)."""
+    def pause(self, *, for_good: bool = False) -> None:
+        """Stop reading the socket: TCP holds back what we cannot take now.
+
+        Mosquitto 2.0.11 keeps sending past our Receive Maximum while PUBACKs flow (measured:
+        tests/bench, 42,000 held against a window of 6,000), so the window alone does not bound
+        memory. A pause lasts at most half the keepalive (then reading resumes, or the broker
+        would drop us for unanswered pings); ``for_good`` is the shutdown's.
+        """
         if not self._paused and self._sock is not None:
             self._loop.remove_reader(self._sock)
+        if not self._paused:
+            self._paused_at = self._loop.time()
         self._paused = self._client.held = True
+        self._stopped = self._stopped or for_good
+
+    def resume(self) -> None:
+        """Read the socket again (not after a shutdown's pause)."""
+        if not self._paused or self._stopped:
+            return
+        self._paused = self._client.held = False
+        if self._sock is not None:
+            self._loop.add_reader(self._sock, self._read)
+            self._loop.call_soon(self._read)  # what was buffered when we paused
 
     async def disconnect(self) -> None:
         """End the session cleanly (the broker keeps it for session_expiry_s)."""
@@ -396,7 +416,9 @@ class Broker:
     def _on_socket_open(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
         def register() -> None:
             self._sock = sock
-            if not self._paused:
+            if not self._stopped:
+                # A new connection is read from the start: its CONNACK and pings must get in.
+                self._paused = self._client.held = False
                 self._loop.add_reader(sock, self._read)
             if self._misc is None or self._misc.done():
                 self._misc = self._loop.create_task(self._misc_loop())
@@ -433,10 +455,14 @@ class Broker:
             self._loop.call_soon_threadsafe(func, *args)
 
     async def _misc_loop(self) -> None:
-        """Keepalive pings and retries: paho's loop_misc, once a second."""
+        """Keepalive pings and retries: paho's loop_misc, once a second; ends long pauses."""
         while True:
             if self._client.loop_misc() != paho.MQTT_ERR_SUCCESS:
                 return
+            if self._paused and not self._stopped and (
+                    self._loop.time() - self._paused_at > self._options.keepalive / 2):
+                logger.info("reading the broker again after a long pause (keepalive)")
+                self.resume()
             await asyncio.sleep(1)
 
 

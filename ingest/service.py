@@ -97,8 +97,8 @@ class Ingester:
             max_skew=self._max_skew,
         ) if settings.sparkplug_host_id else None
         self._broker: Broker | None = None
-        # Past this many pending messages QoS 0 messages are shed. QoS 1 traffic never gets here
-        # (the in-flight window is smaller).
+        # Past this many pending messages the socket is paused (briefly: see Broker.pause) and
+        # QoS 0 messages are shed.
         self._high_water = (settings.ingest_writers + 2) * settings.ingest_batch_size
         # Sparkplug 3.0: the STATE birth of a connection carries the same timestamp as its will.
         self._state_time = _now()
@@ -145,7 +145,7 @@ class Ingester:
         finally:
             watch.cancel()
             tasks[1].cancel()
-            self._broker.pause()
+            self._broker.pause(for_good=True)
             self._full.set()
             self._nonempty.set()
             # The flusher drains what was received, then ends (bounded by shutdown grace). One
@@ -236,6 +236,9 @@ class Ingester:
         self._nonempty.set()
         if len(self._pending) >= self._settings.ingest_batch_size:
             self._full.set()
+        if len(self._pending) >= self._high_water:
+            assert self._broker is not None
+            self._broker.pause()
 
     def _decode(self, topic: str, payload: bytes) -> Decoded | None:
         route = topics.parse(topic)
@@ -269,6 +272,8 @@ class Ingester:
                 self._full.clear()
             if not self._pending:
                 self._nonempty.clear()
+            if self._broker and len(self._pending) < self._settings.ingest_batch_size:
+                self._broker.resume()
             if entries:
                 store = await self._stores.get()  # waits while every writer is busy
                 task = asyncio.create_task(self._store_until_done(entries, store))
