@@ -104,10 +104,12 @@ class Store:
         self._metrics: dict[str, int] = {}
 
     async def close(self) -> None:
-        """Close the connection, if open."""
+        """Close the connection, if open; the next write connects again."""
         if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+            try:
+                await self._conn.close()
+            finally:
+                self._conn = None
 
     async def write(self, batch: Batch) -> Written:
         """Store a batch in one transaction.
@@ -130,9 +132,9 @@ class Store:
             # changed) is retried without acking: an operator's fix resumes ingest, nothing lost.
             if (exc.sqlstate or "")[:2] in _CONTENT_ERROR_CLASSES:
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                    await self._drop()
+                    await self.close()
                 raise PoisonBatchError(str(exc)) from exc
-            await self._drop()
+            await self.close()
             raise DatabaseUnavailableError(str(exc)) from exc
 
     # -- connection ----------------------------------------------------------------------
@@ -163,13 +165,6 @@ class Store:
             raise DatabaseUnavailableError(str(exc)) from exc
         self._conn = conn
         return conn
-
-    async def _drop(self) -> None:
-        if self._conn is not None:
-            try:
-                await self._conn.close()
-            finally:
-                self._conn = None
 
     # -- registration --------------------------------------------------------------------
 
