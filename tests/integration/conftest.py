@@ -31,7 +31,9 @@ from core import migrate, timescale
 from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = "oemr_template"
+# One template per test session: sessions run side by side (helpers, CI) and must not drop
+# each other's template.
+TEMPLATE = f"oemr_template_{os.getpid()}"
 
 
 def _server_url(dbname: str) -> str:
@@ -39,11 +41,28 @@ def _server_url(dbname: str) -> str:
     return psycopg.conninfo.make_conninfo(base, dbname=dbname)
 
 
+def _drop_template(conn: psycopg.Connection[Any], name: str) -> None:
+    conn.execute("UPDATE pg_database SET datistemplate = false WHERE datname = %s", (name,))
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+        sql.Identifier(name)))
+
+
+def _drop_orphans(conn: psycopg.Connection[Any]) -> None:
+    """Drop the templates of test sessions that died before cleaning up."""
+    rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'oemr_template_%%'"
+                        " AND datname <> %s", (TEMPLATE,)).fetchall()
+    for (name,) in rows:
+        pid = int(name.rsplit("_", 1)[1])
+        if not Path(f"/proc/{pid}").exists():
+            _drop_template(conn, name)
+
+
 @pytest.fixture(scope="session")
-def template_db() -> str:
-    """A database built from all migrations, rebuilt once per test session."""
+def template_db() -> Iterator[str]:
+    """A database built from all migrations, built once per test session and dropped after."""
     admin = _server_url("postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
+        _drop_orphans(conn)
         conn.execute("UPDATE pg_database SET datistemplate = false WHERE datname = %s",
                      (TEMPLATE,))
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
@@ -63,7 +82,9 @@ def template_db() -> str:
             sql.Identifier(TEMPLATE)))
         conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                      " WHERE datname = %s AND pid <> pg_backend_pid()", (TEMPLATE,))
-    return TEMPLATE
+    yield TEMPLATE
+    with psycopg.connect(admin, autocommit=True) as conn:
+        _drop_template(conn, TEMPLATE)
 
 
 @pytest.fixture

@@ -85,7 +85,7 @@ def test_an_external_id_seen_before_is_rejected_and_the_first_kept() -> None:
     ("", "customers.csv is empty: its first line must be the header"),
     ("external_id,country\n", "customers.csv line 1: required column(s) name missing"),
     ("external_id,name,contry\n",
-     "customers.csv line 1: unknown column(s) 'contry' (known: country, customer_since,"
+     "customers.csv line 1: unknown column(s) 'contry' (known: country, customer_since, deleted,"
      " external_id, industry, key_account, name, size_class, source_updated_at)"),
     ("external_id,name,name\n", "customers.csv line 1: column(s) name appear more than once"),
     (CUSTOMER_HEADER + 'C-1,"Acme,DE,,\nC-2,B,DE,,\n',
