@@ -232,7 +232,7 @@ async def test_a_file_breaking_the_contract_fails_its_entity_and_the_others_go_o
     assert [(r.entity, r.status) for r in results] == [("customers", "failed"),
                                                         ("sites", "succeeded")]
     message = ("customers.csv line 1: unknown column(s) 'contry' (known: country,"
-               " customer_since, external_id, industry, key_account, name, size_class,"
+               " customer_since, deleted, external_id, industry, key_account, name, size_class,"
                " source_updated_at)")
     assert results[0].error == message
     assert await rows(conn, "SELECT entity, status, error FROM sync_runs ORDER BY id") == [
