@@ -20,7 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 import psycopg
@@ -56,6 +56,14 @@ class PermanentSyncError(SyncError):
 
     Connectors raise it for a file that breaks its contract, a refused login, a 4xx that is not
     throttling. The run is marked failed with this message and the sync of other entities goes on.
+    """
+
+
+class SourceUnavailableError(SyncError):
+    """The source did not answer usefully after retries (down, throttling for long).
+
+    Like :class:`PermanentSyncError` it stops only this entity's run, which is marked failed;
+    unlike it, the next scheduled run may well succeed, resuming from the stored cursor.
     """
 
 
@@ -96,6 +104,20 @@ class Page:
 
 PageSource = Callable[[str | None], AsyncIterator[Page]]
 """A connector's pages for one entity, from a stored cursor (``None``: from the start)."""
+
+
+class Connector(Protocol):
+    """A source system: its name in every row's ``source`` and a page source per entity."""
+
+    source: str
+
+    def page_sources(self) -> dict[str, PageSource]:
+        """The entities this source provides (keys of :data:`ENTITIES`), parents first."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,7 +446,7 @@ async def sync_entity(target: Connection | AsyncConnectionPool, *, source: str, 
                 read += len(page.records) + len(page.rejects)
                 upserted += page_upserted
                 rejected += page_rejected
-        except PermanentSyncError as exc:
+        except (PermanentSyncError, SourceUnavailableError) as exc:
             await _finish(conn, run_id, str(exc))
             logger.error("sync %s/%s run %s failed: %s", source, entity, run_id, exc)
             return SyncResult(run_id, source, entity, "failed", n_pages, read, upserted,
