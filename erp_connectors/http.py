@@ -114,7 +114,7 @@ class ErpHttp:
         delay = backoff * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not secrecy
         if isinstance(exc, _Transient) and exc.retry_after is not None:
             delay = max(delay, exc.retry_after)
-        return delay
+        return float(delay)
 
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """Send a request; a 2xx/3xx response, or the errors the module docstring names."""
