@@ -17,7 +17,7 @@ lines. One sync per source and entity runs at a time (an advisory lock); a run f
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -31,10 +31,19 @@ from pydantic import ValidationError
 from core.errors import DatabaseUnavailableError, OemrError
 from core.sql import queries
 from erp_connectors.models import (
+    ContactRecord,
+    ContractRenewalRecord,
     CustomerRecord,
     InstalledBaseRecord,
+    InvoiceLineRecord,
+    InvoiceRecord,
+    MachineModelRecord,
+    OrderLineRecord,
+    OrderRecord,
+    ServiceContractRecord,
     SiteRecord,
     SourceRecord,
+    SurveyResponseRecord,
     describe,
 )
 
@@ -133,6 +142,7 @@ class SyncResult:
     rows_upserted: int = 0
     rows_rejected: int = 0
     error: str | None = None
+    rows_deleted: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,15 +160,27 @@ class _Bound:
     rejects: list[SourceReject]
 
 
-_Binder = Callable[[Connection, str, list[_Valid]], Awaitable[_Bound]]
+@dataclass(frozen=True, slots=True)
+class _Parent:
+    """A parent a record names by its external id, resolved to our id in the same source."""
+
+    field: str  # the record's field: "customer_external_id"
+    column: str  # the column written: "customer_id"
+    lookup: str  # sync.sql block: (external_id, id, owning customer's external_id or NULL)
+    label: str  # how a reason names it: "customer"
 
 
 @dataclass(frozen=True, slots=True)
 class _Entity:
+    table: str  # also the entity's name
     label: str  # how a reason names one record: "installed base SN-9 ..."
     model: type[SourceRecord]
-    upsert: str
-    bind: _Binder
+    parents: tuple[_Parent, ...] = ()
+
+    def own_fields(self) -> list[str]:
+        """Fields copied as they are: all but the parents' external ids and the deleted flag."""
+        named = {p.field for p in self.parents}
+        return [name for name in self.model.model_fields if name not in named | {"deleted"}]
 
 
 def _q() -> dict[str, str]:
@@ -174,98 +196,81 @@ async def _lookup(conn: Connection, block: str, source: str,
     return {row[0]: tuple(row[1:]) for row in await cur.fetchall()}
 
 
-def _parent_reject(item: _Valid, reason: str) -> SourceReject:
-    return SourceReject(reason=reason, record=item.raw, line_number=item.line_number,
-                        external_id=item.record.external_id)
-
-
-async def _bind_customers(_conn: Connection, _source: str, items: list[_Valid]) -> _Bound:
-    recs: list[CustomerRecord] = [item.record for item in items]
-    return _Bound(columns={
-        "external_id": [r.external_id for r in recs],
-        "name": [r.name for r in recs],
-        "industry": [r.industry for r in recs],
-        "country": [r.country for r in recs],
-        "size_class": [r.size_class for r in recs],
-        "key_account": [r.key_account for r in recs],
-        "customer_since": [r.customer_since for r in recs],
-        "source_updated_at": [r.source_updated_at for r in recs],
-    }, rejects=[])
-
-
-async def _bind_sites(conn: Connection, source: str, items: list[_Valid]) -> _Bound:
-    customers = await _lookup(conn, "customer_ids", source,
-                              {item.record.customer_external_id for item in items})
-    bound = _Bound(columns={k: [] for k in ("external_id", "customer_id", "name", "country",
-                                            "city", "source_updated_at")}, rejects=[])
-    for item in items:
-        r: SiteRecord = item.record
-        customer = customers.get(r.customer_external_id)
-        if customer is None:
-            bound.rejects.append(_parent_reject(
-                item, f"site {r.external_id} names customer {r.customer_external_id},"
-                      f" which is not in {source}"))
+def _parent_ids(spec: _Entity, record: Any, source: str,
+                found: dict[str, dict[str, tuple[Any, ...]]]) -> dict[str, Any] | str:
+    """The parents' ids of a record by column, or why they cannot be had."""
+    ids: dict[str, Any] = {}
+    customer = getattr(record, "customer_external_id", None)
+    for parent in spec.parents:
+        named = getattr(record, parent.field)
+        if named is None:
+            ids[parent.column] = None
             continue
-        for name, value in (("external_id", r.external_id), ("customer_id", customer[0]),
-                            ("name", r.name), ("country", r.country), ("city", r.city),
-                            ("source_updated_at", r.source_updated_at)):
-            bound.columns[name].append(value)
+        row = found[parent.field].get(named)
+        if row is None:
+            return (f"{spec.label} {record.external_id} names {parent.label} {named},"
+                    f" which is not in {source}")
+        parent_id, owner = row
+        # A site or machine of another customer is a mix-up in the source, not a choice.
+        if (customer is not None and owner is not None and parent.field != "customer_external_id"
+                and owner != customer):
+            return (f"{spec.label} {record.external_id} names customer {customer} but"
+                    f" {parent.label} {named}, which belongs to customer {owner}")
+        ids[parent.column] = parent_id
+    return ids
+
+
+async def _bind(conn: Connection, spec: _Entity, source: str, items: list[_Valid]) -> _Bound:
+    found = {parent.field: await _lookup(
+                 conn, parent.lookup, source,
+                 {value for item in items
+                  if (value := getattr(item.record, parent.field)) is not None})
+             for parent in spec.parents}
+    own = spec.own_fields()
+    names = [*own, *(p.column for p in spec.parents), "deleted"]
+    bound = _Bound(columns={name: [] for name in names}, rejects=[])
+    for item in items:
+        ids = _parent_ids(spec, item.record, source, found)
+        if isinstance(ids, str):
+            bound.rejects.append(SourceReject(reason=ids, record=item.raw,
+                                              line_number=item.line_number,
+                                              external_id=item.record.external_id))
+            continue
+        for name in own:
+            bound.columns[name].append(getattr(item.record, name))
+        for column, value in ids.items():
+            bound.columns[column].append(value)
+        bound.columns["deleted"].append(item.record.deleted)
     return bound
 
 
-def _installed_base_parents(r: InstalledBaseRecord, source: str,
-                            customers: dict[str, tuple[Any, ...]],
-                            sites: dict[str, tuple[Any, ...]]) -> tuple[int, int | None] | str:
-    """The customer and site ids of a machine, or why they cannot be had."""
-    customer = customers.get(r.customer_external_id)
-    if customer is None:
-        return (f"installed base {r.external_id} names customer {r.customer_external_id},"
-                f" which is not in {source}")
-    if r.site_external_id is None:
-        return customer[0], None
-    site = sites.get(r.site_external_id)
-    if site is None:
-        return (f"installed base {r.external_id} names site {r.site_external_id},"
-                f" which is not in {source}")
-    site_id, site_customer = site
-    if site_customer != r.customer_external_id:
-        return (f"installed base {r.external_id} names customer {r.customer_external_id}"
-                f" but site {r.site_external_id}, which belongs to customer {site_customer}")
-    return customer[0], site_id
-
-
-async def _bind_installed_base(conn: Connection, source: str, items: list[_Valid]) -> _Bound:
-    customers = await _lookup(conn, "customer_ids", source,
-                              {item.record.customer_external_id for item in items})
-    sites = await _lookup(conn, "site_ids", source,
-                          {item.record.site_external_id for item in items
-                           if item.record.site_external_id is not None})
-    bound = _Bound(columns={k: [] for k in (
-        "external_id", "serial", "model", "customer_id", "site_id", "commissioned_on",
-        "warranty_end", "source_updated_at")}, rejects=[])
-    for item in items:
-        r: InstalledBaseRecord = item.record
-        parents = _installed_base_parents(r, source, customers, sites)
-        if isinstance(parents, str):
-            bound.rejects.append(_parent_reject(item, parents))
-            continue
-        for name, value in (("external_id", r.external_id), ("serial", r.serial),
-                            ("model", r.model), ("customer_id", parents[0]),
-                            ("site_id", parents[1]), ("commissioned_on", r.commissioned_on),
-                            ("warranty_end", r.warranty_end),
-                            ("source_updated_at", r.source_updated_at)):
-            bound.columns[name].append(value)
-    return bound
-
+_CUSTOMER = _Parent("customer_external_id", "customer_id", "customer_ids", "customer")
+_SITE = _Parent("site_external_id", "site_id", "site_ids", "site")
+_MACHINE = _Parent("installed_base_external_id", "installed_base_id", "installed_base_ids",
+                   "installed base")
 
 # Entity names are the table names. Parents come before children: a sync of sites resolves
-# customers already stored.
-ENTITIES: dict[str, _Entity] = {
-    "customers": _Entity("customer", CustomerRecord, "upsert_customers", _bind_customers),
-    "sites": _Entity("site", SiteRecord, "upsert_sites", _bind_sites),
-    "installed_base": _Entity("installed base", InstalledBaseRecord, "upsert_installed_base",
-                              _bind_installed_base),
-}
+# customers already stored, so syncing in this order resolves every reference within a source.
+ENTITIES: dict[str, _Entity] = {spec.table: spec for spec in (
+    _Entity("customers", "customer", CustomerRecord),
+    _Entity("sites", "site", SiteRecord, (_CUSTOMER,)),
+    _Entity("contacts", "contact", ContactRecord, (_CUSTOMER, _SITE)),
+    _Entity("machine_models", "machine model", MachineModelRecord),
+    _Entity("installed_base", "installed base", InstalledBaseRecord, (_CUSTOMER, _SITE)),
+    _Entity("service_contracts", "service contract", ServiceContractRecord,
+            (_CUSTOMER, _MACHINE)),
+    _Entity("contract_renewals", "contract renewal", ContractRenewalRecord, (
+        _Parent("contract_external_id", "contract_id", "contract_ids", "service contract"),)),
+    _Entity("invoices", "invoice", InvoiceRecord, (_CUSTOMER,)),
+    _Entity("invoice_lines", "invoice line", InvoiceLineRecord, (
+        _Parent("invoice_external_id", "invoice_id", "invoice_ids", "invoice"), _MACHINE,
+        _Parent("contract_external_id", "contract_id", "contract_ids", "service contract"))),
+    _Entity("orders", "order", OrderRecord, (_CUSTOMER,)),
+    _Entity("order_lines", "order line", OrderLineRecord, (
+        _Parent("order_external_id", "order_id", "order_ids", "order"), _MACHINE)),
+    _Entity("survey_responses", "survey response", SurveyResponseRecord, (
+        _CUSTOMER, _Parent("contact_external_id", "contact_id", "contact_ids", "contact"))),
+)}
 
 
 @contextmanager
@@ -299,7 +304,7 @@ def _validate(spec: _Entity, page: Page) -> tuple[list[_Valid], list[SourceRejec
 
 
 async def _apply_page(conn: Connection, *, run_id: int, source: str, entity: str,
-                      page: Page) -> tuple[int, int]:
+                      page: Page, sweeping: bool) -> tuple[int, int]:
     """Write one page in one transaction; rows upserted and rejected."""
     spec = ENTITIES[entity]
     valid, rejects = _validate(spec, page)
@@ -307,11 +312,12 @@ async def _apply_page(conn: Connection, *, run_id: int, source: str, entity: str
     try:
         with _database_boundary(f"sync of {source}/{entity}"):
             async with conn.transaction():
-                bound = await spec.bind(conn, source, valid)
+                bound = await _bind(conn, spec, source, valid)
                 rejects.extend(bound.rejects)
                 upserted = 0
                 if bound.columns["external_id"]:
-                    cur = await conn.execute(q[spec.upsert], {"source": source, **bound.columns})
+                    cur = await conn.execute(q[f"upsert_{spec.table}"],
+                                             {"source": source, **bound.columns})
                     upserted = cur.rowcount
                 if rejects:
                     await conn.execute(q["insert_rejects"], {
@@ -321,8 +327,14 @@ async def _apply_page(conn: Connection, *, run_id: int, source: str, entity: str
                         "reason": [r.reason for r in rejects],
                         "record": [orjson.dumps(r.record, default=str).decode()
                                    for r in rejects]})
-                await conn.execute(q["count_page"], {"run_id": run_id, "upserted": upserted,
-                                                     "rejected": len(rejects)})
+                if sweeping:
+                    # A rejected record is still in the source: its old row is not deleted.
+                    await conn.execute(q["mark_seen"], {"external_ids": [
+                        *(item.record.external_id for item in valid),
+                        *(r.external_id for r in rejects if r.external_id is not None)]})
+                await conn.execute(q["count_page"], {
+                    "run_id": run_id, "read": len(page.records) + len(page.rejects),
+                    "upserted": upserted, "rejected": len(rejects)})
                 await conn.execute(q["write_cursor"], {"source": source, "entity": entity,
                                                        "cursor": page.cursor})
     except (psycopg.DataError, psycopg.IntegrityError) as exc:
@@ -437,15 +449,26 @@ async def sync_entity(target: Connection | AsyncConnectionPool, *, source: str, 
     async with _entity_session(target, source=source, entity=entity) as conn:
         run_id, cursor = await _start(conn, source=source, entity=entity, full=full)
         logger.info("sync %s/%s run %s from cursor %r", source, entity, run_id, cursor)
-        n_pages = read = upserted = rejected = 0
+        n_pages = read = upserted = rejected = deleted = 0
+        # Only a read from the very start sees everything the source has: then what it did not
+        # see is gone. A run resumed from a cursor saw only the rest.
+        sweeping = cursor is None
+        if sweeping:
+            with _database_boundary(f"sync of {source}/{entity}"):
+                await conn.execute(_q()["create_seen"])
+                await conn.execute(_q()["clear_seen"])
         try:
             async for page in pages(cursor):
                 page_upserted, page_rejected = await _apply_page(
-                    conn, run_id=run_id, source=source, entity=entity, page=page)
+                    conn, run_id=run_id, source=source, entity=entity, page=page,
+                    sweeping=sweeping)
                 n_pages += 1
                 read += len(page.records) + len(page.rejects)
                 upserted += page_upserted
                 rejected += page_rejected
+            if sweeping:
+                deleted = await _sweep(conn, run_id=run_id, source=source, entity=entity,
+                                       read=read)
         except (PermanentSyncError, SourceUnavailableError) as exc:
             await _finish(conn, run_id, str(exc))
             logger.error("sync %s/%s run %s failed: %s", source, entity, run_id, exc)
@@ -455,9 +478,28 @@ async def sync_entity(target: Connection | AsyncConnectionPool, *, source: str, 
             await _finish_after_crash(conn, run_id, exc)
             raise
         await _finish(conn, run_id, None)
-    logger.info("sync %s/%s run %s: %s pages, %s records, %s rows written, %s rejected",
-                source, entity, run_id, n_pages, read, upserted, rejected)
-    return SyncResult(run_id, source, entity, "succeeded", n_pages, read, upserted, rejected)
+    logger.info("sync %s/%s run %s: %s pages, %s records, %s rows written, %s rejected,"
+                " %s marked deleted", source, entity, run_id, n_pages, read, upserted, rejected,
+                deleted)
+    return SyncResult(run_id, source, entity, "succeeded", n_pages, read, upserted, rejected,
+                      rows_deleted=deleted)
+
+
+async def _sweep(conn: Connection, *, run_id: int, source: str, entity: str, read: int) -> int:
+    """Mark deleted the rows of a source/entity a complete read did not see; how many."""
+    with _database_boundary(f"sync of {source}/{entity}"):
+        async with conn.transaction():
+            cur = await conn.execute(_q()[f"sweep_{entity}"], {"source": source})
+            deleted = cur.rowcount
+            if read == 0 and deleted:
+                # An empty answer from a source that had rows is far likelier a filter, a
+                # permission or an empty export than everything deleted at once.
+                logger.warning("sync %s/%s: the source returned nothing but %s rows are stored;"
+                               " not marking them deleted", source, entity, deleted)
+                deleted = 0
+                raise psycopg.Rollback
+            await conn.execute(_q()["count_deleted"], {"run_id": run_id, "deleted": deleted})
+    return deleted
 
 
 async def _finish_after_crash(conn: Connection, run_id: int, exc: BaseException) -> None:

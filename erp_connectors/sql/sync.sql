@@ -27,8 +27,25 @@ RETURNING id
 
 -- name: count_page
 UPDATE sync_runs
-SET rows_upserted = rows_upserted + %(upserted)s, rows_rejected = rows_rejected + %(rejected)s
+SET records_read = records_read + %(read)s, rows_upserted = rows_upserted + %(upserted)s,
+    rows_rejected = rows_rejected + %(rejected)s
 WHERE id = %(run_id)s
+
+-- name: count_deleted
+UPDATE sync_runs SET rows_deleted = %(deleted)s WHERE id = %(run_id)s
+
+-- name: create_seen
+-- The external ids a complete read has seen, for the sweep at its end; per session, so two
+-- connections syncing different entities never share it.
+CREATE TEMPORARY TABLE IF NOT EXISTS sync_seen (external_id text PRIMARY KEY)
+
+-- name: clear_seen
+TRUNCATE sync_seen
+
+-- name: mark_seen
+INSERT INTO sync_seen (external_id)
+SELECT unnest(%(external_ids)s::text[])
+ON CONFLICT DO NOTHING
 
 -- name: finish_run
 UPDATE sync_runs
@@ -50,8 +67,11 @@ SELECT %(run_id)s::bigint, %(source)s::text, %(entity)s::text,
 FROM unnest(%(external_id)s::text[], %(line_number)s::integer[], %(reason)s::text[],
             %(record)s::text[]) AS r(external_id, line_number, reason, record)
 
+-- Parents by external id: (external_id, id, the external id of the customer owning the parent,
+-- if it has one). Deleted parents are found too: a record may name history.
+
 -- name: customer_ids
-SELECT external_id, id FROM customers
+SELECT external_id, id, NULL::text FROM customers
 WHERE source = %(source)s AND external_id = ANY(%(external_ids)s::text[])
 
 -- name: site_ids
@@ -60,52 +80,399 @@ FROM sites s
 JOIN customers c ON c.id = s.customer_id
 WHERE s.source = %(source)s AND s.external_id = ANY(%(external_ids)s::text[])
 
+-- name: contact_ids
+SELECT p.external_id, p.id, c.external_id
+FROM contacts p
+JOIN customers c ON c.id = p.customer_id
+WHERE p.source = %(source)s AND p.external_id = ANY(%(external_ids)s::text[])
+
+-- name: installed_base_ids
+SELECT ib.external_id, ib.id, c.external_id
+FROM installed_base ib
+JOIN customers c ON c.id = ib.customer_id
+WHERE ib.source = %(source)s AND ib.external_id = ANY(%(external_ids)s::text[])
+
+-- name: contract_ids
+SELECT sc.external_id, sc.id, c.external_id
+FROM service_contracts sc
+JOIN customers c ON c.id = sc.customer_id
+WHERE sc.source = %(source)s AND sc.external_id = ANY(%(external_ids)s::text[])
+
+-- name: invoice_ids
+SELECT i.external_id, i.id, c.external_id
+FROM invoices i
+JOIN customers c ON c.id = i.customer_id
+WHERE i.source = %(source)s AND i.external_id = ANY(%(external_ids)s::text[])
+
+-- name: order_ids
+SELECT o.external_id, o.id, c.external_id
+FROM orders o
+JOIN customers c ON c.id = o.customer_id
+WHERE o.source = %(source)s AND o.external_id = ANY(%(external_ids)s::text[])
+
+-- Upserts, one per entity. A row marked deleted by the source (or a sweep) is kept with its
+-- deleted_at; a record seen again undeletes it.
+
 -- name: upsert_customers
-INSERT INTO customers AS t (source, external_id, name, industry, country, size_class,
-                            key_account, customer_since, source_updated_at)
-SELECT %(source)s::text, r.*
-FROM unnest(%(external_id)s::text[], %(name)s::text[], %(industry)s::text[],
-            %(country)s::text[], %(size_class)s::text[], %(key_account)s::boolean[],
-            %(customer_since)s::date[], %(source_updated_at)s::timestamptz[]) AS r
+INSERT INTO customers AS t (source, external_id, name, industry, country, size_class, key_account,
+                            customer_since, source_updated_at, deleted_at)
+SELECT %(source)s::text, r.external_id, r.name, r.industry, r.country, r.size_class,
+       r.key_account, r.customer_since, r.source_updated_at, CASE WHEN r.deleted THEN now() END
+FROM unnest(%(external_id)s::text[], %(name)s::text[], %(industry)s::text[], %(country)s::text[],
+            %(size_class)s::text[], %(key_account)s::boolean[], %(customer_since)s::date[],
+            %(source_updated_at)s::timestamptz[], %(deleted)s::boolean[]
+     ) AS r(external_id, name, industry, country, size_class, key_account, customer_since,
+            source_updated_at, deleted)
 ON CONFLICT (source, external_id) DO UPDATE
 SET name = EXCLUDED.name, industry = EXCLUDED.industry, country = EXCLUDED.country,
     size_class = EXCLUDED.size_class, key_account = EXCLUDED.key_account,
     customer_since = EXCLUDED.customer_since, source_updated_at = EXCLUDED.source_updated_at,
-    synced_at = now()
+    deleted_at = CASE WHEN EXCLUDED.deleted_at IS NULL THEN NULL
+                      ELSE coalesce(t.deleted_at, EXCLUDED.deleted_at) END, synced_at = now()
 WHERE (t.name, t.industry, t.country, t.size_class, t.key_account, t.customer_since,
-       t.source_updated_at)
+       t.source_updated_at, t.deleted_at IS NULL)
       IS DISTINCT FROM
       (EXCLUDED.name, EXCLUDED.industry, EXCLUDED.country, EXCLUDED.size_class,
-       EXCLUDED.key_account, EXCLUDED.customer_since, EXCLUDED.source_updated_at)
+       EXCLUDED.key_account, EXCLUDED.customer_since, EXCLUDED.source_updated_at,
+       EXCLUDED.deleted_at IS NULL)
 
 -- name: upsert_sites
-INSERT INTO sites AS t (source, external_id, customer_id, name, country, city,
-                        source_updated_at)
-SELECT %(source)s::text, r.*
+INSERT INTO sites AS t (source, external_id, customer_id, name, country, city, source_updated_at,
+                        deleted_at)
+SELECT %(source)s::text, r.external_id, r.customer_id, r.name, r.country, r.city,
+       r.source_updated_at, CASE WHEN r.deleted THEN now() END
 FROM unnest(%(external_id)s::text[], %(customer_id)s::integer[], %(name)s::text[],
-            %(country)s::text[], %(city)s::text[], %(source_updated_at)s::timestamptz[]) AS r
+            %(country)s::text[], %(city)s::text[], %(source_updated_at)s::timestamptz[],
+            %(deleted)s::boolean[]
+     ) AS r(external_id, customer_id, name, country, city, source_updated_at, deleted)
 ON CONFLICT (source, external_id) DO UPDATE
 SET customer_id = EXCLUDED.customer_id, name = EXCLUDED.name, country = EXCLUDED.country,
-    city = EXCLUDED.city, source_updated_at = EXCLUDED.source_updated_at, synced_at = now()
-WHERE (t.customer_id, t.name, t.country, t.city, t.source_updated_at)
+    city = EXCLUDED.city, source_updated_at = EXCLUDED.source_updated_at,
+    deleted_at = CASE WHEN EXCLUDED.deleted_at IS NULL THEN NULL
+                      ELSE coalesce(t.deleted_at, EXCLUDED.deleted_at) END, synced_at = now()
+WHERE (t.customer_id, t.name, t.country, t.city, t.source_updated_at, t.deleted_at IS NULL)
       IS DISTINCT FROM
       (EXCLUDED.customer_id, EXCLUDED.name, EXCLUDED.country, EXCLUDED.city,
-       EXCLUDED.source_updated_at)
+       EXCLUDED.source_updated_at, EXCLUDED.deleted_at IS NULL)
+
+-- name: upsert_contacts
+INSERT INTO contacts AS t (source, external_id, customer_id, site_id, name, role, email, phone,
+                           source_updated_at, deleted_at)
+SELECT %(source)s::text, r.external_id, r.customer_id, r.site_id, r.name, r.role, r.email,
+       r.phone, r.source_updated_at, CASE WHEN r.deleted THEN now() END
+FROM unnest(%(external_id)s::text[], %(customer_id)s::integer[], %(site_id)s::integer[],
+            %(name)s::text[], %(role)s::text[], %(email)s::text[], %(phone)s::text[],
+            %(source_updated_at)s::timestamptz[], %(deleted)s::boolean[]
+     ) AS r(external_id, customer_id, site_id, name, role, email, phone, source_updated_at,
+            deleted)
+ON CONFLICT (source, external_id) DO UPDATE
+SET customer_id = EXCLUDED.customer_id, site_id = EXCLUDED.site_id, name = EXCLUDED.name,
+    role = EXCLUDED.role, email = EXCLUDED.email, phone = EXCLUDED.phone,
+    source_updated_at = EXCLUDED.source_updated_at,
+    deleted_at = CASE WHEN EXCLUDED.deleted_at IS NULL THEN NULL
+                      ELSE coalesce(t.deleted_at, EXCLUDED.deleted_at) END, synced_at = now()
+WHERE (t.customer_id, t.site_id, t.name, t.role, t.email, t.phone, t.source_updated_at,
+       t.deleted_at IS NULL)
+      IS DISTINCT FROM
+      (EXCLUDED.customer_id, EXCLUDED.site_id, EXCLUDED.name, EXCLUDED.role, EXCLUDED.email,
+       EXCLUDED.phone, EXCLUDED.source_updated_at, EXCLUDED.deleted_at IS NULL)
+
+-- name: upsert_machine_models
+INSERT INTO machine_models AS t (source, external_id, model, service_interval_hours,
+                                 service_interval_days, parts_value_per_1000h, currency,
+                                 source_updated_at, deleted_at)
+SELECT %(source)s::text, r.external_id, r.model, r.service_interval_hours,
+       r.service_interval_days, r.parts_value_per_1000h, r.currency, r.source_updated_at,
+       CASE WHEN r.deleted THEN now() END
+FROM unnest(%(external_id)s::text[], %(model)s::text[], %(service_interval_hours)s::integer[],
+            %(service_interval_days)s::integer[], %(parts_value_per_1000h)s::numeric[],
+            %(currency)s::text[], %(source_updated_at)s::timestamptz[], %(deleted)s::boolean[]
+     ) AS r(external_id, model, service_interval_hours, service_interval_days,
+            parts_value_per_1000h, currency, source_updated_at, deleted)
+ON CONFLICT (source, external_id) DO UPDATE
+SET model = EXCLUDED.model, service_interval_hours = EXCLUDED.service_interval_hours,
+    service_interval_days = EXCLUDED.service_interval_days,
+    parts_value_per_1000h = EXCLUDED.parts_value_per_1000h, currency = EXCLUDED.currency,
+    source_updated_at = EXCLUDED.source_updated_at,
+    deleted_at = CASE WHEN EXCLUDED.deleted_at IS NULL THEN NULL
+                      ELSE coalesce(t.deleted_at, EXCLUDED.deleted_at) END, synced_at = now()
+WHERE (t.model, t.service_interval_hours, t.service_interval_days, t.parts_value_per_1000h,
+       t.currency, t.source_updated_at, t.deleted_at IS NULL)
+      IS DISTINCT FROM
+      (EXCLUDED.model, EXCLUDED.service_interval_hours, EXCLUDED.service_interval_days,
+       EXCLUDED.parts_value_per_1000h, EXCLUDED.currency, EXCLUDED.source_updated_at,
+       EXCLUDED.deleted_at IS NULL)
 
 -- name: upsert_installed_base
 INSERT INTO installed_base AS t (source, external_id, serial, model, customer_id, site_id,
-                                 commissioned_on, warranty_end, source_updated_at)
-SELECT %(source)s::text, r.*
+                                 commissioned_on, warranty_end, source_updated_at, deleted_at)
+SELECT %(source)s::text, r.external_id, r.serial, r.model, r.customer_id, r.site_id,
+       r.commissioned_on, r.warranty_end, r.source_updated_at, CASE WHEN r.deleted THEN now() END
 FROM unnest(%(external_id)s::text[], %(serial)s::text[], %(model)s::text[],
             %(customer_id)s::integer[], %(site_id)s::integer[], %(commissioned_on)s::date[],
-            %(warranty_end)s::date[], %(source_updated_at)s::timestamptz[]) AS r
+            %(warranty_end)s::date[], %(source_updated_at)s::timestamptz[], %(deleted)s::boolean[]
+     ) AS r(external_id, serial, model, customer_id, site_id, commissioned_on, warranty_end,
+            source_updated_at, deleted)
 ON CONFLICT (source, external_id) DO UPDATE
 SET serial = EXCLUDED.serial, model = EXCLUDED.model, customer_id = EXCLUDED.customer_id,
     site_id = EXCLUDED.site_id, commissioned_on = EXCLUDED.commissioned_on,
     warranty_end = EXCLUDED.warranty_end, source_updated_at = EXCLUDED.source_updated_at,
-    synced_at = now()
+    deleted_at = CASE WHEN EXCLUDED.deleted_at IS NULL THEN NULL
+                      ELSE coalesce(t.deleted_at, EXCLUDED.deleted_at) END, synced_at = now()
 WHERE (t.serial, t.model, t.customer_id, t.site_id, t.commissioned_on, t.warranty_end,
-       t.source_updated_at)
+       t.source_updated_at, t.deleted_at IS NULL)
       IS DISTINCT FROM
       (EXCLUDED.serial, EXCLUDED.model, EXCLUDED.customer_id, EXCLUDED.site_id,
-       EXCLUDED.commissioned_on, EXCLUDED.warranty_end, EXCLUDED.source_updated_at)
+       EXCLUDED.commissioned_on, EXCLUDED.warranty_end, EXCLUDED.source_updated_at,
+       EXCLUDED.deleted_at IS NULL)
+
+-- name: upsert_service_contracts
+INSERT INTO service_contracts AS t (source, external_id, customer_id, installed_base_id, scope,
+                                    contract_number, tier, starts_on, ends_on, notice_period_days,
+                                    auto_renew, annual_value, currency, status, source_updated_at,
+                                    deleted_at)
+SELECT %(source)s::text, r.external_id, r.customer_id, r.installed_base_id, r.scope,
+       r.contract_number, r.tier, r.starts_on, r.ends_on, r.notice_period_days, r.auto_renew,
+       r.annual_value, r.currency, r.status, r.source_updated_at,
+       CASE WHEN r.deleted THEN now() END
+FROM unnest(%(external_id)s::text[], %(customer_id)s::integer[], %(installed_base_id)s::integer[],
+            %(scope)s::text[], %(contract_number)s::text[], %(tier)s::text[],
+            %(starts_on)s::date[], %(ends_on)s::date[], %(notice_period_days)s::integer[],
+            %(auto_renew)s::boolean[], %(annual_value)s::numeric[], %(currency)s::text[],
+            %(status)s::text[], %(source_updated_at)s::timestamptz[], %(deleted)s::boolean[]
+     ) AS r(external_id, customer_id, installed_base_id, scope, contract_number, tier, starts_on,
+            ends_on, notice_period_days, auto_renew, annual_value, currency, status,
+            source_updated_at, deleted)
+ON CONFLICT (source, external_id) DO UPDATE
+SET customer_id = EXCLUDED.customer_id, installed_base_id = EXCLUDED.installed_base_id,
+    scope = EXCLUDED.scope, contract_number = EXCLUDED.contract_number, tier = EXCLUDED.tier,
+    starts_on = EXCLUDED.starts_on, ends_on = EXCLUDED.ends_on,
+    notice_period_days = EXCLUDED.notice_period_days, auto_renew = EXCLUDED.auto_renew,
+    annual_value = EXCLUDED.annual_value, currency = EXCLUDED.currency, status = EXCLUDED.status,
+    source_updated_at = EXCLUDED.source_updated_at,
+    deleted_at = CASE WHEN EXCLUDED.deleted_at IS NULL THEN NULL
+                      ELSE coalesce(t.deleted_at, EXCLUDED.deleted_at) END, synced_at = now()
+WHERE (t.customer_id, t.installed_base_id, t.scope, t.contract_number, t.tier, t.starts_on,
+       t.ends_on, t.notice_period_days, t.auto_renew, t.annual_value, t.currency, t.status,
+       t.source_updated_at, t.deleted_at IS NULL)
+      IS DISTINCT FROM
+      (EXCLUDED.customer_id, EXCLUDED.installed_base_id, EXCLUDED.scope, EXCLUDED.contract_number,
+       EXCLUDED.tier, EXCLUDED.starts_on, EXCLUDED.ends_on, EXCLUDED.notice_period_days,
+       EXCLUDED.auto_renew, EXCLUDED.annual_value, EXCLUDED.currency, EXCLUDED.status,
+       EXCLUDED.source_updated_at, EXCLUDED.deleted_at IS NULL)
+
+-- name: upsert_contract_renewals
+INSERT INTO contract_renewals AS t (source, external_id, contract_id, decided_on, outcome,
+                                    previous_ends_on, new_ends_on, previous_value, new_value,
+                                    source_updated_at, deleted_at)
+SELECT %(source)s::text, r.external_id, r.contract_id, r.decided_on, r.outcome,
+       r.previous_ends_on, r.new_ends_on, r.previous_value, r.new_value, r.source_updated_at,
+       CASE WHEN r.deleted THEN now() END
+FROM unnest(%(external_id)s::text[], %(contract_id)s::integer[], %(decided_on)s::date[],
+            %(outcome)s::text[], %(previous_ends_on)s::date[], %(new_ends_on)s::date[],
+            %(previous_value)s::numeric[], %(new_value)s::numeric[],
+            %(source_updated_at)s::timestamptz[], %(deleted)s::boolean[]
+     ) AS r(external_id, contract_id, decided_on, outcome, previous_ends_on, new_ends_on,
+            previous_value, new_value, source_updated_at, deleted)
+ON CONFLICT (source, external_id) DO UPDATE
+SET contract_id = EXCLUDED.contract_id, decided_on = EXCLUDED.decided_on,
+    outcome = EXCLUDED.outcome, previous_ends_on = EXCLUDED.previous_ends_on,
+    new_ends_on = EXCLUDED.new_ends_on, previous_value = EXCLUDED.previous_value,
+    new_value = EXCLUDED.new_value, source_updated_at = EXCLUDED.source_updated_at,
+    deleted_at = CASE WHEN EXCLUDED.deleted_at IS NULL THEN NULL
+                      ELSE coalesce(t.deleted_at, EXCLUDED.deleted_at) END, synced_at = now()
+WHERE (t.contract_id, t.decided_on, t.outcome, t.previous_ends_on, t.new_ends_on,
+       t.previous_value, t.new_value, t.source_updated_at, t.deleted_at IS NULL)
+      IS DISTINCT FROM
+      (EXCLUDED.contract_id, EXCLUDED.decided_on, EXCLUDED.outcome, EXCLUDED.previous_ends_on,
+       EXCLUDED.new_ends_on, EXCLUDED.previous_value, EXCLUDED.new_value,
+       EXCLUDED.source_updated_at, EXCLUDED.deleted_at IS NULL)
+
+-- name: upsert_invoices
+INSERT INTO invoices AS t (source, external_id, customer_id, number, issued_on, due_on, paid_on,
+                           currency, net_amount, status, source_updated_at, deleted_at)
+SELECT %(source)s::text, r.external_id, r.customer_id, r.number, r.issued_on, r.due_on, r.paid_on,
+       r.currency, r.net_amount, r.status, r.source_updated_at, CASE WHEN r.deleted THEN now() END
+FROM unnest(%(external_id)s::text[], %(customer_id)s::integer[], %(number)s::text[],
+            %(issued_on)s::date[], %(due_on)s::date[], %(paid_on)s::date[], %(currency)s::text[],
+            %(net_amount)s::numeric[], %(status)s::text[], %(source_updated_at)s::timestamptz[],
+            %(deleted)s::boolean[]
+     ) AS r(external_id, customer_id, number, issued_on, due_on, paid_on, currency, net_amount,
+            status, source_updated_at, deleted)
+ON CONFLICT (source, external_id) DO UPDATE
+SET customer_id = EXCLUDED.customer_id, number = EXCLUDED.number, issued_on = EXCLUDED.issued_on,
+    due_on = EXCLUDED.due_on, paid_on = EXCLUDED.paid_on, currency = EXCLUDED.currency,
+    net_amount = EXCLUDED.net_amount, status = EXCLUDED.status,
+    source_updated_at = EXCLUDED.source_updated_at,
+    deleted_at = CASE WHEN EXCLUDED.deleted_at IS NULL THEN NULL
+                      ELSE coalesce(t.deleted_at, EXCLUDED.deleted_at) END, synced_at = now()
+WHERE (t.customer_id, t.number, t.issued_on, t.due_on, t.paid_on, t.currency, t.net_amount,
+       t.status, t.source_updated_at, t.deleted_at IS NULL)
+      IS DISTINCT FROM
+      (EXCLUDED.customer_id, EXCLUDED.number, EXCLUDED.issued_on, EXCLUDED.due_on,
+       EXCLUDED.paid_on, EXCLUDED.currency, EXCLUDED.net_amount, EXCLUDED.status,
+       EXCLUDED.source_updated_at, EXCLUDED.deleted_at IS NULL)
+
+-- name: upsert_invoice_lines
+INSERT INTO invoice_lines AS t (source, external_id, invoice_id, kind, product_code, description,
+                                quantity, unit_price, net_amount, installed_base_id, contract_id,
+                                source_updated_at, deleted_at)
+SELECT %(source)s::text, r.external_id, r.invoice_id, r.kind, r.product_code, r.description,
+       r.quantity, r.unit_price, r.net_amount, r.installed_base_id, r.contract_id,
+       r.source_updated_at, CASE WHEN r.deleted THEN now() END
+FROM unnest(%(external_id)s::text[], %(invoice_id)s::integer[], %(kind)s::text[],
+            %(product_code)s::text[], %(description)s::text[], %(quantity)s::numeric[],
+            %(unit_price)s::numeric[], %(net_amount)s::numeric[],
+            %(installed_base_id)s::integer[], %(contract_id)s::integer[],
+            %(source_updated_at)s::timestamptz[], %(deleted)s::boolean[]
+     ) AS r(external_id, invoice_id, kind, product_code, description, quantity, unit_price,
+            net_amount, installed_base_id, contract_id, source_updated_at, deleted)
+ON CONFLICT (source, external_id) DO UPDATE
+SET invoice_id = EXCLUDED.invoice_id, kind = EXCLUDED.kind, product_code = EXCLUDED.product_code,
+    description = EXCLUDED.description, quantity = EXCLUDED.quantity,
+    unit_price = EXCLUDED.unit_price, net_amount = EXCLUDED.net_amount,
+    installed_base_id = EXCLUDED.installed_base_id, contract_id = EXCLUDED.contract_id,
+    source_updated_at = EXCLUDED.source_updated_at,
+    deleted_at = CASE WHEN EXCLUDED.deleted_at IS NULL THEN NULL
+                      ELSE coalesce(t.deleted_at, EXCLUDED.deleted_at) END, synced_at = now()
+WHERE (t.invoice_id, t.kind, t.product_code, t.description, t.quantity, t.unit_price,
+       t.net_amount, t.installed_base_id, t.contract_id, t.source_updated_at,
+       t.deleted_at IS NULL)
+      IS DISTINCT FROM
+      (EXCLUDED.invoice_id, EXCLUDED.kind, EXCLUDED.product_code, EXCLUDED.description,
+       EXCLUDED.quantity, EXCLUDED.unit_price, EXCLUDED.net_amount, EXCLUDED.installed_base_id,
+       EXCLUDED.contract_id, EXCLUDED.source_updated_at, EXCLUDED.deleted_at IS NULL)
+
+-- name: upsert_orders
+INSERT INTO orders AS t (source, external_id, customer_id, kind, number, ordered_on, status,
+                         currency, net_amount, source_updated_at, deleted_at)
+SELECT %(source)s::text, r.external_id, r.customer_id, r.kind, r.number, r.ordered_on, r.status,
+       r.currency, r.net_amount, r.source_updated_at, CASE WHEN r.deleted THEN now() END
+FROM unnest(%(external_id)s::text[], %(customer_id)s::integer[], %(kind)s::text[],
+            %(number)s::text[], %(ordered_on)s::date[], %(status)s::text[], %(currency)s::text[],
+            %(net_amount)s::numeric[], %(source_updated_at)s::timestamptz[],
+            %(deleted)s::boolean[]
+     ) AS r(external_id, customer_id, kind, number, ordered_on, status, currency, net_amount,
+            source_updated_at, deleted)
+ON CONFLICT (source, external_id) DO UPDATE
+SET customer_id = EXCLUDED.customer_id, kind = EXCLUDED.kind, number = EXCLUDED.number,
+    ordered_on = EXCLUDED.ordered_on, status = EXCLUDED.status, currency = EXCLUDED.currency,
+    net_amount = EXCLUDED.net_amount, source_updated_at = EXCLUDED.source_updated_at,
+    deleted_at = CASE WHEN EXCLUDED.deleted_at IS NULL THEN NULL
+                      ELSE coalesce(t.deleted_at, EXCLUDED.deleted_at) END, synced_at = now()
+WHERE (t.customer_id, t.kind, t.number, t.ordered_on, t.status, t.currency, t.net_amount,
+       t.source_updated_at, t.deleted_at IS NULL)
+      IS DISTINCT FROM
+      (EXCLUDED.customer_id, EXCLUDED.kind, EXCLUDED.number, EXCLUDED.ordered_on, EXCLUDED.status,
+       EXCLUDED.currency, EXCLUDED.net_amount, EXCLUDED.source_updated_at,
+       EXCLUDED.deleted_at IS NULL)
+
+-- name: upsert_order_lines
+INSERT INTO order_lines AS t (source, external_id, order_id, part_number, description, quantity,
+                              unit_price, net_amount, installed_base_id, source_updated_at,
+                              deleted_at)
+SELECT %(source)s::text, r.external_id, r.order_id, r.part_number, r.description, r.quantity,
+       r.unit_price, r.net_amount, r.installed_base_id, r.source_updated_at,
+       CASE WHEN r.deleted THEN now() END
+FROM unnest(%(external_id)s::text[], %(order_id)s::integer[], %(part_number)s::text[],
+            %(description)s::text[], %(quantity)s::numeric[], %(unit_price)s::numeric[],
+            %(net_amount)s::numeric[], %(installed_base_id)s::integer[],
+            %(source_updated_at)s::timestamptz[], %(deleted)s::boolean[]
+     ) AS r(external_id, order_id, part_number, description, quantity, unit_price, net_amount,
+            installed_base_id, source_updated_at, deleted)
+ON CONFLICT (source, external_id) DO UPDATE
+SET order_id = EXCLUDED.order_id, part_number = EXCLUDED.part_number,
+    description = EXCLUDED.description, quantity = EXCLUDED.quantity,
+    unit_price = EXCLUDED.unit_price, net_amount = EXCLUDED.net_amount,
+    installed_base_id = EXCLUDED.installed_base_id,
+    source_updated_at = EXCLUDED.source_updated_at,
+    deleted_at = CASE WHEN EXCLUDED.deleted_at IS NULL THEN NULL
+                      ELSE coalesce(t.deleted_at, EXCLUDED.deleted_at) END, synced_at = now()
+WHERE (t.order_id, t.part_number, t.description, t.quantity, t.unit_price, t.net_amount,
+       t.installed_base_id, t.source_updated_at, t.deleted_at IS NULL)
+      IS DISTINCT FROM
+      (EXCLUDED.order_id, EXCLUDED.part_number, EXCLUDED.description, EXCLUDED.quantity,
+       EXCLUDED.unit_price, EXCLUDED.net_amount, EXCLUDED.installed_base_id,
+       EXCLUDED.source_updated_at, EXCLUDED.deleted_at IS NULL)
+
+-- name: upsert_survey_responses
+INSERT INTO survey_responses AS t (source, external_id, customer_id, contact_id, answered_at,
+                                   score, comment, source_updated_at, deleted_at)
+SELECT %(source)s::text, r.external_id, r.customer_id, r.contact_id, r.answered_at, r.score,
+       r.comment, r.source_updated_at, CASE WHEN r.deleted THEN now() END
+FROM unnest(%(external_id)s::text[], %(customer_id)s::integer[], %(contact_id)s::integer[],
+            %(answered_at)s::timestamptz[], %(score)s::integer[], %(comment)s::text[],
+            %(source_updated_at)s::timestamptz[], %(deleted)s::boolean[]
+     ) AS r(external_id, customer_id, contact_id, answered_at, score, comment, source_updated_at,
+            deleted)
+ON CONFLICT (source, external_id) DO UPDATE
+SET customer_id = EXCLUDED.customer_id, contact_id = EXCLUDED.contact_id,
+    answered_at = EXCLUDED.answered_at, score = EXCLUDED.score, comment = EXCLUDED.comment,
+    source_updated_at = EXCLUDED.source_updated_at,
+    deleted_at = CASE WHEN EXCLUDED.deleted_at IS NULL THEN NULL
+                      ELSE coalesce(t.deleted_at, EXCLUDED.deleted_at) END, synced_at = now()
+WHERE (t.customer_id, t.contact_id, t.answered_at, t.score, t.comment, t.source_updated_at,
+       t.deleted_at IS NULL)
+      IS DISTINCT FROM
+      (EXCLUDED.customer_id, EXCLUDED.contact_id, EXCLUDED.answered_at, EXCLUDED.score,
+       EXCLUDED.comment, EXCLUDED.source_updated_at, EXCLUDED.deleted_at IS NULL)
+
+-- name: sweep_customers
+UPDATE customers AS t SET deleted_at = now(), synced_at = now()
+WHERE t.source = %(source)s AND t.deleted_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
+
+-- name: sweep_sites
+UPDATE sites AS t SET deleted_at = now(), synced_at = now()
+WHERE t.source = %(source)s AND t.deleted_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
+
+-- name: sweep_contacts
+UPDATE contacts AS t SET deleted_at = now(), synced_at = now()
+WHERE t.source = %(source)s AND t.deleted_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
+
+-- name: sweep_machine_models
+UPDATE machine_models AS t SET deleted_at = now(), synced_at = now()
+WHERE t.source = %(source)s AND t.deleted_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
+
+-- name: sweep_installed_base
+UPDATE installed_base AS t SET deleted_at = now(), synced_at = now()
+WHERE t.source = %(source)s AND t.deleted_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
+
+-- name: sweep_service_contracts
+UPDATE service_contracts AS t SET deleted_at = now(), synced_at = now()
+WHERE t.source = %(source)s AND t.deleted_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
+
+-- name: sweep_contract_renewals
+UPDATE contract_renewals AS t SET deleted_at = now(), synced_at = now()
+WHERE t.source = %(source)s AND t.deleted_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
+
+-- name: sweep_invoices
+UPDATE invoices AS t SET deleted_at = now(), synced_at = now()
+WHERE t.source = %(source)s AND t.deleted_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
+
+-- name: sweep_invoice_lines
+UPDATE invoice_lines AS t SET deleted_at = now(), synced_at = now()
+WHERE t.source = %(source)s AND t.deleted_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
+
+-- name: sweep_orders
+UPDATE orders AS t SET deleted_at = now(), synced_at = now()
+WHERE t.source = %(source)s AND t.deleted_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
+
+-- name: sweep_order_lines
+UPDATE order_lines AS t SET deleted_at = now(), synced_at = now()
+WHERE t.source = %(source)s AND t.deleted_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
+
+-- name: sweep_survey_responses
+UPDATE survey_responses AS t SET deleted_at = now(), synced_at = now()
+WHERE t.source = %(source)s AND t.deleted_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)

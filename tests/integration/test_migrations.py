@@ -29,7 +29,7 @@ EXPECTED_COLUMNS = {
     ],
     "contract_renewals": [
         "id", "source", "external_id", "contract_id", "decided_on", "outcome", "previous_ends_on",
-        "new_ends_on", "previous_value", "new_value", "synced_at"
+        "new_ends_on", "previous_value", "new_value", "synced_at", "source_updated_at", "deleted_at"
     ],
     "customers": [
         "id", "source", "external_id", "name", "industry", "country", "size_class", "key_account",
@@ -46,7 +46,8 @@ EXPECTED_COLUMNS = {
     ],
     "invoice_lines": [
         "id", "source", "external_id", "invoice_id", "kind", "product_code", "description",
-        "quantity", "unit_price", "net_amount", "installed_base_id", "contract_id", "synced_at"
+        "quantity", "unit_price", "net_amount", "installed_base_id", "contract_id", "synced_at",
+        "source_updated_at", "deleted_at"
     ],
     "invoices": [
         "id", "source", "external_id", "customer_id", "number", "issued_on", "due_on", "paid_on",
@@ -54,11 +55,12 @@ EXPECTED_COLUMNS = {
     ],
     "machine_models": [
         "id", "source", "external_id", "model", "service_interval_hours", "service_interval_days",
-        "parts_value_per_1000h", "currency", "synced_at"
+        "parts_value_per_1000h", "currency", "synced_at", "source_updated_at", "deleted_at"
     ],
     "order_lines": [
         "id", "source", "external_id", "order_id", "part_number", "description", "quantity",
-        "unit_price", "net_amount", "installed_base_id", "synced_at"
+        "unit_price", "net_amount", "installed_base_id", "synced_at",
+        "source_updated_at", "deleted_at"
     ],
     "orders": [
         "id", "source", "external_id", "customer_id", "kind", "number", "ordered_on", "status",
@@ -75,7 +77,7 @@ EXPECTED_COLUMNS = {
     ],
     "survey_responses": [
         "id", "source", "external_id", "customer_id", "contact_id", "answered_at", "score",
-        "comment", "synced_at"
+        "comment", "synced_at", "source_updated_at", "deleted_at"
     ],
     "sync_cursors": ["source", "entity", "cursor", "updated_at"],
     "sync_rejects": [
@@ -84,8 +86,9 @@ EXPECTED_COLUMNS = {
     ],
     "sync_runs": [
         "id", "source", "entity", "full_resync", "started_at", "finished_at", "status",
-        "rows_upserted", "rows_rejected", "error"
+        "rows_upserted", "rows_rejected", "error", "records_read", "rows_deleted"
     ],
+    "sync_reports": ["id", "created_at", "sources", "full_resync", "ok", "report"],
     # views
     "dead_letter_sources": ["source", "distinct_messages", "times_received", "first_received_at",
                             "last_received_at", "latest_reason", "latest_topic"],
