@@ -64,12 +64,12 @@ def fill_templates(directory: Path) -> None:
                             "customer_external_id": "C-1003", "site_external_id": "S-2003",
                             "commissioned_on": "2025-02-01"}],
     }
-    for entity, name in FILE_NAMES.items():
+    for entity, rows_added in added.items():
         text = template(entity)
         header = next(csv.reader([text.splitlines()[0]]))
-        with (directory / name).open("w", newline="", encoding="utf-8") as out:
+        with (directory / FILE_NAMES[entity]).open("w", newline="", encoding="utf-8") as out:
             out.write(text)
-            csv.DictWriter(out, fieldnames=header, lineterminator="\n").writerows(added[entity])
+            csv.DictWriter(out, fieldnames=header, lineterminator="\n").writerows(rows_added)
 
 
 async def test_a_filled_in_template_round_trip(database_url: str, conn: Conn,
@@ -159,8 +159,8 @@ async def test_each_kind_of_bad_row_is_reported_with_its_line(conn: Conn,
     assert [(r.entity, r.status, r.rows_upserted, r.rows_rejected) for r in results] == [
         ("customers", "succeeded", 2, 10), ("installed_base", "succeeded", 0, 1)]
     assert await rejects(conn) == [
-        ("customers", 3, None, "line 3 has 4 cells but the header has 7"),
-        ("customers", 4, None, "line 4 has 8 cells but the header has 7"),
+        ("customers", 3, "C-2", "line 3 has 4 cells but the header has 7"),
+        ("customers", 4, "C-3", "line 4 has 8 cells but the header has 7"),
         ("customers", 5, "C-4", "customer C-4: name is missing"),
         ("customers", 6, "C-5",
          "customer C-5: key_account: expected true or false (yes/no, 1/0), got 'maybe'"),
