@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -48,6 +48,28 @@ class Settings(BaseSettings):
     sparkplug_group_filter: str = "+"
     sparkplug_tenant: str = "default"
     sparkplug_rebirth_debounce_s: float = Field(default=5.0, ge=0)
+
+    # Money is stored in its own currency and converted to this one for reporting.
+    reporting_currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+
+    # ERP sources: a source is on when its address is set (docs/erp-*.md).
+    erp_files_dir: Path | None = None
+    erp_odoo_url: str | None = None
+    erp_odoo_db: str | None = None
+    erp_odoo_login: str | None = None
+    erp_odoo_api_key: SecretStr | None = None
+    erp_bc_api_url: str | None = None  # https://api.businesscentral.dynamics.com
+    erp_bc_token_url: str | None = None  # default: Microsoft Entra ID's for the tenant
+    erp_bc_tenant: str | None = None
+    erp_bc_environment: str = "production"
+    erp_bc_company_id: str | None = None
+    erp_bc_client_id: str | None = None
+    erp_bc_client_secret: SecretStr | None = None
+    erp_sap_url: str | None = None  # https://my000000-api.s4hana.cloud.sap
+    erp_sap_user: str | None = None
+    erp_sap_password: SecretStr | None = None
+    # How often `up` syncs every configured source (0: only by hand, `erp sync`).
+    erp_sync_interval_minutes: int = Field(default=15, ge=0)
 
     @property
     def receive_maximum(self) -> int:

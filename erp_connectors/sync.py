@@ -413,7 +413,8 @@ async def _finish(conn: Connection, run_id: int, error: str | None) -> None:
 
 
 async def sync_entity(target: Connection | AsyncConnectionPool, *, source: str, entity: str,
-                      pages: PageSource, full: bool = False) -> SyncResult:
+                      pages: PageSource, full: bool = False,
+                      on_page: Callable[[int], None] | None = None) -> SyncResult:
     """Sync one entity of one source from a connector's pages.
 
     Parameters
@@ -429,6 +430,8 @@ async def sync_entity(target: Connection | AsyncConnectionPool, *, source: str, 
         The connector, called with the stored cursor (``None`` if there is none or ``full``).
     full
         Ignore the stored cursor and read the source from its start.
+    on_page
+        Called with the number of records of each page once it is committed (progress).
 
     Returns
     -------
@@ -466,6 +469,8 @@ async def sync_entity(target: Connection | AsyncConnectionPool, *, source: str, 
                 read += len(page.records) + len(page.rejects)
                 upserted += page_upserted
                 rejected += page_rejected
+                if on_page is not None:
+                    on_page(len(page.records) + len(page.rejects))
             if sweeping:
                 deleted = await _sweep(conn, run_id=run_id, source=source, entity=entity,
                                        read=read)

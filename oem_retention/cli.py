@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Annotated
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
 
 import orjson
 import psycopg
@@ -27,8 +29,11 @@ app = typer.Typer(help="oem-retention: after-sales retention for machine builder
                   no_args_is_help=True)
 db_app = typer.Typer(help="The database: migrations and storage policies.", no_args_is_help=True)
 ingest_app = typer.Typer(help="MQTT ingest into TimescaleDB.", no_args_is_help=True)
+erp_app = typer.Typer(help="ERP sync: customers, installed base, contracts, invoices, orders.",
+                      no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(ingest_app, name="ingest")
+app.add_typer(erp_app, name="erp")
 console = Console()
 
 
@@ -134,6 +139,180 @@ def ingest_quality(
     console.print(lost if gaps else f"no Sparkplug losses in the last {since}")
 
 
+async def _sync_sources(settings: Settings, only: list[str] | None, full: bool,
+                        progress: Any = None) -> Any:
+    from core.db import make_pool
+    from erp_connectors.sources import sync_sources
+    from oem_retention.wiring import connectors
+
+    chosen = connectors(settings, only)
+    try:
+        async with make_pool(settings, name="oemr-erp-sync") as pool:
+            return await sync_sources(pool, chosen, full=full,
+                                      reporting_currency=settings.reporting_currency,
+                                      progress=progress)
+    finally:
+        for connector in chosen:
+            await connector.aclose()
+
+
+@erp_app.command("sync")
+def erp_sync(
+    source: Annotated[list[str] | None, typer.Option(
+        "--source", "-s", help="Only this source (repeatable): files, odoo, business_central,"
+                               " sap. Default: every configured one.")] = None,
+    full: Annotated[bool, typer.Option(
+        help="Read everything again from the start (and mark deleted what is gone).")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Sync the ERP sources now, then print and store the data-quality report."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from erp_connectors.sync import SyncError
+    from oem_retention.wiring import SourceConfigError, configured_sources
+
+    _logging(verbose)
+    settings = _settings()
+    if not configured_sources(settings):
+        console.print("[red]no ERP source configured[/red]: set OEMR_ERP_FILES_DIR,"
+                      " OEMR_ERP_ODOO_URL, OEMR_ERP_BC_API_URL or OEMR_ERP_SAP_URL"
+                      " (docs/erp-*.md)")
+        raise typer.Exit(2)
+    columns = (SpinnerColumn(), TextColumn("{task.description:<32}"),
+               TextColumn("{task.completed:>10,.0f} records"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        tasks: dict[tuple[str, str], Any] = {}
+
+        def advance(src: str, entity: str, records: int) -> None:
+            key = (src, entity)
+            if key not in tasks:
+                tasks[key] = bar.add_task(f"{src}/{entity}", total=None)
+            bar.advance(tasks[key], records)
+
+        try:
+            done = asyncio.run(_sync_sources(settings, source, full, advance))
+        except (SourceConfigError, SyncError, OemrError, psycopg.Error) as exc:
+            console.print(f"[red]sync failed:[/red] {exc}")
+            raise typer.Exit(1) from exc
+    _print_report({"id": done.report_id, **done.report})
+    if not done.ok:
+        raise typer.Exit(1)
+
+
+@erp_app.command("rates")
+def erp_rates(path: Annotated[Path, typer.Argument(
+        help="exchange_rates.csv, a workbook, or a directory holding one")]) -> None:
+    """Load exchange rates into the reporting currency (amount x rate); bad rows are listed."""
+    from erp_connectors.rates import load_exchange_rates
+    from erp_connectors.sync import SyncError
+
+    settings = _settings()
+
+    async def load() -> Any:
+        async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
+            return await load_exchange_rates(conn, path)
+
+    try:
+        result = asyncio.run(load())
+    except (SyncError, OemrError, psycopg.Error) as exc:
+        console.print(f"[red]exchange rates not loaded:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    for reject in result.rejects:
+        where = f"line {reject.line_number}: " if reject.line_number else ""
+        console.print(f"[yellow]rejected[/yellow] {where}{reject.reason}")
+    console.print(f"exchange rates: {result.rows_read:,} read, {result.rows_upserted:,} written,"
+                  f" {len(result.rejects):,} rejected (reporting currency"
+                  f" {settings.reporting_currency})")
+    if result.rejects:
+        raise typer.Exit(1)
+
+
+@erp_app.command("report")
+def erp_report(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show the data-quality report of the latest sync."""
+    from erp_connectors.quality import latest_report
+
+    async def read() -> dict[str, Any] | None:
+        async with await psycopg.AsyncConnection.connect(_settings().database_url) as conn:
+            return await latest_report(conn)
+
+    report = asyncio.run(read())
+    if report is None:
+        console.print("no sync has run yet: `oem-retention erp sync`")
+        raise typer.Exit(1)
+    if as_json:
+        console.print_json(orjson.dumps(report, default=str).decode())
+    else:
+        _print_report(report)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    runs = Table(title=f"sync report {report.get('id', '')}"
+                       f" {str(report.get('created_at', ''))[:19]}")
+    for column in ("source", "entity", "status", "read", "written", "rejected", "deleted"):
+        runs.add_column(column, justify="right" if column in {
+            "read", "written", "rejected", "deleted"} else "left")
+    for e in report["entities"]:
+        colour = {"succeeded": "green", "failed": "red"}.get(e["status"], "yellow")
+        runs.add_row(e["source"], e["entity"], f"[{colour}]{e['status']}[/{colour}]",
+                     f"{e['records_read']:,}", f"{e['rows_upserted']:,}",
+                     f"{e['rows_rejected']:,}", f"{e['rows_deleted']:,}")
+    console.print(runs)
+    for e in report["entities"]:
+        if e["error"]:
+            console.print(f"[red]{e['source']}/{e['entity']}:[/red] {e['error']}")
+        for x in e["reject_examples"]:
+            where = f"line {x['line_number']}: " if x.get("line_number") else ""
+            console.print(f"  rejected {e['source']}/{e['entity']} {where}{x['reason']}")
+    for check in report["checks"]:
+        if check["total"]:
+            console.print(f"[yellow]{check['total']:,} {check['title']}[/yellow]: " + ", ".join(
+                " ".join(str(v) for v in row.values()) for row in check["sample"][:5]))
+    console.print("[green]all entities synced[/green]" if report["ok"]
+                  else "[red]some entities did not sync: see above[/red]")
+
+
+@erp_app.command("schedule")
+def erp_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Sync every configured source now and every OEMR_ERP_SYNC_INTERVAL_MINUTES until Ctrl-C."""
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    _logging(verbose)
+    settings = _settings()
+    log = logging.getLogger("oem_retention.erp")
+    if not settings.erp_sync_interval_minutes:
+        console.print("OEMR_ERP_SYNC_INTERVAL_MINUTES is 0: no scheduled sync")
+        raise typer.Exit(2)
+
+    async def job() -> None:
+        try:
+            done = await _sync_sources(settings, None, False)
+        except Exception:
+            # The schedule outlives one bad run; the next one resumes from the cursors.
+            log.exception("scheduled ERP sync failed")
+            return
+        for e in done.outcomes:
+            log.info("%s/%s %s: %s read, %s written, %s rejected, %s deleted%s", e.source,
+                     e.entity, e.status, e.records_read, e.rows_upserted, e.rows_rejected,
+                     e.rows_deleted, f": {e.error}" if e.error else "")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        # One run at a time here; the database's advisory locks keep two processes apart.
+        scheduler.add_job(job, "interval", minutes=settings.erp_sync_interval_minutes,
+                          next_run_time=datetime.now(UTC), max_instances=1, coalesce=True,
+                          id="erp-sync")
+        scheduler.start()
+        await stop.wait()
+        scheduler.shutdown(wait=False)
+
+    asyncio.run(main())
+
+
 @app.command("simulate")
 def simulate(machines: int = 50, interval: float = 1.0, tenant: str = "demo",
              seed: int = 7) -> None:
@@ -167,6 +346,10 @@ def up(
     db_migrate()
     cmd = [sys.executable, "-m", "oem_retention"]
     commands = {"ingest": [*cmd, "ingest", "run"]}
+    from oem_retention.wiring import configured_sources
+
+    if configured_sources(settings) and settings.erp_sync_interval_minutes:
+        commands["erp-sync"] = [*cmd, "erp", "schedule"]
     if simulate_machines:
         commands["simulator"] = [*cmd, "simulate", "--machines", str(simulate_machines),
                                  "--interval", str(interval), "--tenant", tenant]

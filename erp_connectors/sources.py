@@ -1,0 +1,87 @@
+"""Syncing whole sources: every entity a connector provides, parents first, then the report.
+
+One entity failing (a permanent error, the source down after retries, another sync of it
+running) does not stop the others; an entity whose parents failed still runs, and whatever names
+a parent that is not there yet is rejected with that reason and comes in on a later run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from erp_connectors.quality import EntityOutcome, build_report, store_report
+from erp_connectors.sync import ENTITIES, Connector, SyncBusyError, sync_entity
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str, str, int], None]
+"""Called after each committed page: source, entity, records in the page."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourcesSync:
+    """What a sync of several sources did, and its stored report."""
+
+    outcomes: list[EntityOutcome]
+    report_id: int
+    report: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        """Every entity of every source synced."""
+        return bool(self.report["ok"])
+
+
+async def sync_sources(pool: AsyncConnectionPool, connectors: Sequence[Connector], *,
+                       full: bool = False, reporting_currency: str,
+                       progress: Progress | None = None) -> SourcesSync:
+    """Sync every entity of every connector, then build and store the data-quality report.
+
+    Parameters
+    ----------
+    pool
+        The process's pool; one connection per entity run, returned after it.
+    connectors
+        The sources to sync, in order.
+    full
+        Read every source from its start (and mark deleted what is gone).
+    reporting_currency
+        For the report's exchange-rate check.
+    progress
+        Told about each committed page (a progress bar).
+    """
+    outcomes: list[EntityOutcome] = []
+    for connector in connectors:
+        sources = connector.page_sources()
+        unknown = set(sources) - set(ENTITIES)
+        if unknown:
+            raise ValueError(f"{connector.source} offers unknown entities {sorted(unknown)}")
+        for entity in (e for e in ENTITIES if e in sources):
+            outcomes.append(await _sync_one(pool, connector, entity, full, progress))
+    async with pool.connection() as conn:
+        report = await build_report(conn, outcomes, reporting_currency=reporting_currency)
+        report_id = await store_report(conn, report, sources=[c.source for c in connectors],
+                                       full=full)
+    return SourcesSync(outcomes, report_id, report)
+
+
+async def _sync_one(pool: AsyncConnectionPool, connector: Connector, entity: str, full: bool,
+                    progress: Progress | None) -> EntityOutcome:
+    pages = connector.page_sources()[entity]
+
+    def counted(records: int) -> None:
+        if progress is not None:
+            progress(connector.source, entity, records)
+
+    try:
+        result = await sync_entity(pool, source=connector.source, entity=entity, pages=pages,
+                                   full=full, on_page=counted)
+    except SyncBusyError as exc:
+        logger.warning("%s", exc)
+        return EntityOutcome(connector.source, entity, "busy", error=str(exc))
+    return EntityOutcome.of(result)
