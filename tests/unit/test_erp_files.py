@@ -4,15 +4,36 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, date, datetime, timedelta, timezone
+import re
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from openpyxl import load_workbook
 from pydantic import ValidationError
 
-from erp_connectors.files import FILE_NAMES, FileContractError, Row, read_rows, template
+from erp_connectors.files import (
+    ENTITY_MODELS,
+    FILE_NAMES,
+    TEMPLATE_WORKBOOK,
+    Columns,
+    FileContractError,
+    Row,
+    cell_text,
+    parse_sheet,
+    read_rows,
+    sheet_names,
+    template,
+)
 from erp_connectors.models import CustomerRecord, InstalledBaseRecord, describe
+from erp_connectors.rates import ExchangeRateRecord
+from erp_connectors.sync import ENTITIES
+from erp_connectors.templates.workbook import build_template_workbook
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "erp_connectors" / "templates"
 
 CUSTOMER_HEADER = "external_id,name,country,key_account,customer_since\n"
 
@@ -155,12 +176,12 @@ def test_values_as_the_contract_writes_them() -> None:
                                                tzinfo=timezone(timedelta(hours=1)))
 
 
-cell_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+csv_cell = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
                     max_size=12)
 
 
-@given(st.lists(st.tuples(st.from_regex(r"[A-Z]-[0-9]{1,6}", fullmatch=True), cell_text,
-                          cell_text),
+@given(st.lists(st.tuples(st.from_regex(r"[A-Z]-[0-9]{1,6}", fullmatch=True), csv_cell,
+                          csv_cell),
                 min_size=1, max_size=20, unique_by=lambda r: r[0]))
 def test_any_csv_written_by_the_csv_module_reads_back_with_its_lines(
         written: list[tuple[str, str, str]]) -> None:
@@ -177,3 +198,101 @@ def test_any_csv_written_by_the_csv_module_reads_back_with_its_lines(
                                               strict=True) if v.strip()})
         for start, row in zip(starts, written, strict=True)]
     assert [(r.line_number, r.record) for r in got] == expected
+
+
+@pytest.mark.parametrize("entity", list(FILE_NAMES))
+def test_every_template_record_is_valid_for_its_model(entity: str) -> None:
+    model = ENTITY_MODELS[entity]
+    for row in rows(template(entity), entity):
+        assert row.record is not None
+        model.model_validate(row.record)
+
+
+def test_every_entity_of_the_engine_has_a_file_contract_with_its_columns() -> None:
+    assert list(FILE_NAMES) == list(ENTITIES)
+    for entity, spec in ENTITIES.items():
+        columns = Columns.of(entity)
+        assert {*columns.required, *columns.optional} == set(spec.model.model_fields)
+        assert "external_id" in columns.required and "deleted" in columns.optional
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (None, None), ("", None), ("   ", None), (" C-1 ", "C-1"), ("0042", "0042"),
+    (True, "true"), (False, "false"), (7, "7"), (-3, "-3"), (4950.0, "4950"),
+    (1234.4999999999998, "1234.5"), (0.1 + 0.2, "0.3"), (1e-7, "0.0000001"),
+    (1e20, "100000000000000000000"), (-0.5, "-0.5"), (float("nan"), "nan"),
+    (datetime(2025, 4, 1), "2025-04-01"), (datetime(2025, 4, 1, 9, 30), "2025-04-01T09:30:00"),
+    (date(2024, 2, 29), "2024-02-29"), (time(9, 30), "09:30:00"),
+])
+def test_a_cell_reads_as_the_csv_text_of_its_value(value: object, text: str | None) -> None:
+    assert cell_text(value) == text
+
+
+@given(st.integers(-(10**15) + 1, 10**15 - 1), st.integers(0, 12))
+def test_a_number_excel_shows_reads_back_as_that_number(digits: int, places: int) -> None:
+    typed = Decimal(digits).scaleb(-places)
+    text = cell_text(float(typed))  # the binary double Excel stores for what was typed
+    assert text is not None
+    assert Decimal(text) == typed
+    assert "e" not in text.lower()
+    assert not text.endswith(".0") and not (("." in text) and text.endswith("0"))
+
+
+def sheet(*lines: tuple[object, ...]) -> list[Row]:
+    return list(parse_sheet(lines, entity="customers", name="x.xlsx sheet customers"))
+
+
+def test_sheet_rows_keep_their_row_numbers_and_empty_rows_are_skipped() -> None:
+    got = sheet(("external_id", "name", None, None),  # formatted, empty columns after
+                ("C-1", "Acme", None), (), (None, None, None, None), ("C-2", 17.0),
+                ("C-3", "X", "beyond"), ("C-1", "Again"))
+    assert [(r.line_number, r.record) for r in got if r.record] == [
+        (2, {"external_id": "C-1", "name": "Acme"}), (5, {"external_id": "C-2", "name": "17"})]
+    assert [(r.line_number, r.reject.reason) for r in got if r.reject] == [
+        (6, "x.xlsx sheet customers row 6 has values beyond the header's 2 columns"),
+        (7, "customer C-1 appears again in x.xlsx sheet customers (first at row 2, which is"
+            " kept)")]
+
+
+@pytest.mark.parametrize(("lines", "message"), [
+    ((), "x.xlsx sheet customers row 1 is empty: it must be the header (the column names)"),
+    (((None, None), ("C-1", "A")),
+     "x.xlsx sheet customers row 1 is empty: it must be the header (the column names)"),
+    ((("external_id", None, "name"),),
+     "x.xlsx sheet customers row 1: unknown column(s) '' (known: country, customer_since,"
+     " deleted, external_id, industry, key_account, name, size_class, source_updated_at)"),
+])
+def test_a_sheet_without_a_proper_header_is_refused(lines: tuple[tuple[object, ...], ...],
+                                                    message: str) -> None:
+    with pytest.raises(FileContractError) as info:
+        sheet(*lines)
+    assert str(info.value) == message
+
+
+def test_a_file_that_is_not_a_workbook_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "customers.xlsx"
+    path.write_bytes(b"\xd0\xcf\x11\xe0 an old .xls")
+    with pytest.raises(FileContractError, match=r"customers.xlsx is not an Excel workbook"):
+        sheet_names(path)
+
+
+def test_the_committed_template_workbook_is_built_from_the_csv_templates() -> None:
+    committed = load_workbook(TEMPLATES / TEMPLATE_WORKBOOK, read_only=True)
+    built = build_template_workbook()
+    assert committed.sheetnames == built.sheetnames == [*ENTITY_MODELS, "exchange_rates"]
+    for name in built.sheetnames:
+        assert ([[cell_text(v) for v in r] for r in committed[name].iter_rows(values_only=True)]
+                == [[cell_text(v) for v in r] for r in built[name].iter_rows(values_only=True)]
+                ), name
+    committed.close()
+
+
+def test_the_docs_give_every_column_of_every_file() -> None:
+    docs = (TEMPLATES.parents[1] / "docs" / "erp-files.md").read_text()
+    sections = dict(re.findall(r"^### `?(\w+)\.csv`?\n(.*?)(?=^##)", docs, re.M | re.S))
+    assert set(sections) == {*ENTITY_MODELS, "exchange_rates"}
+    for entity, model in {**ENTITY_MODELS, "exchange_rates": ExchangeRateRecord}.items():
+        listed = re.findall(r"^\| `(\w+)`(\*?)", sections[entity], re.M)
+        assert {name for name, _ in listed} == set(model.model_fields), entity
+        required = {name for name, star in listed if star}
+        assert required == {n for n, f in model.model_fields.items() if f.is_required()}, entity
