@@ -626,3 +626,37 @@ async def test_kill_9_midway_then_resume(database_url: str, conn: Conn,
         (23, 23)]
     assert await rows(conn, "SELECT status FROM sync_runs ORDER BY id") == [
         ("failed",), ("succeeded",), ("succeeded",)]
+
+
+async def test_a_change_to_a_page_already_read_during_a_run_is_caught_next_time(
+        conn: Conn, fake: FakeBusinessCentral) -> None:
+    world = seed(fake, customers=8)
+    first_key, last_key = (sorted(c["id"] for c in world.customers)[i] for i in (0, -1))
+    bc = connector(fake)
+
+    def changing_while_paging(pages: PageSource) -> PageSource:
+        async def wrapped(cursor: str | None) -> AsyncIterator[Page]:
+            changed = False
+            async for page in pages(cursor):
+                yield page
+                if not changed:
+                    # BC pages by key: the first record's change stays behind us, the last
+                    # one's, a moment later, is read on the next page.
+                    fake.modify("customers", first_key, displayName="Changed behind")
+                    await asyncio.sleep(0.01)  # BC's clock moves on between two changes
+                    fake.modify("customers", last_key, displayName="Changed ahead")
+                    changed = True
+
+        return wrapped
+
+    try:
+        await sync_entity(conn, source=bc.source, entity="customers",
+                          pages=changing_while_paging(bc.page_sources()["customers"]))
+        assert await rows(conn, "SELECT name FROM customers WHERE external_id = %s",
+                          (first_key,)) != [("Changed behind",)]
+        await sync_all(conn, bc, only=("customers",))
+    finally:
+        await bc.aclose()
+    assert await rows(conn, "SELECT external_id, name FROM customers WHERE external_id IN"
+                            " (%s, %s) ORDER BY name", (first_key, last_key)) == [
+        (last_key, "Changed ahead"), (first_key, "Changed behind")]
