@@ -24,6 +24,7 @@ import hashlib
 import logging
 import math
 import zipfile
+import zlib
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -391,6 +392,16 @@ def _choose_sheet(path: Path, entity: str, sheet: str | None) -> str:
 def _read_sheet(path: Path, entity: str, sheet: str | None,
                 contract: Contract | None) -> Generator[Row]:
     chosen = _choose_sheet(path, entity, sheet)
+    values = _sheet_values(path, chosen)
+    try:
+        yield from parse_sheet(values, entity=entity, name=f"{path.name} sheet {chosen}",
+                               contract=contract)
+    finally:
+        values.close()
+
+
+def _sheet_values(path: Path, chosen: str) -> Generator[tuple[object, ...]]:
+    """The cell values of a sheet, row 1 first, streamed; a damaged sheet is a contract error."""
     try:
         # read_only streams the sheet's XML; data_only gives a formula's last computed value.
         workbook = load_workbook(path, read_only=True, data_only=True, keep_links=False)
@@ -402,9 +413,17 @@ def _read_sheet(path: Path, entity: str, sheet: str | None,
             raise FileContractError(f"{path.name} sheet {chosen} is a chart, not a table")
         # Some writers store a wrong size (A1:A1); forget it and read what is there.
         worksheet.reset_dimensions()
-        yield from parse_sheet(worksheet.iter_rows(min_row=1, values_only=True),
-                               entity=entity, name=f"{path.name} sheet {chosen}",
-                               contract=contract)
+        name = f"{path.name} sheet {chosen}"
+        read = 0
+        try:
+            for values in worksheet.iter_rows(min_row=1, values_only=True):
+                yield values
+                read += 1
+        # ElementTree and lxml parse errors are both SyntaxErrors.
+        except (SyntaxError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+            raise FileContractError(
+                f"{name} cannot be read after row {read}: the workbook is damaged ({exc});"
+                " open and save it again in Excel") from exc
     finally:
         workbook.close()
 

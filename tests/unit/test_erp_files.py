@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import zipfile
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -20,6 +21,7 @@ from erp_connectors.files import (
     FILE_NAMES,
     TEMPLATE_WORKBOOK,
     Columns,
+    EntityFile,
     FileContractError,
     Row,
     cell_text,
@@ -296,3 +298,20 @@ def test_the_docs_give_every_column_of_every_file() -> None:
         assert {name for name, _ in listed} == set(model.model_fields), entity
         required = {name for name, star in listed if star}
         assert required == {n for n, f in model.model_fields.items() if f.is_required()}, entity
+
+
+def test_a_damaged_sheet_is_refused_naming_the_last_row_read(tmp_path: Path) -> None:
+    path = tmp_path / "import.xlsx"
+    with zipfile.ZipFile(TEMPLATES / TEMPLATE_WORKBOOK) as source, \
+            zipfile.ZipFile(path, "w") as damaged:
+        for name in source.namelist():
+            data = source.read(name)
+            if name == "xl/worksheets/sheet1.xml":  # customers, cut after its second row
+                data = data[:data.index(b'<row r="3"') + 12]
+            damaged.writestr(name, data)
+    got = EntityFile("customers", path, "customers").rows()
+    assert next(got).record is not None
+    with pytest.raises(FileContractError) as info:
+        list(got)
+    assert str(info.value).startswith(
+        "import.xlsx sheet customers cannot be read after row 2: the workbook is damaged (")
