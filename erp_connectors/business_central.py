@@ -347,9 +347,12 @@ class BusinessCentralConnector:
         Retry policy of every request (tests shorten it).
     """
 
-    def __init__(self, *, api_url: str, tenant: str, environment: str, company_id: str,
-                 client_id: str, client_secret: str, token_url: str | None = None,
-                 source: str = "business_central", page_size: int = PAGE_SIZE,
+    # The six coordinates of a BC company are positional, in the order BC's URLs and Entra ID
+    # name them (the process wiring calls it so); every option after them is keyword-only.
+    def __init__(self, api_url: str, tenant: str, environment: str,  # noqa: PLR0917
+                 company_id: str, client_id: str, client_secret: str, *,
+                 token_url: str | None = None, source: str = "business_central",
+                 page_size: int = PAGE_SIZE,
                  kinds: KindRules | None = None,
                  model_field: Literal["number", "displayName"] = "number",
                  local_currency: str | None = None,
