@@ -514,11 +514,14 @@ class _Builder:
             since_service_d += 7
             if since_service_h >= model.service_interval_hours or (
                     since_service_d >= model.service_interval_days):
-                skip = 0.85 * plan.depth.get("skipped_maintenance", 0) / 0.9 * plan.signal(
-                    "skipped_maintenance", day)
-                chance = t.adherence * (1 - skip) if overdue_weeks < 2 else (
-                    0.3 * (1 - skip))
-                if not plan.gone(day) and rng.random() < chance:
+                # Skipped: the OEM never comes for this service (the customer's own staff or a
+                # third party does it, or no one); sloppy customers skip some all the time.
+                skip = max(0.3 * (1 - t.adherence), plan.depth.get(
+                    "skipped_maintenance", 0) * plan.signal("skipped_maintenance", day))
+                chance = t.adherence if overdue_weeks < 2 else 0.3
+                if plan.gone(day) or (overdue_weeks == 0 and rng.random() < skip):
+                    since_service_h = since_service_d = 0.0
+                elif rng.random() < chance:
                     when = _at(monday + timedelta(days=rng.randrange(workdays)),
                                6 + rng.randint(0, min(span, 8) - 1) + 1 / 6)
                     m.services.append((when, f"PM-{model.service_interval_hours}h",
@@ -559,7 +562,7 @@ class _Builder:
             if not scopes:  # every customer holds at least one contract
                 m = machines[0]
                 scopes.append((m, max(self._warranty_end(m) + timedelta(days=1), earliest)))
-            for machine, start in scopes:
+            for first, (machine, start) in enumerate(scopes):
                 starts_on = start
                 if plan.churn_date is not None:
                     # A churner's contracts all run until the churn: some started at
@@ -570,8 +573,10 @@ class _Builder:
                 if starts_on >= self.end_date:
                     continue
                 n += 1
+                # Only a customer's further contracts lapse on their own (a machine sold): a
+                # customer who lets every contract lapse is a churner, and the truth says so.
                 self._contract(rng, customer, plan, machine=machine, starts_on=starts_on, n=n,
-                               invoices=invoices)
+                               invoices=invoices, may_lapse=first > 0)
         for (ext, day), lines in sorted(invoices.items()):
             self._invoice(rng, ext, day, lines)
 
@@ -589,7 +594,7 @@ class _Builder:
 
     def _contract(self, rng: random.Random, customer: Record, plan: CustomerPlan, *,
                   machine: MachinePlan | None, starts_on: date, n: int,
-                  invoices: dict[tuple[str, date], list[Record]]) -> None:
+                  invoices: dict[tuple[str, date], list[Record]], may_lapse: bool) -> None:
         ext = customer["external_id"]
         t = plan.traits
         currency = self.country[ext].currency
@@ -624,7 +629,7 @@ class _Builder:
             day = term_end.toordinal()
             worry = plan.any_signal(day)
             lapse = term_end == plan.churn_date or (
-                machine is not None and not plan.churned and rng.random() < 0.025)
+                may_lapse and not plan.churned and rng.random() < 0.025)
             renewal: Record = {"external_id": f"RN-{n:05d}-{k:02d}",
                                "contract_external_id": contract_id,
                                "previous_ends_on": term_end, "previous_value": value}
@@ -875,7 +880,8 @@ class _Builder:
         rng = self.rng("surveys")
         n = 0
         sends = sorted(date(y, mo, 15) for y in range(self.window_start.year,
-                                                     self.end_date.year + 1) for mo in (3, 9))
+                                                     self.end_date.year + 1)
+                       for mo in (3, 6, 9, 12))
         for customer in self.customers:
             ext = customer["external_id"]
             plan = self.plans[ext]
