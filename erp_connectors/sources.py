@@ -15,7 +15,14 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from erp_connectors.quality import EntityOutcome, build_report, store_report
-from erp_connectors.sync import ENTITIES, Connector, SyncBusyError, sync_entity
+from erp_connectors.sync import (
+    ENTITIES,
+    Connector,
+    PermanentSyncError,
+    SourceUnavailableError,
+    SyncBusyError,
+    sync_entity,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +64,14 @@ async def sync_sources(pool: AsyncConnectionPool, connectors: Sequence[Connector
     """
     outcomes: list[EntityOutcome] = []
     for connector in connectors:
-        sources = connector.page_sources()
+        try:
+            sources = connector.page_sources()
+        except (PermanentSyncError, SourceUnavailableError) as exc:
+            # The source cannot even say what it holds (an unreadable workbook, a refused
+            # login): the other sources go on.
+            logger.error("%s: %s", connector.source, exc)
+            outcomes.append(EntityOutcome(connector.source, "(all)", "failed", error=str(exc)))
+            continue
         unknown = set(sources) - set(ENTITIES)
         if unknown:
             raise ValueError(f"{connector.source} offers unknown entities {sorted(unknown)}")

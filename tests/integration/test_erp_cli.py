@@ -102,6 +102,16 @@ def test_a_broken_file_fails_its_entity_with_exit_code_1(env: dict[str, str],
     assert "some entities did not sync" in out
 
 
+def test_an_unreadable_workbook_fails_the_source_and_says_why(env: dict[str, str],
+                                                              erp_dir: Path) -> None:
+    (erp_dir / "export.xlsx").write_bytes(b"not a zip at all")
+    done = cli(env, "erp", "sync")
+    assert done.returncode == 1
+    out = " ".join(done.stdout.split())
+    assert "files/(all): " in out
+    assert "export.xlsx" in out
+
+
 def test_no_source_configured_is_said_plainly(env: dict[str, str]) -> None:
     env = {k: v for k, v in env.items() if k != "OEMR_ERP_FILES_DIR"}
     done = cli(env, "erp", "sync")
@@ -114,6 +124,15 @@ def test_no_source_configured_is_said_plainly(env: dict[str, str]) -> None:
 
 def test_exchange_rates_load(env: dict[str, str], database_url: str) -> None:
     done = cli(env, "erp", "rates", str(TEMPLATES / "exchange_rates.csv"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert scalar(database_url, "SELECT count(*) FROM exchange_rates") == template_rows(
+        "exchange_rates")
+
+
+def test_rates_exported_with_the_files_come_in_with_them(env: dict[str, str], erp_dir: Path,
+                                                        database_url: str) -> None:
+    shutil.copy(TEMPLATES / "exchange_rates.csv", erp_dir / "exchange_rates.csv")
+    done = cli(env, "erp", "sync")
     assert done.returncode == 0, done.stdout + done.stderr
     assert scalar(database_url, "SELECT count(*) FROM exchange_rates") == template_rows(
         "exchange_rates")
