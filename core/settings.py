@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     erp_bc_company_id: str | None = None
     erp_bc_client_id: str | None = None
     erp_bc_client_secret: SecretStr | None = None
+    # The company's local currency: BC leaves currencyCode empty on documents in it.
+    erp_bc_local_currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     erp_sap_url: str | None = None  # https://my000000-api.s4hana.cloud.sap
     erp_sap_user: str | None = None
     erp_sap_password: SecretStr | None = None

@@ -69,7 +69,7 @@ def _build(settings: Settings, source: str) -> Connector:
             settings.erp_bc_api_url, settings.erp_bc_tenant, settings.erp_bc_environment,
             settings.erp_bc_company_id, settings.erp_bc_client_id,
             settings.erp_bc_client_secret.get_secret_value(),
-            token_url=settings.erp_bc_token_url)
+            token_url=settings.erp_bc_token_url, local_currency=settings.erp_bc_local_currency)
     from erp_connectors.sap import SapConnector
 
     _required(settings, source, ("erp_sap_url", "erp_sap_user", "erp_sap_password"))
