@@ -1,0 +1,105 @@
+"""The demo world against the real database: its files sync cleanly, its history loads."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import orjson
+import psycopg
+import pytest
+
+from erp_connectors.files import sync_files
+from erp_connectors.rates import load_exchange_rates
+from tests.world import HistoryExistsError, World, load_history, write_world
+from tests.world import catalogue as cat
+from tests.world.files import MACHINES
+
+END = date(2026, 5, 1)
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return World.generate(5, END, customers=25, machines=80, years=1)
+
+
+def _expected(world: World, process_days: int) -> tuple[int, int, int, int]:
+    """Telemetry rows, powered days (one 'off' state each), events, as the loader should write."""
+    telemetry = days = events = 0
+    process_from = END - timedelta(days=process_days)
+    for m in world.machines:
+        silent = m.silent_from or date.max
+        span = cat.SHIFT_SPAN[m.shifts]
+        for k, hours in enumerate(m.weekly_hours):
+            monday = world.window_start + timedelta(weeks=m.first_week + k)
+            for d in range(world.workdays(m.first_week + k)):
+                day = monday + timedelta(days=d)
+                if day < silent and hours > 0:
+                    days += 1
+                    telemetry += span * (3 if day >= process_from else 1)
+        events += sum(1 for when, _, _ in m.services if when.date() < silent)
+        events += sum(2 for when, _, _ in m.faults if when.date() < silent)
+    return telemetry, days, events, len(world.machines)
+
+
+def test_history_loads_as_planned(database_url: str, world: World, tmp_path: Path) -> None:
+    loaded = load_history(database_url, world, process_days=30)
+    telemetry, days, events, machines = _expected(world, 30)
+    assert (loaded.machines, loaded.telemetry_rows, loaded.event_rows) == (
+        machines, telemetry, events)
+    with psycopg.connect(database_url) as conn:
+        def one(query: str) -> object:
+            row = conn.execute(query).fetchone()
+            assert row is not None
+            return row[0]
+
+        assert one("SELECT count(*) FROM machines WHERE tenant = 'demo'"
+                   " AND protocol = 'json'") == machines
+        assert one("SELECT count(*) FROM telemetry") == telemetry
+        assert one("SELECT count(*) FROM machine_events") == events
+        assert one("SELECT count(*) FROM machine_states WHERE state = 'off'") == days
+        assert one("SELECT count(*) FROM machine_states") == loaded.state_rows
+        assert one("SELECT count(*) FROM machine_events WHERE kind = 'maintenance'") == sum(
+            len([s for s in m.services if s[0].date() < (m.silent_from or date.max)])
+            for m in world.machines)
+        assert one("SELECT id FROM metrics WHERE name = 'operating_hours'") == 1
+        assert one("SELECT count(*) FROM metrics WHERE name IN ('spindle_load_pct',"
+                   " 'coolant_temp_c') AND kind = 'gauge'") == 2
+        # The counter never runs backwards.
+        assert one("""SELECT count(*) FROM (
+                        SELECT value < lag(value) OVER (PARTITION BY machine_id ORDER BY time)
+                               AS down
+                        FROM telemetry WHERE metric_id = 1) x WHERE down""") == 0
+        last = dict(conn.execute(
+            "SELECT m.serial, (SELECT value FROM telemetry t WHERE t.machine_id = m.id"
+            " AND t.metric_id = 1 ORDER BY time DESC LIMIT 1) FROM machines m").fetchall())
+        # The chunk width for live data is what it was before the load.
+        intervals = conn.execute(
+            "SELECT hypertable_name, time_interval FROM timescaledb_information.dimensions"
+            " WHERE hypertable_name IN ('telemetry', 'machine_states')"
+            " ORDER BY hypertable_name").fetchall()
+    write_world(world, tmp_path)
+    for machine in orjson.loads((tmp_path / MACHINES).read_bytes()):
+        if not machine["silent"] and last[machine["serial"]] is not None:
+            assert abs(last[machine["serial"]] - machine["operating_hours"]) < 0.01
+    assert [i[1] for i in intervals] == [timedelta(days=1), timedelta(days=1)]
+    with pytest.raises(HistoryExistsError):
+        load_history(database_url, world)
+
+
+async def test_world_files_sync_through_the_files_connector_without_rejects(
+        database_url: str, world: World, tmp_path: Path) -> None:
+    write_world(world, tmp_path)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        results = await sync_files(conn, tmp_path, source="demo")
+        rates = await load_exchange_rates(conn, tmp_path / "exchange_rates.csv", source="demo")
+        counts = {}
+        for entity in world.records:
+            cur = await conn.execute(f"SELECT count(*) FROM {entity} WHERE source = 'demo'")
+            row = await cur.fetchone()
+            assert row is not None
+            counts[entity] = row[0]
+    assert {r.entity: (r.status, r.rows_rejected, r.error) for r in results} == dict.fromkeys(
+        world.records, ("succeeded", 0, None))
+    assert counts == {entity: len(records) for entity, records in world.records.items()}
+    assert rates.rejects == []
