@@ -70,7 +70,7 @@ def test_history_loads_as_planned(database_url: str, world: World, tmp_path: Pat
                         SELECT value < lag(value) OVER (PARTITION BY machine_id ORDER BY time)
                                AS down
                         FROM telemetry WHERE metric_id = 1) x WHERE down""") == 0
-        last = dict(conn.execute(
+        last: dict[str, float | None] = dict(conn.execute(
             "SELECT m.serial, (SELECT value FROM telemetry t WHERE t.machine_id = m.id"
             " AND t.metric_id = 1 ORDER BY time DESC LIMIT 1) FROM machines m").fetchall())
         # The chunk width for live data is what it was before the load.
