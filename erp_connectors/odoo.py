@@ -330,31 +330,40 @@ class OdooConnector:
         if spec.archivable:
             fields.append("active")
         archived = [("active", "in", [True, False])] if spec.archivable else []
-        keyset = self._start(cursor)
-        while True:
-            # The write_date bound leads the domain so that Odoo (and its index) can start there.
-            domain = [*keyset, *spec.domain, *archived]
-            rows = await self.search_read(spec.model, domain, fields, limit=self.page_size,
-                                          order=ORDER)
-            if not rows:
-                return
-            records, rejects = [], []
-            for row, mapped in zip(rows, await spec.convert(rows), strict=True):
-                if isinstance(mapped, str):
-                    rejects.append(SourceReject(reason=mapped, record=row,
-                                                external_id=ref(spec.model, row["id"])))
-                    continue
-                for record in mapped:
-                    if spec.archivable and row.get("active") is False:
-                        record["deleted"] = True
-                    records.append(record)
-            last = rows[-1]
-            logger.debug("odoo %s: %s rows up to %s", entity, len(rows), last["write_date"])
-            yield Page(records=records, rejects=rejects,
-                       cursor=orjson.dumps([last["write_date"], last["id"]]).decode())
-            if len(rows) < self.page_size:
-                return
-            keyset = _after(last["write_date"], last["id"])
+        def fetch(keyset: list[Any]) -> asyncio.Task[list[Any]]:
+            return asyncio.ensure_future(self.search_read(
+                spec.model, [*keyset, *spec.domain, *archived], fields, limit=self.page_size,
+                order=ORDER))
+
+        # The next page is asked for while the engine writes this one: Odoo and the database
+        # work at the same time.
+        pending = fetch(self._start(cursor))
+        try:
+            while True:
+                rows = await pending
+                if not rows:
+                    return
+                last = rows[-1]
+                if len(rows) == self.page_size:
+                    pending = fetch(_after(last["write_date"], last["id"]))
+                records, rejects = [], []
+                for row, mapped in zip(rows, await spec.convert(rows), strict=True):
+                    if isinstance(mapped, str):
+                        rejects.append(SourceReject(reason=mapped, record=row,
+                                                    external_id=ref(spec.model, row["id"])))
+                        continue
+                    for record in mapped:
+                        if spec.archivable and row.get("active") is False:
+                            record["deleted"] = True
+                        records.append(record)
+                logger.debug("odoo %s: %s rows up to %s", entity, len(rows), last["write_date"])
+                yield Page(records=records, rejects=rejects,
+                           cursor=orjson.dumps([last["write_date"], last["id"]]).decode())
+                if len(rows) < self.page_size:
+                    return
+        finally:
+            if not pending.done():
+                pending.cancel()
 
     def _each(self, model: str, one: Callable[[dict[str, Any]], dict[str, Any]]
               ) -> Callable[[list[dict[str, Any]]], Awaitable[list[list[dict[str, Any]] | str]]]:
