@@ -2,6 +2,10 @@
 
 Each machine reports ten metrics and its state every ``interval`` seconds at QoS 1; its operating
 hours grow while it runs; now and then it raises a fault or logs a maintenance.
+
+The fleet is made up (``machines`` serials M000000...), or read from a demo world's
+machines.json (``load_fleet``): then it publishes for those serials, each counter continuing from
+the operating hours its history ended with and running as much as the machine was used lately.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 import paho.mqtt.client as paho
@@ -30,20 +35,42 @@ class _Machine:
     hours: float
     state: str
     parts: int
+    utilisation: float | None = None  # share of the time running; None: the made-up fleet
+
+
+@dataclass(frozen=True, slots=True)
+class FleetMachine:
+    """A machine to simulate: its serial, counter and how much it runs (0..1)."""
+
+    serial: str
+    operating_hours: float
+    utilisation: float
+
+
+def load_fleet(path: Path) -> list[FleetMachine]:
+    """The machines of a demo world's machines.json that still send telemetry."""
+    machines = orjson.loads(path.read_bytes())
+    return [FleetMachine(m["serial"], float(m["operating_hours"]), float(m["utilisation"]))
+            for m in machines if not m.get("silent", False)]
 
 
 class FleetSimulator:
-    """Publishes telemetry of ``machines`` machines of one tenant."""
+    """Publishes telemetry of ``machines`` machines of one tenant, or of ``fleet``."""
 
     def __init__(self, *, host: str, port: int, tenant: str = "demo", machines: int = 50,
-                 interval: float = 1.0, seed: int = 7, client_id: str = "oemr-fleet-sim") -> None:
+                 interval: float = 1.0, seed: int = 7, client_id: str = "oemr-fleet-sim",
+                 fleet: list[FleetMachine] | None = None) -> None:
         self._rng = random.Random(seed)
         self._tenant = tenant
         self._interval = interval
-        self._fleet = [
-            _Machine(f"M{n:06d}", self._rng.uniform(100, 20000), "running", 0)
-            for n in range(machines)
-        ]
+        if fleet is None:
+            self._fleet = [
+                _Machine(f"M{n:06d}", self._rng.uniform(100, 20000), "running", 0)
+                for n in range(machines)
+            ]
+        else:
+            self._fleet = [_Machine(m.serial, m.operating_hours, "idle", 0, m.utilisation)
+                           for m in fleet]
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                    protocol=paho.MQTTv5)
         self._host, self._port = host, port
@@ -69,7 +96,12 @@ class FleetSimulator:
         rng = self._rng
         now_ms = int(time.time() * 1000)
         if rng.random() < 0.01:
-            m.state = rng.choice(["running", "running", "idle", "fault", "off"])
+            if m.utilisation is None:
+                m.state = rng.choice(["running", "running", "idle", "fault", "off"])
+            else:
+                draw = rng.random()
+                m.state = ("running" if draw < m.utilisation else "fault" if draw > 0.995
+                           else "idle")
         running = m.state == "running"
         if running:
             m.hours += self._interval / 3600

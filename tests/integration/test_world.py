@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psycopg
@@ -11,6 +13,8 @@ import pytest
 
 from erp_connectors.files import sync_files
 from erp_connectors.rates import load_exchange_rates
+from ingest.simulator import FleetSimulator, load_fleet
+from tests.integration.conftest import mqtt_address, scalar, wait_for
 from tests.world import HistoryExistsError, World, load_history, write_world
 from tests.world import catalogue as cat
 from tests.world.files import MACHINES
@@ -103,3 +107,34 @@ async def test_world_files_sync_through_the_files_connector_without_rejects(
         world.records, ("succeeded", 0, None))
     assert counts == {entity: len(records) for entity, records in world.records.items()}
     assert rates.rejects == []
+
+
+async def test_simulator_continues_the_world_machines_live(
+        database_url: str, world: World, tmp_path: Path, tenant: str,
+        start_ingester: Any) -> None:
+    write_world(world, tmp_path)
+    fleet = load_fleet(tmp_path / MACHINES)
+    silent = [m for m in orjson.loads((tmp_path / MACHINES).read_bytes()) if m["silent"]]
+    assert len(fleet) + len(silent) == len(world.machines)
+    start_ingester()
+    host, port = mqtt_address()
+    sim = FleetSimulator(host=host, port=port, tenant=tenant, interval=0.2, fleet=fleet,
+                         client_id=f"sim-{tenant}")
+    stop = asyncio.Event()
+    task = asyncio.create_task(sim.run(stop=stop))
+    try:
+        rows = await asyncio.to_thread(wait_for, lambda: scalar(
+            database_url, "SELECT count(DISTINCT m.serial) FROM telemetry t JOIN machines m"
+            " ON m.id = t.machine_id WHERE m.tenant = %s AND t.metric_id = 1",
+            (tenant,)) == len(fleet))
+    finally:
+        stop.set()
+        await task
+    assert rows
+    with psycopg.connect(database_url) as conn:
+        first: dict[str, float] = dict(conn.execute(
+            "SELECT m.serial, min(t.value) FROM telemetry t JOIN machines m ON m.id ="
+            " t.machine_id WHERE m.tenant = %s AND t.metric_id = 1 GROUP BY m.serial",
+            (tenant,)).fetchall())
+    # Each counter continues from where its history ended.
+    assert first == {m.serial: pytest.approx(m.operating_hours, abs=0.01) for m in fleet}
