@@ -32,7 +32,9 @@ class Settings(BaseSettings):
 
     # Ingester.
     ingest_client_id: str = "oemr-ingest-1"
-    ingest_share_group: str | None = "oemr"
+    # A shared-subscription group spreads load over several ingesters, but Mosquitto 2.0 does not
+    # restore shared subscriptions after a restart (docs/mqtt.md): off unless asked for.
+    ingest_share_group: str | None = None
     # Topic filter levels: which tenants (oem/<tenant>/...) and Sparkplug groups this ingester
     # takes; "+" is all.
     ingest_tenant_filter: str = "+"

@@ -433,4 +433,10 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, ingester.stop)
     logger.info("ingester %s starting (pid %d)", settings.ingest_client_id, os.getpid())
+    if settings.ingest_share_group:
+        logger.warning(
+            "shared subscription group %r: Mosquitto 2.0 does not restore shared subscriptions"
+            " after a broker restart, so messages published between the restart and this"
+            " ingester's reconnection are dropped by the broker (docs/mqtt.md)",
+            settings.ingest_share_group)
     await ingester.run()

@@ -242,7 +242,6 @@ def ingester_env(database_url: str, tenant: str, tmp_path: Path) -> dict[str, st
         "OEMR_MQTT_PORT": str(port),
         "OEMR_STATE_DIR": str(tmp_path / "state"),
         "OEMR_INGEST_CLIENT_ID": f"ingest-{tenant}-1",
-        "OEMR_INGEST_SHARE_GROUP": f"g{tenant}",
         "OEMR_INGEST_TENANT_FILTER": tenant,
         "OEMR_SPARKPLUG_HOST_ID": f"host-{tenant}",
         "OEMR_SPARKPLUG_TENANT": tenant,
