@@ -41,9 +41,13 @@ def _settings() -> Settings:
     return Settings()
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+def _logging(verbose: bool, *, level: int = logging.INFO) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # One line per HTTP request or scheduler tick drowns what matters.
+        for chatty in ("httpx", "httpcore", "apscheduler"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 @db_app.command("migrate")
@@ -191,7 +195,7 @@ def erp_sync(
     from erp_connectors.sync import SyncError
     from oem_retention.wiring import SourceConfigError, configured_sources
 
-    _logging(verbose)
+    _logging(verbose, level=logging.WARNING)  # the progress display and report say the rest
     settings = _settings()
     if not configured_sources(settings):
         console.print("[red]no ERP source configured[/red]: set OEMR_ERP_FILES_DIR,"
@@ -335,9 +339,12 @@ def erp_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = Fal
 
 @app.command("simulate")
 def simulate(machines: int = 50, interval: float = 1.0, tenant: str = "demo",
-             seed: int = 7) -> None:
+             seed: int = 7,
+             fleet: Annotated[Path | None, typer.Option(
+                 help="A demo world's machines.json: publish for its machines instead.")] = None,
+             ) -> None:
     """Publish telemetry of a simulated fleet until Ctrl-C."""
-    from ingest.simulator import FleetSimulator
+    from ingest.simulator import FleetSimulator, load_fleet
 
     _logging(False)
     settings = _settings()
@@ -348,7 +355,8 @@ def simulate(machines: int = 50, interval: float = 1.0, tenant: str = "demo",
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         sim = FleetSimulator(host=settings.mqtt_host, port=settings.mqtt_port, tenant=tenant,
-                             machines=machines, interval=interval, seed=seed)
+                             machines=machines, interval=interval, seed=seed,
+                             fleet=None if fleet is None else load_fleet(fleet))
         await sim.run(stop=stop)
 
     asyncio.run(main())
@@ -360,6 +368,8 @@ def up(
         help="Machines in the simulated fleet (0: no simulator).")] = 50,
     interval: Annotated[float, typer.Option(help="Seconds between a machine's reports.")] = 1.0,
     tenant: Annotated[str, typer.Option(help="Tenant of the simulated fleet.")] = "demo",
+    fleet: Annotated[Path | None, typer.Option(
+        help="A demo world's machines.json: simulate its machines.")] = None,
 ) -> None:
     """Run every process of the platform; Ctrl-C stops them all cleanly."""
     settings = _settings()
@@ -372,7 +382,8 @@ def up(
         commands["erp-sync"] = [*cmd, "erp", "schedule"]
     if simulate_machines:
         commands["simulator"] = [*cmd, "simulate", "--machines", str(simulate_machines),
-                                 "--interval", str(interval), "--tenant", tenant]
+                                 "--interval", str(interval), "--tenant", tenant,
+                                 *(["--fleet", str(fleet)] if fleet else [])]
     procs = {name: subprocess.Popen(command) for name, command in commands.items()}
     stopping = False
     next_retention = 0.0

@@ -660,6 +660,9 @@ class WorldLoader:
         self.at = at or now_text(datetime.now(UTC) - timedelta(days=1))
         self.ids: dict[tuple[str, str], tuple[str, int]] = {}
         self._lookup: dict[tuple[str, str], int] = {}
+        # The newest order of each world contract's chain: Odoo renews an order by a new order
+        # whose subscription_id is the order it renews, not the first of the chain.
+        self._tips: dict[str, int] = {}
 
     def _named(self, model: str, name: str, **extra: Any) -> list[Any] | bool:
         """A many2one to the record of ``model`` named ``name``, created when first needed."""
@@ -709,7 +712,12 @@ class WorldLoader:
     def load(self, world: dict[str, list[dict[str, Any]]]) -> WorldLoader:
         """Load every entity present, parents first."""
         for entity in WORLD_FILES:
-            for record in world.get(entity, []):
+            records = world.get(entity, [])
+            if entity == "contract_renewals":
+                # A chain is built in the order its terms ended.
+                records = sorted(records, key=lambda r: (r["contract_external_id"],
+                                                         r["previous_ends_on"]))
+            for record in records:
                 getattr(self, f"_{entity}")(record)
         return self
 
@@ -791,7 +799,8 @@ class WorldLoader:
 
     def _contract_renewals(self, r: dict[str, Any]) -> None:
         """A renewal is a renewal order (subscription_id = the contract); a lapse a churn."""
-        model, parent_id = self.ids[("service_contracts", r["contract_external_id"])]
+        model, first_id = self.ids[("service_contracts", r["contract_external_id"])]
+        parent_id = self._tips.get(r["contract_external_id"], first_id)
         parent = self.fake.get(model, parent_id)
         stamp = _stamp(r, self.at)
         if r["outcome"] in ("lapsed", "cancelled"):
@@ -805,7 +814,7 @@ class WorldLoader:
         start = date.fromisoformat(r["previous_ends_on"]) + timedelta(days=1)
         self.fake.write(model, parent_id, {"subscription_state": "5_renewed",
                                            "end_date": r["previous_ends_on"]}, write_date=stamp)
-        self._add("contract_renewals", "sale.order", r, {
+        self._tips[r["contract_external_id"]] = self._add("contract_renewals", "sale.order", r, {
             "name": f"{parent['name']}/R", "is_subscription": True, "state": "sale",
             "subscription_state": "3_progress", "partner_id": parent["partner_id"],
             "x_equipment_id": parent["x_equipment_id"], "plan_id": parent["plan_id"],
@@ -914,11 +923,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", default="demo")
     parser.add_argument("--login", default="admin")
     parser.add_argument("--api-key", required=True)
+    parser.add_argument("--ids-out", type=Path, default=None,
+                        help="write {entity: {world id: Odoo external id}} here (to read the"
+                             " world's truth.json against what the connector stored)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     fake = FakeOdoo(db=args.db, login=args.login, api_key=args.api_key, host=args.host,
                     port=args.port)
     loader = WorldLoader(fake).load(read_world(args.world))
+    if args.ids_out is not None:
+        mapping: dict[str, dict[str, str]] = {}
+        for (entity, world_id), (model, rid) in loader.ids.items():
+            mapping.setdefault(entity, {})[world_id] = f"{model},{rid}"
+        args.ids_out.write_bytes(orjson.dumps(mapping, option=orjson.OPT_SORT_KEYS))
     logger.info("fake Odoo %s at %s/jsonrpc: db %s, %s records", SERVER_VERSION, fake.url,
                 args.db, len(loader.ids))
     try:

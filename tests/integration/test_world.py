@@ -138,3 +138,42 @@ async def test_simulator_continues_the_world_machines_live(
             (tenant,)).fetchall())
     # Each counter continues from where its history ended.
     assert first == {m.serial: pytest.approx(m.operating_hours, abs=0.01) for m in fleet}
+
+
+async def test_the_world_served_by_the_fake_odoo_syncs_without_rejects_and_keeps_its_money(
+        database_url: str, world: World, tmp_path: Path) -> None:
+    """The demo's path: world -> Odoo-shaped records -> Odoo connector -> the same business."""
+    from psycopg_pool import AsyncConnectionPool
+
+    from erp_connectors.odoo import OdooConnector
+    from erp_connectors.sources import sync_sources
+    from tests.fakes.odoo import FakeOdoo, WorldLoader, read_world
+
+    write_world(world, tmp_path)
+    with FakeOdoo(db="demo", login="sync", api_key="k") as fake:
+        loader = WorldLoader(fake).load(read_world(tmp_path))
+        odoo = OdooConnector(fake.url, "demo", "sync", "k")
+        async with AsyncConnectionPool(database_url, min_size=1, max_size=2, open=False) as pool:
+            done = await sync_sources(pool, [odoo], reporting_currency="EUR")
+        await odoo.aclose()
+    assert {(o.entity, o.status, o.rows_rejected) for o in done.outcomes} == {
+        (entity, "succeeded", 0) for entity in world.records}
+    # Money per customer, in the world and as stored, customers matched through the loader's ids.
+    odoo_id = {world_id: f"{model},{rid}"
+               for (entity, world_id), (model, rid) in loader.ids.items() if entity == "customers"}
+    expected: dict[str, float] = {}
+    for invoice in world.records["invoices"]:
+        if invoice["status"] != "cancelled":
+            key = odoo_id[invoice["customer_external_id"]]
+            expected[key] = round(expected.get(key, 0.0) + float(invoice["net_amount"]), 2)
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cur = await conn.execute(
+            "SELECT c.external_id, sum(i.net_amount) FROM invoices i"
+            " JOIN customers c ON c.id = i.customer_id WHERE i.status <> 'cancelled'"
+            " GROUP BY 1")
+        stored = {row[0]: round(float(row[1]), 2) for row in await cur.fetchall()}
+        cur = await conn.execute("SELECT count(*) FROM contract_renewals")
+        renewals = await cur.fetchone()
+    assert stored == expected
+    assert renewals is not None
+    assert renewals[0] == len(world.records["contract_renewals"])
