@@ -274,8 +274,9 @@ def _print_report(report: dict[str, Any]) -> None:
     runs = Table(title=f"sync report {report.get('id', '')}"
                        f" {str(report.get('created_at', ''))[:19]}")
     for column in ("source", "entity", "status", "read", "written", "rejected", "deleted"):
-        runs.add_column(column, justify="right" if column in {
-            "read", "written", "rejected", "deleted"} else "left")
+        runs.add_column(column, no_wrap=True, min_width=17 if column == "entity" else None,
+                        justify="right" if column in {
+                            "read", "written", "rejected", "deleted"} else "left")
     for e in report["entities"]:
         colour = {"succeeded": "green", "failed": "red"}.get(e["status"], "yellow")
         runs.add_row(e["source"], e["entity"], f"[{colour}]{e['status']}[/{colour}]",
