@@ -35,6 +35,8 @@ CHECKS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
      ("source", "external_id", "net_amount", "lines_total")),
     ("models_without_service_plan", "installed models without a service plan (machine_models)",
      ("model", "machines")),
+    ("records_waiting_for_parent", "records waiting for a parent that has not arrived",
+     ("source", "entity", "external_id", "reason", "first_rejected_at")),
 )
 
 
@@ -78,13 +80,9 @@ async def build_report(conn: Connection, outcomes: list[EntityOutcome], *,
     q = _q()
     run_ids = [o.run_id for o in outcomes if o.run_id is not None]
     cur = await conn.execute(q["run_rejects"], {"run_ids": run_ids, "sample": sample})
-    rejects = {row[0]: {"rejected": row[1], "examples": row[2]} for row in await cur.fetchall()}
-    entities = []
-    for outcome in outcomes:
-        entry = asdict(outcome)
-        entry["reject_examples"] = rejects.get(outcome.entity, {}).get("examples", []) if (
-            outcome.rows_rejected) else []
-        entities.append(entry)
+    examples = {row[0]: row[2] for row in await cur.fetchall()}
+    entities = [{**asdict(outcome), "reject_examples": examples.get(outcome.run_id, [])}
+                for outcome in outcomes]
     checks = []
     for block, title, columns in CHECKS:
         cur = await conn.execute(q[block], {"sample": sample, "reporting": reporting_currency})

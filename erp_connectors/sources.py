@@ -18,6 +18,7 @@ from erp_connectors.quality import EntityOutcome, build_report, store_report
 from erp_connectors.sync import (
     ENTITIES,
     Connector,
+    PageSource,
     PermanentSyncError,
     SourceUnavailableError,
     SyncBusyError,
@@ -46,7 +47,8 @@ class SourcesSync:
 
 async def sync_sources(pool: AsyncConnectionPool, connectors: Sequence[Connector], *,
                        full: bool = False, reporting_currency: str,
-                       progress: Progress | None = None) -> SourcesSync:
+                       progress: Progress | None = None,
+                       before: Sequence[EntityOutcome] = ()) -> SourcesSync:
     """Sync every entity of every connector, then build and store the data-quality report.
 
     Parameters
@@ -61,8 +63,10 @@ async def sync_sources(pool: AsyncConnectionPool, connectors: Sequence[Connector
         For the report's exchange-rate check.
     progress
         Told about each committed page (a progress bar).
+    before
+        Outcomes of work done before the sync that belongs in its report (exchange rates).
     """
-    outcomes: list[EntityOutcome] = []
+    outcomes: list[EntityOutcome] = list(before)
     for connector in connectors:
         try:
             sources = connector.page_sources()
@@ -76,7 +80,8 @@ async def sync_sources(pool: AsyncConnectionPool, connectors: Sequence[Connector
         if unknown:
             raise ValueError(f"{connector.source} offers unknown entities {sorted(unknown)}")
         for entity in (e for e in ENTITIES if e in sources):
-            outcomes.append(await _sync_one(pool, connector, entity, full, progress))
+            outcomes.append(await _sync_one(pool, connector.source, entity, sources[entity],
+                                            full=full, progress=progress))
     async with pool.connection() as conn:
         report = await build_report(conn, outcomes, reporting_currency=reporting_currency)
         report_id = await store_report(conn, report, sources=[c.source for c in connectors],
@@ -84,18 +89,16 @@ async def sync_sources(pool: AsyncConnectionPool, connectors: Sequence[Connector
     return SourcesSync(outcomes, report_id, report)
 
 
-async def _sync_one(pool: AsyncConnectionPool, connector: Connector, entity: str, full: bool,
-                    progress: Progress | None) -> EntityOutcome:
-    pages = connector.page_sources()[entity]
-
+async def _sync_one(pool: AsyncConnectionPool, source: str, entity: str, pages: PageSource, *,
+                    full: bool, progress: Progress | None) -> EntityOutcome:
     def counted(records: int) -> None:
         if progress is not None:
-            progress(connector.source, entity, records)
+            progress(source, entity, records)
 
     try:
-        result = await sync_entity(pool, source=connector.source, entity=entity, pages=pages,
+        result = await sync_entity(pool, source=source, entity=entity, pages=pages,
                                    full=full, on_page=counted)
     except SyncBusyError as exc:
         logger.warning("%s", exc)
-        return EntityOutcome(connector.source, entity, "busy", error=str(exc))
+        return EntityOutcome(source, entity, "busy", error=str(exc))
     return EntityOutcome.of(result)

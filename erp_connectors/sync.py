@@ -49,6 +49,9 @@ from erp_connectors.models import (
 
 logger = logging.getLogger(__name__)
 
+# Pending records are tried again in pages of this many.
+_RETRY_PAGE = 1000
+
 # Class of the two-key advisory locks of ERP syncs (the second key is the source/entity hash),
 # apart from the one-key lock the migration runner takes.
 LOCK_CLASS = 4_0001
@@ -88,6 +91,9 @@ class SourceReject:
     record: dict[str, Any]
     line_number: int | None = None
     external_id: str | None = None
+    # Rejected only because a parent it names is not stored yet: kept in sync_pending and tried
+    # again on every run until it binds (set by the engine, never by a connector).
+    waits_for_parent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +176,12 @@ class _Parent:
     label: str  # how a reason names it: "customer"
 
 
+class _Missing(str):
+    """Why a record cannot bind: a parent it names is not stored in its source (yet)."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True, slots=True)
 class _Entity:
     table: str  # also the entity's name
@@ -197,8 +209,12 @@ async def _lookup(conn: Connection, block: str, source: str,
 
 
 def _parent_ids(spec: _Entity, record: Any, source: str,
-                found: dict[str, dict[str, tuple[Any, ...]]]) -> dict[str, Any] | str:
-    """The parents' ids of a record by column, or why they cannot be had."""
+                found: dict[str, dict[str, tuple[Any, ...]]]) -> dict[str, Any] | _Missing | str:
+    """The parents' ids of a record by column, or why they cannot be had.
+
+    A parent not stored (yet) is a :class:`_Missing`: it may come on a later run. A parent of
+    another customer is a plain reason: the source mixed something up.
+    """
     ids: dict[str, Any] = {}
     customer = getattr(record, "customer_external_id", None)
     for parent in spec.parents:
@@ -208,8 +224,8 @@ def _parent_ids(spec: _Entity, record: Any, source: str,
             continue
         row = found[parent.field].get(named)
         if row is None:
-            return (f"{spec.label} {record.external_id} names {parent.label} {named},"
-                    f" which is not in {source}")
+            return _Missing(f"{spec.label} {record.external_id} names {parent.label} {named},"
+                            f" which is not in {source}")
         parent_id, owner = row
         # A site or machine of another customer is a mix-up in the source, not a choice.
         if (customer is not None and owner is not None and parent.field != "customer_external_id"
@@ -231,10 +247,10 @@ async def _bind(conn: Connection, spec: _Entity, source: str, items: list[_Valid
     bound = _Bound(columns={name: [] for name in names}, rejects=[])
     for item in items:
         ids = _parent_ids(spec, item.record, source, found)
-        if isinstance(ids, str):
-            bound.rejects.append(SourceReject(reason=ids, record=item.raw,
-                                              line_number=item.line_number,
-                                              external_id=item.record.external_id))
+        if isinstance(ids, _Missing | str):
+            bound.rejects.append(SourceReject(
+                reason=str(ids), record=item.raw, line_number=item.line_number,
+                external_id=item.record.external_id, waits_for_parent=isinstance(ids, _Missing)))
             continue
         for name in own:
             bound.columns[name].append(getattr(item.record, name))
@@ -304,11 +320,17 @@ def _validate(spec: _Entity, page: Page) -> tuple[list[_Valid], list[SourceRejec
 
 
 async def _apply_page(conn: Connection, *, run_id: int, source: str, entity: str,
-                      page: Page, sweeping: bool) -> tuple[int, int]:
-    """Write one page in one transaction; rows upserted and rejected."""
+                      page: Page, sweeping: bool, retrying: bool = False) -> tuple[int, int]:
+    """Write one page in one transaction; rows upserted and rejects reported.
+
+    ``retrying``: the page is the entity's pending records, tried again before the source is
+    read. Those still waiting for their parent stay pending without a new reject row, and the
+    page moves neither the cursor nor the sweep's record of what the source holds.
+    """
     spec = ENTITIES[entity]
     valid, rejects = _validate(spec, page)
     q = _q()
+    keys = {"source": source, "entity": entity}
     try:
         with _database_boundary(f"sync of {source}/{entity}"):
             async with conn.transaction():
@@ -319,29 +341,61 @@ async def _apply_page(conn: Connection, *, run_id: int, source: str, entity: str
                     cur = await conn.execute(q[f"upsert_{spec.table}"],
                                              {"source": source, **bound.columns})
                     upserted = cur.rowcount
-                if rejects:
-                    await conn.execute(q["insert_rejects"], {
-                        "run_id": run_id, "source": source, "entity": entity,
-                        "external_id": [r.external_id for r in rejects],
-                        "line_number": [r.line_number for r in rejects],
-                        "reason": [r.reason for r in rejects],
+                waiting = [r for r in rejects if r.waits_for_parent]
+                reported = [r for r in rejects if not (retrying and r.waits_for_parent)]
+                await conn.execute(q["forget_pending"], {**keys, "external_ids": [
+                    *(item.record.external_id for item in valid),
+                    *(r.external_id for r in rejects if r.external_id is not None)]})
+                if waiting:
+                    await conn.execute(q["keep_pending"], {
+                        **keys, "external_id": [r.external_id for r in waiting],
                         "record": [orjson.dumps(r.record, default=str).decode()
-                                   for r in rejects]})
-                if sweeping:
+                                   for r in waiting],
+                        "line_number": [r.line_number for r in waiting],
+                        "reason": [r.reason for r in waiting]})
+                if reported:
+                    await conn.execute(q["insert_rejects"], {
+                        "run_id": run_id, **keys,
+                        "external_id": [r.external_id for r in reported],
+                        "line_number": [r.line_number for r in reported],
+                        "reason": [r.reason for r in reported],
+                        "record": [orjson.dumps(r.record, default=str).decode()
+                                   for r in reported]})
+                if sweeping and not retrying:
                     # A rejected record is still in the source: its old row is not deleted.
                     await conn.execute(q["mark_seen"], {"external_ids": [
                         *(item.record.external_id for item in valid),
                         *(r.external_id for r in rejects if r.external_id is not None)]})
                 await conn.execute(q["count_page"], {
-                    "run_id": run_id, "read": len(page.records) + len(page.rejects),
-                    "upserted": upserted, "rejected": len(rejects)})
-                await conn.execute(q["write_cursor"], {"source": source, "entity": entity,
-                                                       "cursor": page.cursor})
+                    "run_id": run_id,
+                    "read": 0 if retrying else len(page.records) + len(page.rejects),
+                    "upserted": upserted, "rejected": len(reported)})
+                if not retrying:
+                    await conn.execute(q["write_cursor"], {**keys, "cursor": page.cursor})
     except (psycopg.DataError, psycopg.IntegrityError) as exc:
         # The models mirror the table's rules; a refusal here is a gap between the two.
         raise PermanentSyncError(
             f"the database refused a page of {entity} from {source}: {exc}") from exc
-    return upserted, len(rejects)
+    return upserted, len(reported)
+
+
+async def _retry_pending(conn: Connection, *, run_id: int, source: str, entity: str) -> int:
+    """Try the records waiting for a parent again; rows they wrote."""
+    with _database_boundary(f"sync of {source}/{entity}"):
+        cur = await conn.execute(_q()["pending_records"], {"source": source, "entity": entity})
+        rows = await cur.fetchall()
+    written = 0
+    for start in range(0, len(rows), _RETRY_PAGE):
+        chunk = rows[start:start + _RETRY_PAGE]
+        page = Page(records=[row[1] for row in chunk], cursor=None,
+                    line_numbers=[row[2] for row in chunk])
+        upserted, _ = await _apply_page(conn, run_id=run_id, source=source, entity=entity,
+                                        page=page, sweeping=False, retrying=True)
+        written += upserted
+    if rows:
+        logger.info("sync %s/%s: %s of %s records waiting for a parent could be written",
+                    source, entity, written, len(rows))
+    return written
 
 
 @asynccontextmanager
@@ -461,16 +515,25 @@ async def sync_entity(target: Connection | AsyncConnectionPool, *, source: str, 
                 await conn.execute(_q()["create_seen"])
                 await conn.execute(_q()["clear_seen"])
         try:
-            async for page in pages(cursor):
-                page_upserted, page_rejected = await _apply_page(
-                    conn, run_id=run_id, source=source, entity=entity, page=page,
-                    sweeping=sweeping)
-                n_pages += 1
-                read += len(page.records) + len(page.rejects)
-                upserted += page_upserted
-                rejected += page_rejected
-                if on_page is not None:
-                    on_page(len(page.records) + len(page.rejects))
+            upserted += await _retry_pending(conn, run_id=run_id, source=source, entity=entity)
+            stream = pages(cursor)
+            try:
+                async for page in stream:
+                    page_upserted, page_rejected = await _apply_page(
+                        conn, run_id=run_id, source=source, entity=entity, page=page,
+                        sweeping=sweeping)
+                    n_pages += 1
+                    read += len(page.records) + len(page.rejects)
+                    upserted += page_upserted
+                    rejected += page_rejected
+                    if on_page is not None:
+                        on_page(len(page.records) + len(page.rejects))
+            finally:
+                # A connector's generator (and what it prefetches) ends with the run, also
+                # when a page failed.
+                close = getattr(stream, "aclose", None)
+                if close is not None:
+                    await close()
             if sweeping:
                 deleted = await _sweep(conn, run_id=run_id, source=source, entity=entity,
                                        read=read)
@@ -496,6 +559,8 @@ async def _sweep(conn: Connection, *, run_id: int, source: str, entity: str, rea
         async with conn.transaction():
             cur = await conn.execute(_q()[f"sweep_{entity}"], {"source": source})
             deleted = cur.rowcount
+            if read:
+                await conn.execute(_q()["sweep_pending"], {"source": source, "entity": entity})
             if read == 0 and deleted:
                 # An empty answer from a source that had rows is far likelier a filter, a
                 # permission or an empty export than everything deleted at once.

@@ -152,32 +152,34 @@ async def _sync_sources(settings: Settings, only: list[str] | None, full: bool,
     chosen = connectors(settings, only)
     try:
         async with make_pool(settings, name="oemr-erp-sync") as pool:
+            before = []
             if settings.erp_files_dir is not None and any(c.source == "files" for c in chosen):
-                await _rates_beside_files(pool, settings.erp_files_dir)
+                before = await _rates_beside_files(pool, settings.erp_files_dir)
             return await sync_sources(pool, chosen, full=full,
                                       reporting_currency=settings.reporting_currency,
-                                      progress=progress)
+                                      progress=progress, before=before)
     finally:
         for connector in chosen:
             await connector.aclose()
 
 
-async def _rates_beside_files(pool: Any, directory: Path) -> None:
-    """Exchange rates exported with the files are loaded with them (their rejects are logged)."""
+async def _rates_beside_files(pool: Any, directory: Path) -> list[Any]:
+    """Exchange rates exported with the files load with them; what happened, for the report."""
     from erp_connectors.files import EXCHANGE_RATES, locate
+    from erp_connectors.quality import EntityOutcome
     from erp_connectors.rates import load_exchange_rates
     from erp_connectors.sync import PermanentSyncError
 
     try:
         if not locate(directory, [EXCHANGE_RATES]).get(EXCHANGE_RATES):
-            return
-    except PermanentSyncError:
-        return  # the files' sync reports what is wrong with the directory
-    async with pool.connection() as conn:
-        result = await load_exchange_rates(conn, directory)
-    for reject in result.rejects:
-        logging.getLogger(__name__).warning("exchange rate rejected: line %s: %s",
-                                            reject.line_number, reject.reason)
+            return []
+        async with pool.connection() as conn:
+            result = await load_exchange_rates(conn, directory)
+    except PermanentSyncError as exc:
+        # A broken rates file is reported like a failed entity; the business data still syncs.
+        return [EntityOutcome("files", EXCHANGE_RATES, "failed", error=str(exc))]
+    return [EntityOutcome("files", EXCHANGE_RATES, "succeeded", result.rows_read,
+                          result.rows_upserted, len(result.rejects), run_id=result.run_id)]
 
 
 @erp_app.command("sync")

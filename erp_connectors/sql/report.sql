@@ -63,15 +63,21 @@ GROUP BY ib.model
 ORDER BY machines DESC
 LIMIT %(sample)s
 
+-- name: records_waiting_for_parent
+-- Records rejected because a parent they name has not arrived; tried again on every run.
+SELECT source, entity, external_id, reason, first_rejected_at, count(*) OVER () AS total
+FROM sync_pending
+ORDER BY first_rejected_at, source, entity, external_id
+LIMIT %(sample)s
+
 -- name: run_rejects
--- The rejects of the given runs, by entity, with a sample of reasons.
-SELECT entity, count(*) AS rejected,
+-- The rejects of the given runs, per run (a run is one source and entity), with a sample.
+SELECT run_id, count(*) AS rejected,
        (array_agg(jsonb_build_object('external_id', external_id, 'line_number', line_number,
                                      'reason', reason) ORDER BY id))[1:%(sample)s] AS examples
 FROM sync_rejects
 WHERE run_id = ANY(%(run_ids)s::bigint[])
-GROUP BY entity
-ORDER BY entity
+GROUP BY run_id
 
 -- name: insert_report
 INSERT INTO sync_reports (sources, full_resync, ok, report)

@@ -476,3 +476,30 @@ WHERE t.source = %(source)s AND t.deleted_at IS NULL
 UPDATE survey_responses AS t SET deleted_at = now(), synced_at = now()
 WHERE t.source = %(source)s AND t.deleted_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
+
+-- Records waiting for a parent (migration 005).
+
+-- name: pending_records
+SELECT external_id, record, line_number FROM sync_pending
+WHERE source = %(source)s AND entity = %(entity)s
+ORDER BY first_rejected_at, external_id
+
+-- name: forget_pending
+-- Any newer word from the source on a record replaces what was waiting.
+DELETE FROM sync_pending
+WHERE source = %(source)s AND entity = %(entity)s AND external_id = ANY(%(external_ids)s::text[])
+
+-- name: keep_pending
+INSERT INTO sync_pending AS p (source, entity, external_id, record, line_number, reason)
+SELECT %(source)s::text, %(entity)s::text, r.external_id, r.record::jsonb, r.line_number, r.reason
+FROM unnest(%(external_id)s::text[], %(record)s::text[], %(line_number)s::integer[],
+            %(reason)s::text[]) AS r(external_id, record, line_number, reason)
+ON CONFLICT (source, entity, external_id) DO UPDATE
+SET record = EXCLUDED.record, line_number = EXCLUDED.line_number, reason = EXCLUDED.reason,
+    last_tried_at = now()
+
+-- name: sweep_pending
+-- After a complete read: what the source no longer has waits for nothing.
+DELETE FROM sync_pending p
+WHERE p.source = %(source)s AND p.entity = %(entity)s
+  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = p.external_id)

@@ -138,6 +138,36 @@ def test_rates_exported_with_the_files_come_in_with_them(env: dict[str, str], er
         "exchange_rates")
 
 
+def test_a_broken_rates_file_fails_alone(env: dict[str, str], erp_dir: Path,
+                                         database_url: str) -> None:
+    (erp_dir / "exchange_rates.csv").write_text("currency,valid_from\nUSD,2026-01-01\n")
+    done = cli(env, "erp", "sync")
+    assert done.returncode == 1
+    out = " ".join(done.stdout.split())
+    assert "files/exchange_rates: exchange_rates.csv line 1: required column(s) rate missing" in out
+    assert scalar(database_url, "SELECT count(*) FROM customers") == template_rows("customers")
+
+
+async def test_rejects_are_reported_under_their_own_source(database_url: str,
+                                                           tmp_path: Path) -> None:
+    from psycopg_pool import AsyncConnectionPool
+
+    from erp_connectors.files import FilesConnector
+    from erp_connectors.sources import sync_sources
+
+    for name, row in (("a", "A-1,,DE"), ("b", "B-1,Other,DEU")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "customers.csv").write_text(f"external_id,name,country\n{row}\n")
+    connectors = [FilesConnector(tmp_path / "a", "a"), FilesConnector(tmp_path / "b", "b")]
+    async with AsyncConnectionPool(database_url, min_size=1, max_size=2, open=False) as pool:
+        done = await sync_sources(pool, connectors, reporting_currency="EUR")
+    assert [(e["source"], [x["reason"] for x in e["reject_examples"]])
+            for e in done.report["entities"]] == [
+        ("a", ["customer A-1: name is missing"]),
+        ("b", ["customer B-1: country: expected a 2-letter ISO 3166-1 country code (DE, US),"
+               " got 'DEU'"])]
+
+
 def test_the_schedule_syncs_at_once_and_stops_on_sigterm(env: dict[str, str],
                                                         database_url: str) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "oem_retention", "erp", "schedule"],

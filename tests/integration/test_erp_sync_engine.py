@@ -244,3 +244,68 @@ async def test_sources_do_not_see_each_others_rows(conn: Conn) -> None:
     await sync_entity(conn, source="other", entity="customers",
                       pages=source_of([{"external_id": "X1", "name": "X"}]), full=True)
     assert await rows(conn, "SELECT count(*) FROM customers WHERE deleted_at IS NULL") == [(3,)]
+
+
+def incremental(records: list[dict[str, Any]]) -> PageSource:
+    """A source read once: after its page the cursor says 'done' and nothing more comes."""
+
+    async def pages_from(cursor: str | None) -> AsyncIterator[Page]:
+        if cursor is None:
+            yield Page(records, "done")
+
+    return pages_from
+
+
+async def test_a_record_whose_parent_comes_later_is_written_when_it_does(conn: Conn) -> None:
+    """The cursor moves past a record rejected for a missing parent: it must not be lost."""
+    await sync_world(conn, WORLD)
+    late = {**WORLD["invoices"][0], "external_id": "I-LATE", "customer_external_id": "C-NEW"}
+    first = await sync_entity(conn, source="erp", entity="invoices", pages=incremental([late]))
+    assert (first.rows_upserted, first.rows_rejected) == (0, 1)
+    assert await rows(conn, "SELECT external_id, reason FROM sync_pending") == [
+        ("I-LATE", "invoice I-LATE names customer C-NEW, which is not in erp")]
+    # Still no customer: tried again, still waiting, no second reject row.
+    again = await sync_entity(conn, source="erp", entity="invoices", pages=incremental([late]))
+    assert (again.records_read, again.rows_upserted, again.rows_rejected) == (0, 0, 0)
+    assert await rows(conn, "SELECT count(*) FROM sync_rejects") == [(1,)]
+    # The customer arrives; the invoices' source has nothing new, the waiting invoice binds.
+    await sync_entity(conn, source="erp", entity="customers", pages=source_of(
+        [*WORLD["customers"], {"external_id": "C-NEW", "name": "Neu GmbH"}]))
+    last = await sync_entity(conn, source="erp", entity="invoices", pages=incremental([late]))
+    assert (last.records_read, last.rows_upserted) == (0, 1)
+    assert await rows(conn, "SELECT c.external_id FROM invoices i JOIN customers c"
+                            " ON c.id = i.customer_id WHERE i.external_id = 'I-LATE'") == [
+        ("C-NEW",)]
+    assert await rows(conn, "SELECT count(*) FROM sync_pending") == [(0,)]
+
+
+async def test_a_newer_version_replaces_the_waiting_one(conn: Conn) -> None:
+    await sync_world(conn, WORLD)
+    late = {**WORLD["invoices"][0], "external_id": "I-LATE", "customer_external_id": "C-NEW"}
+    await sync_entity(conn, source="erp", entity="invoices", pages=source_of([late]))
+    fixed = {**late, "customer_external_id": "C2"}  # the ERP corrected the customer
+    await sync_entity(conn, source="erp", entity="invoices", pages=source_of([fixed]))
+    assert await rows(conn, "SELECT count(*) FROM sync_pending") == [(0,)]
+    await sync_entity(conn, source="erp", entity="customers", pages=source_of(
+        [*WORLD["customers"], {"external_id": "C-NEW", "name": "Neu GmbH"}]))
+    await sync_entity(conn, source="erp", entity="invoices", pages=source_of([fixed]))
+    assert await rows(conn, "SELECT c.external_id FROM invoices i JOIN customers c"
+                            " ON c.id = i.customer_id WHERE i.external_id = 'I-LATE'") == [
+        ("C2",)]
+
+
+async def test_a_waiting_record_gone_from_the_source_waits_no_more(conn: Conn) -> None:
+    await sync_world(conn, WORLD)
+    late = {**WORLD["invoices"][0], "external_id": "I-LATE", "customer_external_id": "C-NEW"}
+    await sync_entity(conn, source="erp", entity="invoices", pages=source_of([late]))
+    await sync_entity(conn, source="erp", entity="invoices", pages=source_of(WORLD["invoices"]),
+                      full=True)
+    assert await rows(conn, "SELECT count(*) FROM sync_pending") == [(0,)]
+
+
+async def test_a_machine_of_another_customer_does_not_wait(conn: Conn) -> None:
+    """A mix-up in the source is a reject, not a record waiting for a parent."""
+    await sync_world(conn, WORLD)
+    wrong = {**WORLD["installed_base"][0], "external_id": "IB9", "customer_external_id": "C2"}
+    await sync_entity(conn, source="erp", entity="installed_base", pages=source_of([wrong]))
+    assert await rows(conn, "SELECT count(*) FROM sync_pending") == [(0,)]

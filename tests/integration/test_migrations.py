@@ -89,6 +89,8 @@ EXPECTED_COLUMNS = {
         "rows_upserted", "rows_rejected", "error", "records_read", "rows_deleted"
     ],
     "sync_reports": ["id", "created_at", "sources", "full_resync", "ok", "report"],
+    "sync_pending": ["source", "entity", "external_id", "record", "line_number", "reason",
+                     "first_rejected_at", "last_tried_at"],
     # views
     "dead_letter_sources": ["source", "distinct_messages", "times_received", "first_received_at",
                             "last_received_at", "latest_reason", "latest_topic"],
