@@ -2,8 +2,9 @@
 
 docs/erp-business-central.md says what is read, how it maps and what BC's API does not have.
 
-Customers, machine models (items of a machine category), sales invoices with their lines and
-after-sales orders with their lines, read as OData v4 from
+Customers, machine models (items of a machine category), sales invoices and sales credit memos
+with their lines (a credit memo is an invoice of negative amount) and after-sales orders with
+their lines, read as OData v4 from
 ``{api_url}/v2.0/{tenant}/{environment}/api/v2.0/companies({company_id})/...`` with an OAuth2
 client-credentials token from Microsoft Entra ID. Everything goes through
 :class:`~erp_connectors.http.ErpHttp`: throttling (429 with ``Retry-After``) and gateway errors
@@ -47,14 +48,50 @@ BLANK_DATE = "0001-01-01"
 # Refresh a token this long before Entra ID says it ends: a page request must not race it.
 TOKEN_MARGIN_S = 120.0
 
+# BC's document status (the same for invoices and credit memos): `Canceled` is a document
+# cancelled by a corrective one, `Corrective` the document posted to cancel another (the credit
+# memo that cancels an invoice, the invoice that cancels a credit memo). Both halves of such a
+# pair are `cancelled`: neither counts, and what remains adds up (docs/erp-business-central.md).
 INVOICE_STATUS: dict[str, str] = {
     "Draft": "draft", "In Review": "draft", "Open": "open", "Paid": "paid",
-    "Canceled": "cancelled", "Corrective": "credited",
+    "Canceled": "cancelled", "Corrective": "cancelled",
 }
+CREDIT_MEMO_STATUS: dict[str, str] = {
+    "Draft": "draft", "In Review": "draft", "Open": "credited", "Paid": "credited",
+    "Canceled": "cancelled", "Corrective": "cancelled",
+}
+# Credit memos and their lines share the invoices' tables: their ids carry this prefix, so a
+# credit memo can never take the row of an invoice (nor a credit line that of an invoice line).
+CREDIT_MEMO_PREFIX = "credit-memo:"
 ORDER_STATUS: dict[str, str] = {
     "Draft": "draft", "In Review": "draft", "Open": "confirmed", "Released": "confirmed",
 }
 OrderKind = Literal["spare_parts", "service"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Documents:
+    """One of the entity sets our invoices are read from, and how its documents map."""
+
+    entity_set: str
+    lines: str  # the $expand name of its lines
+    what: str  # how a reject names one
+    date_field: str
+    statuses: Mapping[str, str]
+    prefix: str = ""  # of external ids
+    sign: Literal[1, -1] = 1  # of amounts
+
+    def external_id(self, raw: dict[str, Any]) -> str | None:
+        value = _text(raw.get("id"))
+        return None if value is None else self.prefix + value
+
+
+SALES_INVOICES = _Documents("salesInvoices", "salesInvoiceLines", "sales invoice", "invoiceDate",
+                            INVOICE_STATUS)
+SALES_CREDIT_MEMOS = _Documents("salesCreditMemos", "salesCreditMemoLines", "sales credit memo",
+                                "creditMemoDate", CREDIT_MEMO_STATUS, CREDIT_MEMO_PREFIX, -1)
+# Read in this order within one run of `invoices` (and of `invoice_lines`), one cursor each.
+INVOICE_DOCUMENTS = (SALES_INVOICES, SALES_CREDIT_MEMOS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +230,34 @@ class Cursor:
                            text)
             return cls()
         return cursor
+
+
+def split_cursor(stored: str | None, entity_sets: list[str]) -> dict[str, str | None]:
+    """The cursor of each entity set read by one entity, from what the entity stored.
+
+    An entity read from several sets stores ``{"sets": {set: cursor}}``. A plain cursor (stored
+    before the entity read more than one set) is the first set's; the others start over.
+    """
+    cursors: dict[str, str | None] = dict.fromkeys(entity_sets)
+    if stored is None:
+        return cursors
+    try:
+        data = orjson.loads(stored)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("sets"), dict):
+        for name in entity_sets:
+            inner = data["sets"].get(name)
+            cursors[name] = orjson.dumps(inner).decode() if inner is not None else None
+    else:
+        cursors[entity_sets[0]] = stored  # Cursor.loads copes with whatever it is
+    return cursors
+
+
+def join_cursors(cursors: dict[str, str | None]) -> str:
+    """The cursor an entity read from several sets stores (see :func:`split_cursor`)."""
+    return orjson.dumps({"sets": {name: orjson.loads(text) for name, text in cursors.items()
+                                  if text is not None}}).decode()
 
 
 # -- OAuth2 ---------------------------------------------------------------------------------
@@ -475,8 +540,21 @@ class BusinessCentralConnector:
         return categories
 
     async def _mapped(self, entity_set: str, stored: str | None, params: dict[str, str],
-                      mapper: Callable[[dict[str, Any]], list[dict[str, Any]]],
-                      what: str) -> AsyncIterator[Page]:
+                      mapper: Callable[[dict[str, Any]], list[dict[str, Any] | SourceReject]],
+                      what: str, *,
+                      reject_id: Callable[[dict[str, Any]], str | None] | None = None,
+                      ) -> AsyncIterator[Page]:
+        """Entities of a set, mapped page by page.
+
+        A document the mapper cannot map is rejected under ``reject_id(raw)``: its own id by
+        default. For a line entity that must be ``None`` (the mapper rejects lines it cannot
+        map under their own ids): a full sync's sweep spares the rows a reject names, and a
+        document's id names no line, so its lines would be swept while it still exists.
+        """
+        def default_id(raw: dict[str, Any]) -> str | None:
+            return _text(raw.get("id"))
+
+        name_of = reject_id or default_id
         async for value, cursor in self._pages(entity_set, stored, params):
             records: list[dict[str, Any]] = []
             rejects: list[SourceReject] = []
@@ -486,12 +564,31 @@ class BusinessCentralConnector:
                                                 record={"value": raw}))
                     continue
                 try:
-                    records.extend(mapper(raw))
+                    for mapped in mapper(raw):
+                        if isinstance(mapped, SourceReject):
+                            rejects.append(mapped)
+                        else:
+                            records.append(mapped)
                 except _Unmappable as exc:
                     rejects.append(SourceReject(
                         reason=f"{_label(raw, what)}: {exc}", record=_plain(raw),
-                        external_id=_text(raw.get("id"))))
+                        external_id=name_of(raw)))
             yield Page(records=records, cursor=cursor, rejects=rejects)
+
+    async def _from_sets(self, stored: str | None, documents: tuple[_Documents, ...],
+                         read: Callable[[_Documents, str | None], AsyncIterator[Page]],
+                         ) -> AsyncIterator[Page]:
+        """Pages of one entity read from several entity sets in turn, under one cursor.
+
+        Each set keeps its own cursor inside the entity's: a run killed in the second set
+        resumes it there, and re-reads the first only from where that one completed.
+        """
+        cursors = split_cursor(stored, [d.entity_set for d in documents])
+        for docs in documents:
+            async for page in read(docs, cursors[docs.entity_set]):
+                cursors[docs.entity_set] = page.cursor
+                yield Page(records=page.records, cursor=join_cursors(cursors),
+                           rejects=page.rejects)
 
     # -- entities --------------------------------------------------------------------------
 
@@ -499,7 +596,7 @@ class BusinessCentralConnector:
         return self._mapped("customers", cursor, {}, _customer, "customer")
 
     def _machine_models(self, cursor: str | None) -> AsyncIterator[Page]:
-        def mapper(raw: dict[str, Any]) -> list[dict[str, Any]]:
+        def mapper(raw: dict[str, Any]) -> list[dict[str, Any] | SourceReject]:
             if not self.kinds.is_machine(_text(raw.get("itemCategoryCode"))):
                 return []  # a part, a service: not a machine model
             return [_present({"external_id": _id(raw, "item"),
@@ -509,29 +606,38 @@ class BusinessCentralConnector:
         return self._mapped("items", cursor, {}, mapper, "item")
 
     def _invoices(self, cursor: str | None) -> AsyncIterator[Page]:
-        return self._mapped("salesInvoices", cursor, {}, self._invoice, "sales invoice")
+        def read(docs: _Documents, stored: str | None) -> AsyncIterator[Page]:
+            return self._mapped(docs.entity_set, stored, {},
+                                lambda raw: [self._invoice(raw, docs)], docs.what)
 
-    def _invoice(self, raw: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._from_sets(cursor, INVOICE_DOCUMENTS, read)
+
+    def _invoice(self, raw: dict[str, Any], docs: _Documents) -> dict[str, Any]:
         status = _text(raw.get("status"))
-        mapped = INVOICE_STATUS.get(status or "")
+        mapped = docs.statuses.get(status or "")
         if mapped is None:
-            raise _Unmappable(f"status {status!r} is not one of {', '.join(INVOICE_STATUS)}")
+            raise _Unmappable(f"status {status!r} is not one of {', '.join(docs.statuses)}")
+        _id(raw, docs.what)
         modified = _text(raw.get("lastModifiedDateTime"))
-        # API v2.0 has no payment date; a Paid invoice was last changed when its ledger
-        # entry closed, which is the best date it offers (docs/erp-business-central.md).
-        paid_on = modified[:10] if mapped == "paid" and modified else None
-        return [_present({
-            "external_id": _id(raw, "sales invoice"),
+        record = _present({
+            "external_id": docs.external_id(raw),
             "customer_external_id": _text(raw.get("customerId")),
             "number": _text(raw.get("number")),
-            "issued_on": _date(raw.get("invoiceDate")),
+            "issued_on": _date(raw.get(docs.date_field)),
             "due_on": _date(raw.get("dueDate")),
-            "paid_on": paid_on,
             "currency": self._currency(raw),
-            "net_amount": raw.get("totalAmountExcludingTax"),
+            "net_amount": _signed(raw.get("totalAmountExcludingTax"), docs.sign,
+                                  "totalAmountExcludingTax"),
             "status": mapped,
             "source_updated_at": modified,
-        })]
+        })
+        if mapped == "paid" and modified:
+            # API v2.0 has no payment date; a Paid invoice was last changed when its ledger
+            # entry closed, the best date it offers, until a later edit moves it: so it is
+            # given only for a Paid invoice and absent otherwise (docs/erp-business-central.md,
+            # "Paid date").
+            record["paid_on"] = modified[:10]
+        return record
 
     def _currency(self, raw: dict[str, Any]) -> str:
         code = _text(raw.get("currencyCode"))
@@ -545,50 +651,70 @@ class BusinessCentralConnector:
     async def _invoice_lines(self, cursor: str | None) -> AsyncIterator[Page]:
         categories = await self._item_categories()
 
-        def mapper(raw: dict[str, Any]) -> list[dict[str, Any]]:
-            _id(raw, "sales invoice")
-            return [self._line(line, raw, categories, "invoice")
-                    for line in _lines(raw, "salesInvoiceLines") if _billable(line)]
+        def read(docs: _Documents, stored: str | None) -> AsyncIterator[Page]:
+            def mapper(raw: dict[str, Any]) -> list[dict[str, Any] | SourceReject]:
+                return self._document_lines(
+                    raw, docs.lines, docs.what, lambda line: self._invoice_line(
+                        line, raw, docs, categories), prefix=docs.prefix)
 
-        async for page in self._mapped("salesInvoices", cursor,
-                                       {"$expand": "salesInvoiceLines"}, mapper,
-                                       "sales invoice"):
+            return self._mapped(docs.entity_set, stored, {"$expand": docs.lines}, mapper,
+                                docs.what, reject_id=_no_id)
+
+        async for page in self._from_sets(cursor, INVOICE_DOCUMENTS, read):
             yield page
 
-    def _line(self, line: dict[str, Any], document: dict[str, Any],
-              categories: dict[str, str | None],
-              parent: Literal["invoice", "order"]) -> dict[str, Any]:
-        line_type = _text(line.get("lineType"))
+    @staticmethod
+    def _document_lines(raw: dict[str, Any], name: str, what: str,
+                        mapper: Callable[[dict[str, Any]], dict[str, Any]], *,
+                        prefix: str = "") -> list[dict[str, Any] | SourceReject]:
+        """A document's billable lines, each mapped or rejected on its own."""
+        out: list[dict[str, Any] | SourceReject] = []
+        for position, line in enumerate(_lines(raw, name), start=1):
+            if not isinstance(line, dict):
+                # Nothing names this line: the reject carries no id (see `_mapped`).
+                out.append(SourceReject(
+                    reason=f"{_label(raw, what)}: line {position} is not a JSON object",
+                    record={"document": _plain(raw) | {name: None}, "line": line}))
+            elif _billable(line):
+                try:
+                    out.append(mapper(line))
+                except _Unmappable as exc:
+                    ident = _text(line.get("id"))
+                    out.append(SourceReject(
+                        reason=f"{_label(raw, what)}: line {position}"
+                               f" ({ident or 'without id'}): {exc}",
+                        record=line, external_id=None if ident is None else prefix + ident))
+        return out
+
+    def _invoice_line(self, line: dict[str, Any], document: dict[str, Any], docs: _Documents,
+                      categories: dict[str, str | None]) -> dict[str, Any]:
         number = _text(line.get("lineObjectNumber"))
-        common = {
-            # No source_updated_at: v2.0 lines have no time of their own, and the document's
-            # would rewrite every line of a document whenever one of them changed.
-            "external_id": _text(line.get("id")),
-            "description": _text(line.get("description")),
-            "quantity": line.get("quantity"),
-            "unit_price": line.get("unitPrice"),
-            "net_amount": line.get("netAmount"),
-        }
-        if parent == "order":
-            return _present({**common, "order_external_id": _id(document, "sales order"),
-                             "part_number": number})
-        kind = self.kinds.line_kind(line_type, number,
+        kind = self.kinds.line_kind(_text(line.get("lineType")), number,
                                     categories.get(_text(line.get("itemId")) or ""))
-        return _present({**common, "invoice_external_id": _id(document, "sales invoice"),
-                         "kind": kind,
-                         "product_code": number})
+        line_id = _text(line.get("id"))
+        return _present({
+            **_line_fields(line),
+            "external_id": None if line_id is None else docs.prefix + line_id,
+            "net_amount": _signed(line.get("netAmount"), docs.sign, "netAmount"),
+            # A document without an id leaves this empty: the engine rejects each of its lines
+            # under the line's own id.
+            "invoice_external_id": docs.external_id(document),
+            "kind": kind,
+            "product_code": number})
 
     def _order_kind(self, raw: dict[str, Any],
                     categories: dict[str, str | None]) -> OrderKind | None:
+        # A line that is not an object is rejected in order_lines; the others decide the kind.
         kinds = [self.kinds.line_kind(_text(ln.get("lineType")), _text(ln.get("lineObjectNumber")),
                                       categories.get(_text(ln.get("itemId")) or ""))
-                 for ln in _lines(raw, "salesOrderLines") if _billable(ln)]
+                 for ln in _lines(raw, "salesOrderLines")
+                 if isinstance(ln, dict) and _billable(ln)]
         return self.kinds.order_kind(kinds)
 
     async def _orders(self, cursor: str | None) -> AsyncIterator[Page]:
         categories = await self._item_categories()
 
-        def mapper(raw: dict[str, Any]) -> list[dict[str, Any]]:
+        def mapper(raw: dict[str, Any]) -> list[dict[str, Any] | SourceReject]:
             kind = self._order_kind(raw, categories)
             if kind is None:
                 return []  # a machine sale, not an after-sales order
@@ -620,19 +746,41 @@ class BusinessCentralConnector:
     async def _order_lines(self, cursor: str | None) -> AsyncIterator[Page]:
         categories = await self._item_categories()
 
-        def mapper(raw: dict[str, Any]) -> list[dict[str, Any]]:
+        def mapper(raw: dict[str, Any]) -> list[dict[str, Any] | SourceReject]:
             if self._order_kind(raw, categories) is None:
                 return []
-            _id(raw, "sales order")
-            return [self._line(line, raw, categories, "order")
-                    for line in _lines(raw, "salesOrderLines") if _billable(line)]
+            return self._document_lines(raw, "salesOrderLines", "sales order", lambda line: (
+                _present({**_line_fields(line), "external_id": _text(line.get("id")),
+                          "net_amount": line.get("netAmount"),
+                          "order_external_id": _text(raw.get("id")),
+                          "part_number": _text(line.get("lineObjectNumber"))})))
 
         async for page in self._mapped("salesOrders", cursor, {"$expand": "salesOrderLines"},
-                                       mapper, "sales order"):
+                                       mapper, "sales order", reject_id=_no_id):
             yield page
 
 
-def _customer(raw: dict[str, Any]) -> list[dict[str, Any]]:
+def _no_id(_raw: dict[str, Any]) -> str | None:
+    return None
+
+
+def _line_fields(line: dict[str, Any]) -> dict[str, Any]:
+    # No source_updated_at: v2.0 lines have no time of their own, and the document's would
+    # rewrite every line of a document whenever one of them changed.
+    return {"description": _text(line.get("description")), "quantity": line.get("quantity"),
+            "unit_price": line.get("unitPrice")}
+
+
+def _signed(value: Any, sign: int, name: str) -> Any:
+    """An amount with the document's sign: BC serves a credit memo's amounts positive."""
+    if sign == 1 or value is None:
+        return value  # the models judge it (and say when it is missing)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Unmappable(f"{name} {value!r} is not a number")
+    return -value
+
+
+def _customer(raw: dict[str, Any]) -> list[dict[str, Any] | SourceReject]:
     return [_present({
         "external_id": _id(raw, "customer"),
         "name": _text(raw.get("displayName")),
@@ -641,10 +789,10 @@ def _customer(raw: dict[str, Any]) -> list[dict[str, Any]]:
     })]
 
 
-def _lines(raw: dict[str, Any], name: str) -> list[dict[str, Any]]:
+def _lines(raw: dict[str, Any], name: str) -> list[Any]:
     lines = raw.get(name)
-    if not isinstance(lines, list) or not all(isinstance(ln, dict) for ln in lines):
-        raise _Unmappable(f"{name} is missing or not a list of objects (was $expand honoured?)")
+    if not isinstance(lines, list):
+        raise _Unmappable(f"{name} is missing or not a list (was $expand honoured?)")
     return lines
 
 
@@ -683,5 +831,6 @@ def _plain(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if not k.startswith("@odata.")}
 
 
-__all__ = ["API_URL", "INVOICE_STATUS", "ORDER_STATUS", "SCOPE", "BusinessCentralConnector",
-           "ClientCredentials", "Cursor", "KindRules", "next_since"]
+__all__ = ["API_URL", "CREDIT_MEMO_PREFIX", "CREDIT_MEMO_STATUS", "INVOICE_STATUS",
+           "ORDER_STATUS", "SCOPE", "BusinessCentralConnector", "ClientCredentials", "Cursor",
+           "KindRules", "join_cursors", "next_since", "split_cursor"]

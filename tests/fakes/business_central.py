@@ -11,9 +11,15 @@ Faithful
       ``{"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token"}``;
       a wrong secret is a 401 with Entra ID's body (``invalid_client``, ``AADSTS7000215``).
     - The API under ``/v2.0/{tenant}/{environment}/api/v2.0/``: ``companies`` and, per company,
-      ``companies({id})/customers``, ``items``, ``salesInvoices`` (``$expand=salesInvoiceLines``)
-      and ``salesOrders`` (``$expand=salesOrderLines``), with the field names of the v2.0
-      resource types (a subset of them: the ones listed in :data:`FIELDS`).
+      ``companies({id})/customers``, ``items``, ``salesInvoices`` (``$expand=salesInvoiceLines``),
+      ``salesCreditMemos`` (``$expand=salesCreditMemoLines``) and ``salesOrders``
+      (``$expand=salesOrderLines``), with the field names of the v2.0 resource types (a subset
+      of them: the ones listed in :data:`FIELDS`). A credit memo's amounts are positive, as BC
+      serves them; ``invoiceId``/``invoiceNumber`` name the invoice it applies to. Document
+      statuses are the v2.0 aggregate status: ``Draft``, ``In Review``, ``Open``, ``Paid``,
+      ``Canceled`` (cancelled by a corrective document) and ``Corrective`` (a document posted to
+      cancel another: the credit memo that cancels an invoice, the invoice that cancels a
+      credit memo).
     - OData v4 JSON: ``{"@odata.context", "value": [...], "@odata.nextLink"}``, an
       ``@odata.etag`` per entity; server-driven paging whose page size a client sets with
       ``Prefer: odata.maxpagesize=N`` (acknowledged in ``Preference-Applied``); the next link
@@ -33,6 +39,9 @@ Simplified
       order of the table's primary key, also unrelated to time); ``$orderby``, ``$count``,
       ``$expand`` beyond the document lines, writes over HTTP and bound actions are not served
       (tests change data through the Python hooks). Filters on other fields answer 400.
+    - Posting is not played: a credit memo does not change its invoice's ``remainingAmount``
+      or status, and cancelling a document does not create its corrective one; the test sets
+      both documents as BC would leave them.
     - The default page size is 200 (Business Central online serves up to 20,000 entities a
       page); tokens are opaque random strings, not JWTs.
     - A skip token stays valid until :meth:`FakeBusinessCentral.expire_next_links` (BC's
@@ -40,7 +49,9 @@ Simplified
 
 Test hooks, in Python: :meth:`add`, :meth:`modify`, :meth:`delete` (and the ``_line``
 variants), :meth:`throttle`, :meth:`fail`, :meth:`expire_tokens`, :meth:`expire_next_links`,
-:meth:`remove_entity_set`, :meth:`hold_after`, and :attr:`requests` (what was asked, in order).
+:meth:`remove_entity_set`, :meth:`hold_after`, :meth:`garble_line` (a line that is not a JSON
+object: what no BC sends, to test that one bad line costs only itself), and :attr:`requests`
+(what was asked, in order).
 """
 
 from __future__ import annotations
@@ -74,11 +85,17 @@ FIELDS: dict[str, tuple[str, ...]] = {
                       "customerNumber", "customerName", "currencyCode", "orderNumber",
                       "totalAmountExcludingTax", "totalAmountIncludingTax", "remainingAmount",
                       "status", "lastModifiedDateTime"),
+    "salesCreditMemos": ("id", "number", "externalDocumentNumber", "creditMemoDate",
+                         "postingDate", "dueDate", "customerId", "customerNumber", "customerName",
+                         "currencyCode", "totalAmountExcludingTax", "totalTaxAmount",
+                         "totalAmountIncludingTax", "status", "lastModifiedDateTime",
+                         "invoiceId", "invoiceNumber"),
     "salesOrders": ("id", "number", "orderDate", "customerId", "customerNumber", "customerName",
                     "currencyCode", "totalAmountExcludingTax", "totalAmountIncludingTax",
                     "fullyShipped", "status", "lastModifiedDateTime"),
 }
-LINES = {"salesInvoices": "salesInvoiceLines", "salesOrders": "salesOrderLines"}
+LINES = {"salesInvoices": "salesInvoiceLines", "salesCreditMemos": "salesCreditMemoLines",
+         "salesOrders": "salesOrderLines"}
 LINE_FIELDS = ("id", "documentId", "sequence", "itemId", "lineType", "lineObjectNumber",
                "description", "quantity", "unitPrice", "netAmount")
 
@@ -241,6 +258,14 @@ class FakeBusinessCentral:
             doc = self.data[entity_set][document_id]
             doc[LINES[entity_set]] = [ln for ln in doc[LINES[entity_set]]
                                       if ln["id"] != line_id]
+            self._touch(doc, None)
+
+    def garble_line(self, entity_set: str, document_id: str, line_id: str, value: Any) -> None:
+        """Serve ``value`` (not a JSON object) in place of a line; the document's time moves."""
+        with self.lock:
+            doc = self.data[entity_set][document_id]
+            doc[LINES[entity_set]] = [value if isinstance(ln, dict) and ln["id"] == line_id
+                                      else ln for ln in doc[LINES[entity_set]]]
             self._touch(doc, None)
 
     def records(self, entity_set: str) -> list[dict[str, Any]]:
@@ -484,8 +509,9 @@ class FakeBusinessCentral:
         out: dict[str, Any] = {"@odata.etag": f'W/"JzE5OzE{abs(hash(str(rec))) % 10**12}Jw=="'}
         out.update({name: rec[name] for name in names if name in rec})
         if expand:
-            out[LINES[entity_set]] = [{name: line[name] for name in LINE_FIELDS if name in line}
-                                      for line in rec[LINES[entity_set]]]
+            out[LINES[entity_set]] = [
+                {name: line[name] for name in LINE_FIELDS if name in line}
+                if isinstance(line, dict) else line for line in rec[LINES[entity_set]]]
         return out
 
 

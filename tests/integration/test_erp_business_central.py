@@ -196,8 +196,9 @@ async def test_a_full_sync_brings_every_entity_with_its_counts_and_sums(
     [(count, total)] = await rows(conn, "SELECT count(*), sum(net_amount) FROM invoices")
     assert (count, total) == (len(world.invoices), sum(
         (money(i["totalAmountExcludingTax"]) for i in world.invoices), Decimal(0)))
+    # A Corrective invoice was posted to cancel a credit memo: the pair counts for nothing.
     status_of = {"Draft": "draft", "Open": "open", "Paid": "paid", "Canceled": "cancelled",
-                 "Corrective": "credited"}
+                 "Corrective": "cancelled"}
     assert await rows(conn, """
         SELECT i.number, c.external_id, i.status, i.issued_on, i.due_on, i.paid_on, i.currency
         FROM invoices i JOIN customers c ON c.id = i.customer_id ORDER BY i.number""") == [
@@ -660,3 +661,246 @@ async def test_a_change_to_a_page_already_read_during_a_run_is_caught_next_time(
     assert await rows(conn, "SELECT external_id, name FROM customers WHERE external_id IN"
                             " (%s, %s) ORDER BY name", (first_key, last_key)) == [
         (last_key, "Changed ahead"), (first_key, "Changed behind")]
+
+
+REVENUE = """
+    SELECT c.external_id, sum(i.net_amount) FROM invoices i JOIN customers c ON c.id = i.customer_id
+    WHERE i.deleted_at IS NULL AND i.status <> 'cancelled' GROUP BY 1"""
+
+
+def credit_memo(customer: dict[str, Any], invoice: dict[str, Any] | None, number: str,
+                status: str, lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """A credit memo as BC serves it: positive amounts, the invoice it applies to."""
+    net = sum((money(ln["netAmount"]) for ln in lines if "netAmount" in ln), Decimal(0))
+    return {"number": number, "creditMemoDate": "2026-01-20", "postingDate": "2026-01-20",
+            "dueDate": "2026-01-20", "customerId": customer["id"],
+            "customerNumber": customer["number"], "customerName": customer["displayName"],
+            "currencyCode": "EUR", "totalAmountExcludingTax": float(net),
+            "totalTaxAmount": float(net * Decimal("0.19")),
+            "totalAmountIncludingTax": float(net * Decimal("1.19")), "status": status,
+            "invoiceId": invoice["id"] if invoice else "00000000-0000-0000-0000-000000000000",
+            "invoiceNumber": invoice["number"] if invoice else "",
+            "salesCreditMemoLines": lines}
+
+
+async def test_credit_memos_lower_revenue_and_cancelled_pairs_count_for_nothing(
+        conn: Conn, fake: FakeBusinessCentral) -> None:
+    world = seed(fake, customers=2)
+    first, second = world.customers
+    # Statuses cycle: the first customer has a Draft and an Open invoice, the second a Paid and
+    # a Canceled one.
+    draft, open_, paid, canceled = world.invoices
+    assert [i["status"] for i in world.invoices] == ["Draft", "Open", "Paid", "Canceled"]
+    # A partial credit on the open invoice: two grips back.
+    partial = fake.add("salesCreditMemos", credit_memo(
+        first, open_, "CM1001", "Open", [item_line(world, "P-GRIP-01", 2, "12.50"),
+                                               {"lineType": "Comment", "description": "damaged"}]))
+    # The canceled invoice was cancelled by a corrective credit memo of its whole amount.
+    corrective_cm = fake.add("salesCreditMemos", credit_memo(
+        second, canceled, "CM1002", "Corrective",
+        [{k: v for k, v in ln.items() if k not in ("id", "documentId", "sequence")}
+         for ln in billable(canceled["salesInvoiceLines"])]))
+    # A credit on the paid invoice, itself cancelled later by a corrective invoice.
+    cancelled_cm = fake.add("salesCreditMemos", credit_memo(
+        second, paid, "CM1003", "Canceled", [item_line(world, "SVC-VISIT", 1, "40.00")]))
+    corrective_inv = fake.add("salesInvoices", {
+        "number": "INV2000", "invoiceDate": "2026-01-21", "postingDate": "2026-01-21",
+        "dueDate": "2026-01-21", "customerId": second["id"], "customerNumber": second["number"],
+        "customerName": second["displayName"], "currencyCode": "EUR",
+        "totalAmountExcludingTax": 40.0, "totalAmountIncludingTax": 47.6,
+        "remainingAmount": 0.0, "status": "Corrective",
+        "salesInvoiceLines": [item_line(world, "SVC-VISIT", 1, "40.00")]})
+    credits = [partial, corrective_cm, cancelled_cm]
+    bc = connector(fake)
+    try:
+        results = await sync_all(conn, bc, only=("customers", "invoices", "invoice_lines"))
+    finally:
+        await bc.aclose()
+    assert {e: (r.status, r.rows_rejected) for e, r in results.items()} == dict.fromkeys(
+        ("customers", "invoices", "invoice_lines"), ("succeeded", 0))
+    assert results["invoices"].rows_upserted == len(world.invoices) + 1 + len(credits)
+    credit_total = money(partial["totalAmountExcludingTax"])
+    assert credit_total == Decimal("25.00")
+    # Revenue: what was invoiced, less what was credited; a cancelled document and the
+    # corrective one that cancels it count for nothing.
+    assert dict(await rows(conn, REVENUE)) == {
+        first["id"]: money(draft["totalAmountExcludingTax"])
+        + money(open_["totalAmountExcludingTax"]) - credit_total,
+        second["id"]: money(paid["totalAmountExcludingTax"])}
+    assert await rows(conn, """
+        SELECT external_id, number, status, net_amount, issued_on, paid_on FROM invoices
+        WHERE number LIKE 'CM%%' OR number = 'INV2000' ORDER BY number""") == [
+        (f"credit-memo:{partial['id']}", "CM1001", "credited", -credit_total,
+         date(2026, 1, 20), None),
+        (f"credit-memo:{corrective_cm['id']}", "CM1002", "cancelled",
+         -money(corrective_cm["totalAmountExcludingTax"]), date(2026, 1, 20), None),
+        (f"credit-memo:{cancelled_cm['id']}", "CM1003", "cancelled", Decimal("-40.00"),
+         date(2026, 1, 20), None),
+        (corrective_inv["id"], "INV2000", "cancelled", Decimal("40.00"), date(2026, 1, 21),
+         None)]
+    # Credit lines are negative, of their kind, and add up to their (negative) header.
+    assert await rows(conn, """
+        SELECT l.external_id, l.kind, l.quantity, l.net_amount FROM invoice_lines l
+        JOIN invoices i ON i.id = l.invoice_id WHERE i.number = 'CM1001'""") == [
+        (f"credit-memo:{partial['salesCreditMemoLines'][0]['id']}", "spare_parts", Decimal(2),
+         -credit_total)]
+    assert await rows(conn, """
+        SELECT i.number FROM invoices i JOIN invoice_lines l ON l.invoice_id = i.id
+        GROUP BY i.id HAVING sum(l.net_amount) <> i.net_amount""") == []
+    assert await rows(conn, "SELECT count(*) FROM invoice_lines") == [(
+        sum(len(billable(d["salesInvoiceLines"])) for d in [*world.invoices, corrective_inv])
+        + sum(len(billable(c["salesCreditMemoLines"])) for c in credits),)]
+
+
+async def test_credit_memos_sync_incrementally_and_deletions_by_a_full_sync(
+        conn: Conn, fake: FakeBusinessCentral) -> None:
+    world = seed(fake, customers=2)
+    first = world.customers[0]
+    bc = connector(fake)
+    try:
+        await sync_all(conn, bc, only=("customers", "invoices", "invoice_lines"))
+        draft = fake.add("salesCreditMemos", credit_memo(
+            first, world.invoices[1], "CM1", "Draft",
+            [item_line(world, "P-GRIP-01", 1, "12.50")]))
+        changed = await sync_all(conn, bc, only=("invoices", "invoice_lines"))
+        assert {e: r.rows_upserted for e, r in changed.items()} == {
+            "invoices": 1, "invoice_lines": 1}
+        fake.modify("salesCreditMemos", draft["id"], status="Open")
+        changed = await sync_all(conn, bc, only=("invoices", "invoice_lines"))
+        assert {e: r.rows_upserted for e, r in changed.items()} == {
+            "invoices": 1, "invoice_lines": 0}
+        assert await rows(conn, "SELECT status, net_amount FROM invoices WHERE external_id"
+                                " = %s", (f"credit-memo:{draft['id']}",)) == [
+            ("credited", Decimal("-12.50"))]
+        fake.delete("salesCreditMemos", draft["id"])
+        full = await sync_all(conn, bc, only=("invoices", "invoice_lines"), full=True)
+    finally:
+        await bc.aclose()
+    assert {e: r.rows_deleted for e, r in full.items()} == {"invoices": 1, "invoice_lines": 1}
+    assert await rows(conn, "SELECT external_id FROM invoices WHERE deleted_at IS NOT NULL"
+                      ) == [(f"credit-memo:{draft['id']}",)]
+
+
+async def test_a_malformed_line_costs_only_itself_in_a_full_sync(
+        conn: Conn, fake: FakeBusinessCentral) -> None:
+    world = seed(fake)
+    invoice = world.invoices[5]
+    invoice_lines = billable(invoice["salesInvoiceLines"])
+    service_order = world.orders[1]
+    order_lines = service_order["salesOrderLines"]
+    bc = connector(fake)
+    try:
+        await sync_all(conn, bc)
+        fake.garble_line("salesInvoices", invoice["id"], invoice_lines[0]["id"], "garbled")
+        fake.garble_line("salesOrders", service_order["id"], order_lines[1]["id"], None)
+        full = await sync_all(conn, bc, full=True)
+    finally:
+        await bc.aclose()
+    assert {e: r.rows_rejected for e, r in full.items() if r.rows_rejected} == {
+        "invoice_lines": 1, "order_lines": 1}
+    # The document's other lines are still live: the reject names no row of its document.
+    assert await rows(conn, "SELECT external_id FROM invoice_lines l WHERE deleted_at IS NULL"
+                            " AND invoice_id = (SELECT id FROM invoices WHERE external_id = %s)"
+                            " ORDER BY 1", (invoice["id"],)) == sorted(
+        (ln["id"],) for ln in invoice_lines[1:])
+    assert await rows(conn, "SELECT external_id FROM order_lines WHERE deleted_at IS NULL"
+                            " AND order_id = (SELECT id FROM orders WHERE external_id = %s)",
+                      (service_order["id"],)) == [(order_lines[0]["id"],)]
+    assert await rows(conn, "SELECT entity, external_id, reason FROM sync_rejects ORDER BY 1"
+                      ) == [
+        ("invoice_lines", None, f"sales invoice {invoice['number']} ({invoice['id']}): line 1"
+                                " is not a JSON object"),
+        ("order_lines", None, f"sales order {service_order['number']} ({service_order['id']}):"
+                              " line 2 is not a JSON object")]
+    # The garbled line itself cannot be named, so the sweep marks its old row: the reject
+    # keeps what BC sent.
+    assert await rows(conn, "SELECT count(*) FROM invoice_lines WHERE deleted_at IS NOT NULL"
+                      ) == [(1,)]
+
+
+async def test_paid_on_is_given_for_paid_invoices_only(fake: FakeBusinessCentral) -> None:
+    world = seed(fake, customers=3)
+    bc = connector(fake, page_size=100)
+    try:
+        records = [r async for page in bc.page_sources()["invoices"](None)
+                   for r in page.records]
+    finally:
+        await bc.aclose()
+    by_id = {r["external_id"]: r for r in records}
+    for invoice in world.invoices:
+        record = by_id[invoice["id"]]
+        if invoice["status"] == "Paid":
+            assert record["paid_on"] == invoice["lastModifiedDateTime"][:10]
+        else:
+            # Absent, not None: the engine may then keep what it has (docs).
+            assert "paid_on" not in record
+
+
+@pytest.mark.xfail(strict=True, reason="needs the engine to keep a stored paid_on of a still"
+                                       " paid invoice (docs/erp-business-central.md)")
+async def test_a_later_edit_of_a_paid_invoice_keeps_its_paid_on(
+        conn: Conn, fake: FakeBusinessCentral) -> None:
+    world = seed(fake, customers=3)
+    paid = next(i for i in world.invoices if i["status"] == "Paid")
+    bc = connector(fake)
+    try:
+        await sync_all(conn, bc, only=("customers", "invoices"))
+        fake.modify("salesInvoices", paid["id"], orderNumber="SO-LATE-EDIT",
+                    modified=datetime.fromisoformat("2026-03-01T09:00:00+00:00"))
+        await sync_all(conn, bc, only=("customers", "invoices"))
+    finally:
+        await bc.aclose()
+    assert await rows(conn, "SELECT paid_on FROM invoices WHERE external_id = %s",
+                      (paid["id"],)) == [(date.fromisoformat(paid["lastModifiedDateTime"][:10]),)]
+
+
+async def test_invoices_resume_inside_the_credit_memos_and_read_an_old_cursor(
+        conn: Conn, fake: FakeBusinessCentral) -> None:
+    world = seed(fake, customers=2)  # 4 invoices: one page of 4
+    credits = [fake.add("salesCreditMemos", credit_memo(
+        world.customers[0], world.invoices[1], f"CM{i}", "Open",
+        [item_line(world, "P-GRIP-01", 1, "12.50")]), modified=T0 + timedelta(days=1, minutes=i))
+        for i in range(10)]  # three pages of 4
+
+    def failing_after_first_credit_page(pages: PageSource) -> PageSource:
+        async def wrapped(cursor: str | None) -> AsyncIterator[Page]:
+            async for page in pages(cursor):
+                yield page
+                if page.cursor is not None and "salesCreditMemos" in page.cursor:
+                    fake.fail(100)  # BC goes away after the first page of credit memos
+
+        return wrapped
+
+    bc = connector(fake)
+    try:
+        await sync_all(conn, bc, only=("customers",))
+        failed = await sync_entity(conn, source=bc.source, entity="invoices",
+                                   pages=failing_after_first_credit_page(
+                                       bc.page_sources()["invoices"]))
+        assert failed.status == "failed"
+        # What was committed stays: the invoices and the first page of credit memos.
+        assert await rows(conn, "SELECT count(*) FROM invoices") == [(len(world.invoices) + 4,)]
+        fake.fail(0)
+        before = (fake.count("salesInvoices"), fake.count("salesCreditMemos"))
+        resumed = await sync_entity(conn, source=bc.source, entity="invoices",
+                                    pages=bc.page_sources()["invoices"])
+        # The invoices from where they completed (the newest again, `ge`), the credit memos
+        # from the committed link: two pages.
+        assert (resumed.status, resumed.rows_upserted) == ("succeeded", 6)
+        assert (fake.count("salesInvoices") - before[0],
+                fake.count("salesCreditMemos") - before[1]) == (1, 2)
+        # A cursor stored before credit memos were read is the invoices' own: they go on
+        # incrementally, the credit memos are read from the start.
+        old = Cursor(since="2026-01-10T09:02:00.000Z").dumps()
+        await conn.execute("UPDATE sync_cursors SET cursor = %s WHERE entity = 'invoices'",
+                           (old,))
+        await conn.commit()
+        upgraded = await sync_entity(conn, source=bc.source, entity="invoices",
+                                     pages=bc.page_sources()["invoices"])
+    finally:
+        await bc.aclose()
+    newer = [i for i in world.invoices if i["lastModifiedDateTime"] >= "2026-01-10T09:02"]
+    assert upgraded.records_read == len(newer) + len(credits)
+    assert await rows(conn, "SELECT count(*), sum(net_amount) FROM invoices"
+                            " WHERE external_id LIKE 'credit-memo:%%'") == [
+        (len(credits), Decimal("-12.50") * len(credits))]
