@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 import orjson
@@ -41,6 +42,7 @@ from erp_connectors.sync import Page, PageSource, PermanentSyncError, SourceReje
 logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
+OVERLAP = timedelta(minutes=5)
 _DATE = re.compile(r"^\\?/Date\((-?\d+)(?:([+-])(\d{4}))?\)\\?/$")
 _DURATION = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?$")
 _EDM = "{http://schemas.microsoft.com/ado/2008/09/edm}"
@@ -186,11 +188,35 @@ def _frozen(mapping: Mapping[str, str]) -> Mapping[str, str]:
 
 
 @dataclass(frozen=True, slots=True)
+class BillingType:
+    """What a billing document type is: its invoice status and the direction of its amounts.
+
+    ``reduces_revenue``: its amounts (header and items, positive in SAP) are stored negative: a
+    credit memo, and the cancellation of an invoice. The cancellation of a credit memo adds
+    revenue back and stays positive. A cancelled document keeps its own sign with status
+    ``cancelled``, its cancellation document has the opposite one, also ``cancelled``: the pair
+    nets to zero, so revenue comes out right whether a report sums every document or leaves
+    the cancelled ones out.
+    """
+
+    status: str
+    reduces_revenue: bool = False
+
+    @property
+    def sign(self) -> int:
+        """-1 for a type that reduces revenue, else 1."""
+        return -1 if self.reduces_revenue else 1
+
+
+@dataclass(frozen=True, slots=True)
 class SapMappings:
     """The customising-dependent parts of the mapping, with SAP's standard values as defaults.
 
-    ``billing_statuses``: billing document type -> invoice status (F2 invoice, L2 debit memo,
-    G2/RE credit memo, S1/S2 cancellation); a type not listed is rejected with its code, so a
+    ``billing_types``: billing document type -> its invoice status and sign (F2 invoice, L2 debit
+    memo: open, positive; G2/RE credit memo: credited, negative; S1 invoice cancellation:
+    cancelled, negative; S2 credit memo cancellation: cancelled, positive). SAP keeps amounts
+    positive on every document and carries the direction in the type; our contract is net
+    negative for what reduces revenue. A type not listed is rejected with its code, so a
     customer's own types are added here rather than guessed. ``line_kinds_by_material_group`` wins
     over ``line_kinds_by_item_category`` (SD item categories: TAN standard item, TAD service
     item, WVN maintenance contract item); anything else is ``default_line_kind``.
@@ -199,9 +225,11 @@ class SapMappings:
     in SAP's internal code). ``warranty_type``: the equipment warranty that is the customer's (1).
     """
 
-    billing_statuses: Mapping[str, str] = field(default_factory=lambda: _frozen({
-        "F2": "open", "L2": "open", "G2": "credited", "RE": "credited", "S1": "cancelled",
-        "S2": "cancelled"}))
+    billing_types: Mapping[str, BillingType] = field(default_factory=lambda: MappingProxyType({
+        "F2": BillingType("open"), "L2": BillingType("open"),
+        "G2": BillingType("credited", reduces_revenue=True),
+        "RE": BillingType("credited", reduces_revenue=True),
+        "S1": BillingType("cancelled", reduces_revenue=True), "S2": BillingType("cancelled")}))
     line_kinds_by_material_group: Mapping[str, str] = field(
         default_factory=lambda: _frozen({}))
     line_kinds_by_item_category: Mapping[str, str] = field(default_factory=lambda: _frozen({
@@ -213,25 +241,58 @@ class SapMappings:
     warranty_type: str = "1"
 
 
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class _After:
+    """Where a run's next request starts (a key set position, see :class:`_Timestamp`).
+
+    ``key``: after this key (ordered by key alone); ``null``: the records without a stamp after
+    this key, then every stamped one; ``from``: every record stamped at or after ``stamp``;
+    ``bucket``: the records of the millisecond ``stamp`` in key order, after ``key`` if set.
+    """
+
+    mode: Literal["key", "null", "from", "bucket"]
+    stamp: datetime | None = None
+    key: str | None = None
+
+
 class _Delta(Protocol):
     @property
     def properties(self) -> tuple[str, ...]: ...
 
-    @property
-    def orderby(self) -> tuple[str, ...]: ...
-
     def filter(self, since: datetime) -> str: ...
 
-    def after(self, stamp: datetime | None, key_name: str, key: str) -> str: ...
+    def resume(self, after: _After | None, key_name: str) -> tuple[str | None, tuple[str, ...]]:
+        ...
+
+    def advance(self, at_start: _After | None,
+                seen: list[tuple[datetime | None, str]]) -> _After | None: ...
+
+    def exhausted(self, after: _After | None) -> _After | None: ...
 
     def stamp(self, raw: dict[str, Any]) -> datetime | None: ...
 
     def since(self, newest: datetime) -> datetime: ...
 
 
+def _millisecond(moment: datetime) -> datetime:
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 @dataclass(frozen=True, slots=True)
 class _Timestamp:
-    """A DateTimeOffset change timestamp (LastChangeDateTime and kin)."""
+    """A DateTimeOffset change timestamp (LastChangeDateTime and kin).
+
+    SAP stamps to 100 ns but V2 JSON carries milliseconds (cut, not rounded), so a stamp read
+    names a millisecond, not a point: ``eq`` on it never matches the stored value, and the
+    server's order inside one millisecond is not the key order. A position is therefore never
+    "after this record" but "from this millisecond" (``ge``: the records of that millisecond
+    already read come again, the upserts make that free), and a full answer that lies inside
+    one millisecond is read again as that millisecond alone, in key order, whose key set is
+    exact. Records without a stamp come first in SAP's order (nulls first) and are paged by key.
+    """
 
     name: str
 
@@ -239,19 +300,48 @@ class _Timestamp:
     def properties(self) -> tuple[str, ...]:
         return (self.name,)
 
-    @property
-    def orderby(self) -> tuple[str, ...]:
-        return (self.name,)
-
     def filter(self, since: datetime) -> str:
         return f"{self.name} ge {odata_datetimeoffset(since)}"
 
-    def after(self, stamp: datetime | None, key_name: str, key: str) -> str:
-        if stamp is None:
-            return f"{key_name} gt {odata_text(key)}"
-        at = odata_datetimeoffset(stamp)
-        return (f"({self.name} gt {at} or ({self.name} eq {at} and"
-                f" {key_name} gt {odata_text(key)}))")
+    def resume(self, after: _After | None, key_name: str) -> tuple[str | None, tuple[str, ...]]:
+        name, ordered = self.name, (self.name, key_name)
+        if after is None:
+            return None, ordered
+        if after.mode == "null" and after.key is not None:
+            # Never drop the stamp from the condition: the stamped records follow the nulls.
+            return (f"(({name} eq null and {key_name} gt {odata_text(after.key)})"
+                    f" or {name} ne null)"), ordered
+        assert after.stamp is not None
+        at = odata_datetimeoffset(after.stamp)
+        if after.mode == "from":
+            return f"{name} ge {at}", ordered
+        within = (f"{name} ge {at} and {name} lt"
+                  f" {odata_datetimeoffset(after.stamp + _MILLISECOND)}")
+        if after.key is not None:
+            within += f" and {key_name} gt {odata_text(after.key)}"
+        return f"({within})", (key_name,)
+
+    def advance(self, at_start: _After | None,
+                seen: list[tuple[datetime | None, str]]) -> _After | None:
+        """The position after the records of one request so far (in the server's order)."""
+        if not seen:
+            return at_start
+        last_stamp, last_key = seen[-1]
+        if at_start is not None and at_start.mode == "bucket":
+            return _After("bucket", at_start.stamp, last_key)
+        if last_stamp is None:
+            return _After("null", key=last_key)
+        last = _millisecond(last_stamp)
+        first = seen[0][0]
+        if first is None or _millisecond(first) < last:
+            return _After("from", last)  # everything before this millisecond is read
+        return _After("bucket", last)  # one millisecond filled the answer: read it by key
+
+    def exhausted(self, after: _After | None) -> _After | None:
+        """Where to go on when a request's answer ran out: past a millisecond read by key."""
+        if after is not None and after.mode == "bucket" and after.stamp is not None:
+            return _After("from", after.stamp + _MILLISECOND)
+        return None
 
     def stamp(self, raw: dict[str, Any]) -> datetime | None:
         return parse_odata_datetime(raw.get(self.name))
@@ -269,15 +359,23 @@ class _DayAndTime:
 
     properties: tuple[str, ...] = ("LastChangeDate", "LastChangeTime", "CreationDate",
                                    "CreationTime")
-    orderby: tuple[str, ...] = ()
 
     def filter(self, since: datetime) -> str:
         day = odata_datetime(since)
         return f"(LastChangeDate ge {day} or CreationDate ge {day})"
 
-    def after(self, _stamp: datetime | None, key_name: str, key: str) -> str:
+    def resume(self, after: _After | None, key_name: str) -> tuple[str | None, tuple[str, ...]]:
         # Ordered by key: a record changed while the run reads stays where it was.
-        return f"{key_name} gt {odata_text(key)}"
+        if after is None or after.key is None:
+            return None, (key_name,)
+        return f"{key_name} gt {odata_text(after.key)}", (key_name,)
+
+    def advance(self, at_start: _After | None,
+                seen: list[tuple[datetime | None, str]]) -> _After | None:
+        return _After("key", key=seen[-1][1]) if seen else at_start
+
+    def exhausted(self, _after: _After | None) -> _After | None:
+        return None
 
     def stamp(self, raw: dict[str, Any]) -> datetime | None:
         for day_name, time_name in (("LastChangeDate", "LastChangeTime"),
@@ -294,8 +392,16 @@ class _DayAndTime:
         return datetime.combine(newest.date() - timedelta(days=1), time(), tzinfo=UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What a mapper needs beyond the record: the customising and the system's time zone."""
+
+    mappings: SapMappings
+    zone: ZoneInfo
+
+
 Mapped = dict[str, Any] | SourceReject
-Mapper = Callable[[dict[str, Any], SapMappings, datetime | None], Iterable[Mapped]]
+Mapper = Callable[[dict[str, Any], _Context, datetime | None], Iterable[Mapped]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +416,7 @@ class _Query:
     mapper: Mapper
     expand: tuple[tuple[str, tuple[str, ...]], ...] = ()
     fixed_filter: Callable[[SapMappings], str | None] = lambda _m: None
+    lines: _Lines | None = None  # the mapper, when the entity is a document's items
 
 
 class _UnmappableError(ValueError):
@@ -360,7 +467,7 @@ def _updated(stamp: datetime | None) -> str | None:
     return None if stamp is None else stamp.isoformat()
 
 
-def _map_customer(raw: dict[str, Any], _m: SapMappings,
+def _map_customer(raw: dict[str, Any], _c: _Context,
                   stamp: datetime | None) -> Iterable[Mapped]:
     customer = _partner(raw.get("Customer"))
 
@@ -384,7 +491,7 @@ def _map_customer(raw: dict[str, Any], _m: SapMappings,
     return _guard("business partner", raw, customer or _text(raw.get("BusinessPartner")), build)
 
 
-def _map_sites(raw: dict[str, Any], _m: SapMappings,
+def _map_sites(raw: dict[str, Any], _c: _Context,
                stamp: datetime | None) -> Iterable[Mapped]:
     customer = _partner(raw.get("Customer"))
     if customer is None:
@@ -406,8 +513,9 @@ def _map_sites(raw: dict[str, Any], _m: SapMappings,
     return out
 
 
-def _map_equipment(raw: dict[str, Any], m: SapMappings,
+def _map_equipment(raw: dict[str, Any], c: _Context,
                    stamp: datetime | None) -> Iterable[Mapped]:
+    m = c.mappings
     equipment = _text(raw.get("Equipment"))
 
     def build() -> Iterable[Mapped]:
@@ -471,15 +579,25 @@ def _decimal(raw: dict[str, Any], name: str) -> Decimal | None:
     return number
 
 
-def _map_contract(raw: dict[str, Any], _m: SapMappings,
+def _local_day(raw: dict[str, Any], name: str, zone: ZoneInfo) -> date | None:
+    """The calendar day a DateTimeOffset that means a day names, in the system's time zone.
+
+    A contract starting on January 1 in Germany is stored as 2024-12-31T23:00Z; its day is the
+    first of January, not the UTC date.
+    """
+    moment = _moment(raw, name)
+    return None if moment is None else moment.astimezone(zone).date()
+
+
+def _map_contract(raw: dict[str, Any], c: _Context,
                   stamp: datetime | None) -> Iterable[Mapped]:
     contract = _text(raw.get("ServiceContract"))
 
     def build() -> Iterable[Mapped]:
-        starts = _moment(raw, "ServiceContractStartDateTime")
-        ends = _moment(raw, "ServiceContractEndDateTime")
+        starts = _local_day(raw, "ServiceContractStartDateTime", c.zone)
+        ends = _local_day(raw, "ServiceContractEndDateTime", c.zone)
         net = _decimal(raw, "ServiceContractNetAmount")
-        annual = (_annual(net, starts.date(), ends.date())
+        annual = (_annual(net, starts, ends)
                   if net is not None and starts and ends and ends >= starts else net)
         yield _present({
             "external_id": contract,
@@ -487,8 +605,8 @@ def _map_contract(raw: dict[str, Any], _m: SapMappings,
             "scope": "customer",
             "contract_number": contract,
             "tier": _text(raw.get("ServiceContractType")),
-            "starts_on": None if starts is None else starts.date().isoformat(),
-            "ends_on": None if ends is None else ends.date().isoformat(),
+            "starts_on": None if starts is None else starts.isoformat(),
+            "ends_on": None if ends is None else ends.isoformat(),
             "annual_value": None if annual is None else str(annual),
             "currency": _text(raw.get("TransactionCurrency")),
             "status": _contract_status(raw),
@@ -498,19 +616,28 @@ def _map_contract(raw: dict[str, Any], _m: SapMappings,
     return _guard("service contract", raw, contract, build)
 
 
-def _map_invoice(raw: dict[str, Any], m: SapMappings,
+def _billing_type(raw: dict[str, Any], m: SapMappings) -> BillingType:
+    kind = _text(raw.get("BillingDocumentType")) or ""
+    if kind not in m.billing_types:
+        raise _UnmappableError(f"billing document type {kind} has no mapping"
+                               f" (known: {', '.join(sorted(m.billing_types))})")
+    return m.billing_types[kind]
+
+
+def _signed(amount: Decimal | None, sign: int) -> str | None:
+    # + 0 turns a negated zero into zero.
+    return None if amount is None else str(amount * sign + 0)
+
+
+def _map_invoice(raw: dict[str, Any], c: _Context,
                  stamp: datetime | None) -> Iterable[Mapped]:
     document = _text(raw.get("BillingDocument"))
 
     def build() -> Iterable[Mapped]:
-        kind = _text(raw.get("BillingDocumentType")) or ""
-        if raw.get("BillingDocumentIsCancelled") is True:
-            status = "cancelled"
-        elif kind in m.billing_statuses:
-            status = m.billing_statuses[kind]
-        else:
-            raise _UnmappableError(f"billing document type {kind} has no status mapping"
-                              f" (known: {', '.join(sorted(m.billing_statuses))})")
+        billing_type = _billing_type(raw, c.mappings)
+        # A cancelled document keeps its type's sign; its cancellation document reverses it.
+        status = ("cancelled" if raw.get("BillingDocumentIsCancelled") is True
+                  else billing_type.status)
         net = _decimal(raw, "TotalNetAmount")
         yield _present({
             "external_id": document,
@@ -518,7 +645,7 @@ def _map_invoice(raw: dict[str, Any], m: SapMappings,
             "number": document,
             "issued_on": _day(raw, "BillingDocumentDate"),
             "currency": _text(raw.get("TransactionCurrency")),
-            "net_amount": None if net is None else str(net),
+            "net_amount": _signed(net, billing_type.sign),
             "status": status,
             "source_updated_at": _updated(stamp),
         })
@@ -534,30 +661,6 @@ def _line_kind(item: dict[str, Any], m: SapMappings) -> str:
     return m.line_kinds_by_item_category.get(category or "", m.default_line_kind)
 
 
-def _map_invoice_lines(raw: dict[str, Any], m: SapMappings,
-                       _stamp: datetime | None) -> Iterable[Mapped]:
-    document = _text(raw.get("BillingDocument"))
-    out: list[Mapped] = []
-    for item in raw.get("to_Item", {}).get("results", []):
-        key = f"{document}/{_text(item.get('BillingDocumentItem'))}"
-
-        def build(item: dict[str, Any] = item, key: str = key) -> Iterable[Mapped]:
-            quantity = _decimal(item, "BillingQuantity")
-            net = _decimal(item, "NetAmount")
-            yield _present({
-                "external_id": key,
-                "invoice_external_id": document,
-                "kind": _line_kind(item, m),
-                "product_code": _text(item.get("Material")),
-                "description": _text(item.get("BillingDocumentItemText")),
-                "quantity": None if quantity is None else str(quantity),
-                "net_amount": None if net is None else str(net),
-            })
-
-        out.extend(_guard("billing document item", item, key, build))
-    return out
-
-
 def _order_status(raw: dict[str, Any]) -> str:
     if _text(raw.get("OverallSDDocumentRejectionSts")) == "C":
         return "cancelled"
@@ -566,8 +669,9 @@ def _order_status(raw: dict[str, Any]) -> str:
     return "confirmed" if _text(raw.get("OverallSDProcessStatus")) else "draft"
 
 
-def _map_order(raw: dict[str, Any], m: SapMappings,
+def _map_order(raw: dict[str, Any], c: _Context,
                stamp: datetime | None) -> Iterable[Mapped]:
+    m = c.mappings
     order = _text(raw.get("SalesOrder"))
 
     def build() -> Iterable[Mapped]:
@@ -590,27 +694,75 @@ def _map_order(raw: dict[str, Any], m: SapMappings,
     return _guard("sales order", raw, order, build)
 
 
-def _map_order_lines(raw: dict[str, Any], _m: SapMappings,
-                     _stamp: datetime | None) -> Iterable[Mapped]:
-    order = _text(raw.get("SalesOrder"))
-    out: list[Mapped] = []
-    for item in raw.get("to_Item", {}).get("results", []):
-        key = f"{order}/{_text(item.get('SalesOrderItem'))}"
+@dataclass(frozen=True, slots=True)
+class _Lines:
+    """A document's items (``to_Item``) as lines: billing document items and sales order items.
 
-        def build(item: dict[str, Any] = item, key: str = key) -> Iterable[Mapped]:
-            quantity = _decimal(item, "RequestedQuantity")
-            net = _decimal(item, "NetAmount")
-            yield _present({
-                "external_id": key,
-                "order_external_id": order,
-                "part_number": _text(item.get("Material")),
-                "description": _text(item.get("SalesOrderItemText")),
-                "quantity": None if quantity is None else str(quantity),
-                "net_amount": None if net is None else str(net),
-            })
+    Every reject of a line entity names the line (or nothing): the engine's sweep after a full
+    read keeps the rows a reject names, so naming the header would let it mark the lines of a
+    document that still exists as deleted.
+    """
 
-        out.extend(_guard("sales order item", item, key, build))
-    return out
+    label: str  # "billing document item"
+    header: str  # the header's key property
+    item: str  # the item's key property within the header
+    parent_field: str  # the record field naming the header
+    product_field: str
+    description: str
+    quantity: str
+    kind: Callable[[dict[str, Any], SapMappings], dict[str, Any]]
+    sign: Callable[[dict[str, Any], SapMappings], int]
+
+    def keys(self, raw: dict[str, Any]) -> list[str]:
+        """The external ids of a header's lines."""
+        return [self._key(raw, item) for item in _items(raw)]
+
+    def _key(self, raw: dict[str, Any], item: dict[str, Any]) -> str:
+        return f"{_text(raw.get(self.header))}/{_text(item.get(self.item))}"
+
+    def __call__(self, raw: dict[str, Any], c: _Context,
+                 _stamp: datetime | None) -> Iterable[Mapped]:
+        document = _text(raw.get(self.header))
+        try:
+            sign = self.sign(raw, c.mappings)
+        except _UnmappableError as exc:
+            return [SourceReject(reason=f"{self.label} {self._key(raw, item)}: {exc}",
+                                 record=_plain(item), external_id=self._key(raw, item))
+                    for item in _items(raw)]
+        out: list[Mapped] = []
+        for item in _items(raw):
+            key = self._key(raw, item)
+
+            def build(item: dict[str, Any] = item, key: str = key) -> Iterable[Mapped]:
+                quantity = _decimal(item, self.quantity)
+                yield _present({
+                    "external_id": key,
+                    self.parent_field: document,
+                    **self.kind(item, c.mappings),
+                    self.product_field: _text(item.get("Material")),
+                    "description": _text(item.get(self.description)),
+                    "quantity": None if quantity is None else str(quantity),
+                    "net_amount": _signed(_decimal(item, "NetAmount"), sign),
+                })
+
+            out.extend(_guard(self.label, item, key, build))
+        return out
+
+
+def _items(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = (raw.get("to_Item") or {}).get("results", [])
+    return items
+
+
+_INVOICE_LINES = _Lines(
+    "billing document item", "BillingDocument", "BillingDocumentItem", "invoice_external_id",
+    "product_code", "BillingDocumentItemText", "BillingQuantity",
+    kind=lambda item, m: {"kind": _line_kind(item, m)},
+    sign=lambda raw, m: _billing_type(raw, m).sign)
+_ORDER_LINES = _Lines(
+    "sales order item", "SalesOrder", "SalesOrderItem", "order_external_id", "part_number",
+    "SalesOrderItemText", "RequestedQuantity", kind=lambda _item, _m: {},
+    sign=lambda _raw, _m: 1)
 
 
 def _order_types(m: SapMappings) -> str | None:
@@ -660,15 +812,16 @@ QUERIES: dict[str, _Query] = {
         "billing_document", "A_BillingDocument", ("BillingDocument",), _BILLING,
         _Timestamp("LastChangeDateTime"), _map_invoice),
     "invoice_lines": _Query(
-        "billing_document", "A_BillingDocument", ("BillingDocument",), ("BillingDocument",),
-        _Timestamp("LastChangeDateTime"), _map_invoice_lines, (("to_Item", _BILLING_ITEM),)),
+        "billing_document", "A_BillingDocument", ("BillingDocument",),
+        ("BillingDocument", "BillingDocumentType"), _Timestamp("LastChangeDateTime"),
+        _INVOICE_LINES, (("to_Item", _BILLING_ITEM),), lines=_INVOICE_LINES),
     "orders": _Query(
         "sales_order", "A_SalesOrder", ("SalesOrder",), _ORDER,
         _Timestamp("LastChangeDateTime"), _map_order, fixed_filter=_order_types),
     "order_lines": _Query(
         "sales_order", "A_SalesOrder", ("SalesOrder",), ("SalesOrder",),
-        _Timestamp("LastChangeDateTime"), _map_order_lines, (("to_Item", _ORDER_ITEM),),
-        _order_types),
+        _Timestamp("LastChangeDateTime"), _ORDER_LINES, (("to_Item", _ORDER_ITEM),),
+        _order_types, lines=_ORDER_LINES),
 }
 
 
@@ -678,22 +831,23 @@ QUERIES: dict[str, _Query] = {
 
 @dataclass(frozen=True, slots=True)
 class _Position:
-    """Where a read is: its filter's start, the newest stamp seen, the last record committed.
+    """Where a read is: its filter's start, the newest stamp seen, where the next request starts.
 
-    A position is a key set, (change stamp, key) of the last record handed over, not an offset:
-    records changed while a run reads move behind it and are read in the same run, and a run
-    killed between pages resumes after that record whatever changed meanwhile. The server's own
-    ``__next`` links (``$skiptoken`` offsets) are followed within one request's answer only.
+    A position is a key set (:class:`_After`), not an offset: records changed while a run reads
+    move behind it and are read in the same run, and a run killed between pages resumes there
+    whatever changed meanwhile. The server's own ``__next`` links (``$skiptoken`` offsets) are
+    followed within one request's answer only.
     """
 
     since: datetime | None = None
     newest: datetime | None = None
-    after: tuple[datetime | None, str] | None = None
+    after: _After | None = None
 
     def dump(self) -> str:
+        after = self.after
         return orjson.dumps({
             "since": _iso(self.since), "newest": _iso(self.newest),
-            "after": None if self.after is None else [_iso(self.after[0]), self.after[1]],
+            "after": None if after is None else [after.mode, _iso(after.stamp), after.key],
         }).decode()
 
     @classmethod
@@ -702,17 +856,36 @@ class _Position:
             return cls()
         try:
             data = orjson.loads(cursor)
-            after = data.get("after")
             return cls(since=_from_iso(data.get("since")), newest=_from_iso(data.get("newest")),
-                       after=None if after is None else (_from_iso(after[0]), str(after[1])))
+                       after=_load_after(data.get("after")))
         except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError, IndexError):
             logger.warning("SAP cursor %r is not one of ours; reading from the start", cursor)
             return cls()
 
-    def finished(self, delta: _Delta) -> str:
-        """The cursor after a complete read: the next run starts at the newest change."""
-        since = self.since if self.newest is None else delta.since(self.newest)
+    def finished(self, delta: _Delta, overlap: timedelta) -> str:
+        """The cursor after a complete read: an overlap before the newest change.
+
+        A change stamped earlier but committed after the read (a long SAP LUW) is read then.
+        """
+        since = self.since
+        if self.newest is not None:
+            since = delta.since(self.newest - overlap)
+            if self.since is not None:
+                since = max(since, self.since)  # never back behind where this run started
         return orjson.dumps({"since": _iso(since)}).decode()
+
+
+def _load_after(after: Any) -> _After | None:
+    if after is None:
+        return None
+    if len(after) == 2:  # a cursor of the previous release: [stamp, key]
+        stamp, key = _from_iso(after[0]), str(after[1])
+        return _After("null", key=key) if stamp is None else _After("from", stamp)
+    mode, stamp, key = after
+    if mode not in ("key", "null", "from", "bucket") or (
+            mode in ("from", "bucket") and stamp is None):
+        raise ValueError(f"unknown position {after}")
+    return _After(mode, _from_iso(stamp), None if key is None else str(key))
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -740,6 +913,11 @@ class SapConnector:
         Service names and root path, for systems that differ from SAP's standard.
     mappings
         Billing types, line kinds, order types, partner functions (:class:`SapMappings`).
+    timezone
+        IANA name of the system's time zone (``Europe/Berlin``): DateTimeOffset values that mean
+        calendar days (service contract start and end) are read as days there.
+    overlap
+        How far before the newest change seen a finished run's next incremental read starts.
     policy, timeout_s, verify
         HTTP retry policy, timeout and TLS verification, passed to :class:`ErpHttp`.
     transport
@@ -748,14 +926,23 @@ class SapConnector:
 
     def __init__(self, base_url: str, user: str, password: str, *, source: str = "sap",
                  page_size: int = PAGE_SIZE, services: SapServices | None = None,
-                 mappings: SapMappings | None = None, policy: RetryPolicy | None = None,
+                 mappings: SapMappings | None = None, timezone: str = "UTC",
+                 overlap: timedelta = OVERLAP, policy: RetryPolicy | None = None,
                  timeout_s: float = 120.0, verify: bool = True) -> None:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
+        if overlap < timedelta(0):
+            raise ValueError("overlap must not be negative")
+        try:
+            zone = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"timezone '{timezone}' is not an IANA time zone name") from exc
         self.source = source
         self.page_size = page_size
         self.services = services or SapServices()
         self.mappings = mappings or SapMappings()
+        self.overlap = overlap
+        self._context = _Context(self.mappings, zone)
         self.http = ErpHttp(base_url.rstrip("/"), name=f"SAP {source}", timeout_s=timeout_s,
                             policy=policy, auth=httpx.BasicAuth(user, password), verify=verify,
                             headers={"Accept": "application/json"})
@@ -818,16 +1005,16 @@ class SapConnector:
 
     def _params(self, query: _Query, position: _Position) -> dict[str, str]:
         key = query.keys[0]
+        resume, orderby = query.delta.resume(position.after, key)
         filters = [query.fixed_filter(self.mappings)]
         if position.since is not None:
             filters.append(query.delta.filter(position.since))
-        if position.after is not None:
-            filters.append(query.delta.after(position.after[0], key, position.after[1]))
+        filters.append(resume)
         select = [*dict.fromkeys((*query.keys, *query.properties, *query.delta.properties))]
         select += [f"{nav}/{p}" for nav, props in query.expand for p in props]
         params = {
             "$select": ",".join(select + [nav for nav, _ in query.expand]),
-            "$orderby": ",".join(dict.fromkeys((*query.delta.orderby, key))),
+            "$orderby": ",".join(orderby),
             "$top": str(self.page_size),
             "$format": "json",
         }
@@ -860,57 +1047,94 @@ class SapConnector:
         await self.check(query)
         logger.info("SAP %s from %s after %s", query.entity_set, position.since, position.after)
         next_url: str | None = None
-        answered = 0  # records of the current $top request, across its __next links
+        at_start = position.after  # where the current $top request started
+        seen: list[tuple[datetime | None, str]] = []  # its records so far, across __next links
+        answered = 0  # and their number, those with an unreadable stamp included
+        # Stamped records handed over in this run from the position's millisecond on: read again
+        # (a position is a millisecond), they are not handed over twice in one run. A change
+        # within the same millisecond is caught by the next run's overlap.
+        handed: set[tuple[datetime, str]] = set()
         while True:
-            before = position.after
             d = await self._get(query, position, next_url)
             results: list[dict[str, Any]] = d["results"]
             if "__count" in d:
                 logger.info("SAP %s: %s records to read", query.entity_set, d["__count"])
-            records, rejects, position = self._map(query, results, position)
+            records, rejects, newest = self._map(query, results, position.newest, seen, handed)
             answered += len(results)
+            position = _Position(position.since, newest, query.delta.advance(at_start, seen))
+            _forget_before(handed, position.after)
             next_url = d.get("__next")
             if next_url is not None and not results:
                 raise PermanentSyncError(f"SAP {query.entity_set}: an empty page with a next"
                                          f" link ({next_url}); the server's paging is broken")
-            if next_url is None and answered < self.page_size:
-                yield Page(records=records, rejects=rejects,
-                           cursor=position.finished(query.delta))
-                return
-            if next_url is None:
-                answered = 0  # a full $top answer: ask again after the last record
-                if position.after == before:
-                    raise PermanentSyncError(
-                        f"SAP {query.entity_set}: a full page without one readable change"
-                        " timestamp; cannot page past it (see the rejects)")
+            if next_url is not None:
+                yield Page(records=records, rejects=rejects, cursor=position.dump())
+                continue
+            if answered < self.page_size:
+                onward = query.delta.exhausted(position.after)
+                if onward is None:
+                    yield Page(records=records, rejects=rejects,
+                               cursor=position.finished(query.delta, self.overlap))
+                    return
+                position = _Position(position.since, position.newest, onward)
+            elif position.after == at_start:
+                raise PermanentSyncError(
+                    f"SAP {query.entity_set}: a full page without one readable change"
+                    " timestamp; cannot page past it (see the rejects)")
+            # A full $top answer, or a millisecond read by key to its end: ask again.
+            at_start, seen, answered = position.after, [], 0
             yield Page(records=records, rejects=rejects, cursor=position.dump())
 
-    def _map(self, query: _Query, results: list[dict[str, Any]], position: _Position,
-             ) -> tuple[list[dict[str, Any]], list[SourceReject], _Position]:
-        """Records and rejects of one answer, and the position after it."""
+    def _map(self, query: _Query, results: list[dict[str, Any]], newest: datetime | None,
+             seen: list[tuple[datetime | None, str]], handed: set[tuple[datetime, str]],
+             ) -> tuple[list[dict[str, Any]], list[SourceReject], datetime | None]:
+        """Records and rejects of one answer and the newest stamp.
+
+        ``seen`` gets every readable record's stamp and key, ``handed`` those of the stamped
+        records handed over; a record already in ``handed`` is not handed over again.
+        """
         records: list[dict[str, Any]] = []
         rejects: list[SourceReject] = []
-        newest, after = position.newest, position.after
         for raw in results:
             key = "/".join(str(raw.get(k)) for k in query.keys)
             try:
                 stamp = query.delta.stamp(raw)
             except ValueError as exc:
-                rejects.append(SourceReject(
-                    reason=f"{query.entity_set} {key}: change timestamp: {exc}",
-                    record=_plain(raw), external_id=key))
+                rejects += _stamp_rejects(query, raw, key, exc)
                 continue
             if stamp is not None and (newest is None or stamp > newest):
                 newest = stamp
-            after = (stamp, str(raw.get(query.keys[0])))
-            for mapped in query.mapper(raw, self.mappings, stamp):
+            seen.append((stamp, str(raw.get(query.keys[0]))))
+            if stamp is not None:
+                if (stamp, key) in handed:
+                    continue
+                handed.add((stamp, key))
+            for mapped in query.mapper(raw, self._context, stamp):
                 if isinstance(mapped, SourceReject):
                     rejects.append(mapped)
                 else:
                     records.append(mapped)
-        return records, rejects, _Position(position.since, newest, after)
+        return records, rejects, newest
 
 
-__all__ = ["QUERIES", "EntityType", "SapConnector", "SapMappings", "SapServices",
-           "odata_datetime", "odata_datetimeoffset", "odata_text", "parse_metadata",
+def _forget_before(handed: set[tuple[datetime, str]], after: _After | None) -> None:
+    """Drop what no later request of the run can answer again: stamps before the position."""
+    if after is not None and after.stamp is not None:
+        handed -= {entry for entry in handed if entry[0] < after.stamp}
+
+
+def _stamp_rejects(query: _Query, raw: dict[str, Any], key: str,
+                   exc: ValueError) -> list[SourceReject]:
+    """A record whose change stamp cannot be read: rejected as itself, or as each of its lines."""
+    reason = f"{query.entity_set} {key}: change timestamp: {exc}"
+    if query.lines is None:
+        return [SourceReject(reason=reason, record=_plain(raw), external_id=key)]
+    line_keys = query.lines.keys(raw)
+    return ([SourceReject(reason=reason, record=_plain(raw), external_id=line)
+             for line in line_keys]
+            or [SourceReject(reason=reason, record=_plain(raw))])
+
+
+__all__ = ["OVERLAP", "QUERIES", "BillingType", "EntityType", "SapConnector", "SapMappings",
+           "SapServices", "odata_datetime", "odata_datetimeoffset", "odata_text", "parse_metadata",
            "parse_odata_date", "parse_odata_datetime", "parse_odata_time"]

@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,9 @@ import pytest
 
 from erp_connectors.http import RetryPolicy
 from erp_connectors.sap import (
+    OVERLAP,
     SapConnector,
+    odata_datetimeoffset,
     parse_metadata,
     parse_odata_date,
     parse_odata_datetime,
@@ -153,26 +155,33 @@ def add_contract(fake: FakeS4, world: World, number: int, customer: str, *, year
     return contract
 
 
+# SAP's standard billing types and what each does to revenue (the test's own truth): an invoice
+# cancellation (S1) reverses an invoice, a credit memo cancellation (S2) reverses a credit memo.
+SIGNS = {"F2": 1, "L2": 1, "G2": -1, "RE": -1, "S1": -1, "S2": 1}
+
+
 def add_invoice(fake: FakeS4, world: World, number: int, customer: str, *,
                 kind: str = "F2", items: tuple[Decimal, ...] = (Decimal("100.50"),
                                                                 Decimal("49.50")),
-                cancelled: bool = False) -> str:
+                cancelled: bool = False, stamped: bool = True) -> str:
     document = f"{90000000 + number}"
+    sign = SIGNS.get(kind, 1)
     fake.put("A_BillingDocument", {
         "BillingDocument": document, "BillingDocumentType": kind, "SoldToParty": customer,
         "BillingDocumentDate": date(2026, 1, 1 + number % 28), "TransactionCurrency": "EUR",
-        "TotalNetAmount": sum(items, Decimal(0)), "BillingDocumentIsCancelled": cancelled})
+        "TotalNetAmount": sum(items, Decimal(0)), "BillingDocumentIsCancelled": cancelled},
+        stamp=stamped)
     for i, amount in enumerate(items, start=1):
         fake.put("A_BillingDocumentItem", {
             "BillingDocument": document, "BillingDocumentItem": f"{i * 10}",
             "SalesDocumentItemCategory": "TAN" if i == 1 else "TAD", "Material": f"P-{i}",
             "BillingDocumentItemText": f"Item {i}", "BillingQuantity": Decimal("2.000"),
-            "NetAmount": amount})
-        world.lines[f"{document}/{i * 10}"] = amount
-    world.invoices[document] = sum(items, Decimal(0))
+            "NetAmount": amount}, stamp=stamped)
+        world.lines[f"{document}/{i * 10}"] = sign * amount
+    world.invoices[document] = sign * sum(items, Decimal(0))
     world.invoice_status[document] = ("cancelled" if cancelled else
-                                      {"F2": "open", "G2": "credited", "S1": "cancelled"}.get(
-                                          kind, "unmapped"))
+                                      {"F2": "open", "L2": "open", "G2": "credited",
+                                       "S1": "cancelled", "S2": "cancelled"}.get(kind, "unmapped"))
     return document
 
 
@@ -316,7 +325,8 @@ async def test_a_full_sync_equals_what_the_source_holds(conn: Conn, fake: FakeS4
     assert fake.count("$metadata") == 5
     # A read from the start asks for everything; the cursor keeps the newest change.
     cursor = await rows(conn, "SELECT cursor FROM sync_cursors WHERE entity = 'invoices'")
-    assert orjson.loads(cursor[0][0]) == {"since": fake.now.isoformat()}
+    # (Less an overlap, for changes committed after the read.)
+    assert orjson.loads(cursor[0][0]) == {"since": (fake.now - OVERLAP).isoformat()}
 
 
 async def test_an_incremental_sync_rewrites_only_what_changed(conn: Conn, fake: FakeS4) -> None:
@@ -394,7 +404,7 @@ async def test_paging_with_ties_at_the_page_boundary(conn: Conn, fake: FakeS4) -
     try:
         first = (await sync(conn, sap, entities=("customers", "invoices")))["invoices"]
         assert (first.records_read, first.rows_upserted) == (7, 7)
-        assert fake.count("$skiptoken=") == 2  # the server's __next links were followed
+        assert fake.count("$skiptoken=") >= 2  # the server's __next links were followed
         # Another invoice in that same second: a gt filter would skip it, ge does not.
         add_invoice(fake, world, 8, customer, items=(Decimal(8),))
         second = (await sync(conn, sap, entities=("invoices",)))["invoices"]
@@ -452,8 +462,10 @@ async def test_throttling_and_unavailability_are_retried(conn: Conn, fake: FakeS
         fake.unavailable(2)
         result = (await sync(conn, sap, entities=("customers", "invoices")))["invoices"]
         assert (result.status, result.rows_upserted) == ("succeeded", 4)
-        # 3 refused (the customers' first requests), then for each entity metadata and pages
-        assert fake.count() == 3 + 2 + 4
+        # 3 refused (the customers' first requests), then for each entity metadata and pages:
+        # the invoices share one millisecond, so the first page (2) is followed by that
+        # millisecond in key order (2, 2, 0) and a last request from the next one.
+        assert fake.count() == 3 + 2 + 6
         # Throttled for longer than the attempts: the entity stops, resumable.
         fake.unavailable(10)
         [failed] = (await sync(conn, sap, entities=("invoices",))).values()
@@ -495,7 +507,7 @@ async def test_malformed_records_become_rejects_with_reasons(conn: Conn, fake: F
     # malformed says why.
     assert await rows(conn, "SELECT external_id FROM sync_rejects WHERE entity ="
                             " 'invoice_lines' AND reason LIKE '%%which is not in sap'"
-                            " ORDER BY 1") == [(f"{d}/{i}",) for d in range(90000002, 90000006)
+                            " ORDER BY 1") == [(f"{d}/{i}",) for d in (90000002, 90000004, 90000005)
                                                for i in (10, 20)]
     assert await rows(conn, "SELECT entity, external_id, reason FROM sync_rejects WHERE"
                             " reason NOT LIKE 'invoice line %%'"
@@ -504,11 +516,14 @@ async def test_malformed_records_become_rejects_with_reasons(conn: Conn, fake: F
          "equipment 10000002: no customer among its partners (partner function AG)"),
         ("invoice_lines", "90000001/10",
          "billing document item 90000001/10: NetAmount: '12,50' is not a decimal"),
+        *(("invoice_lines", f"90000003/{i}",
+           f"billing document item 90000003/{i}: billing document type ZF9 has no mapping"
+           " (known: F2, G2, L2, RE, S1, S2)") for i in (10, 20)),
         ("invoices", "90000002",
          "billing document 90000002: BillingDocumentDate: '/Date(yesterday)/' is not an OData"
          " date (/Date(milliseconds)/)"),
         ("invoices", "90000003", "billing document 90000003: billing document type ZF9 has no"
-                                 " status mapping (known: F2, G2, L2, RE, S1, S2)"),
+                                 " mapping (known: F2, G2, L2, RE, S1, S2)"),
         ("invoices", "90000004", "invoice 90000004: currency: 'EUX' is not an ISO 4217 currency"
                                  " code (EUR, USD)"),
         ("invoices", "90000005", "invoice 90000005 names customer 17009999, which is not in sap"),
@@ -544,7 +559,7 @@ from erp_connectors.sap import SapConnector
 from erp_connectors.sync import sync_entity
 
 async def main(db, url, user, password, flag):
-    sap = SapConnector(url, user, password, page_size=2)
+    sap = SapConnector(url, user, password, page_size=3)
     pages = sap.pages("invoice_lines")
 
     async def stalls_after_page_2(cursor):
@@ -565,13 +580,12 @@ asyncio.run(main(*sys.argv[1:]))
 
 async def test_kill_9_midway_then_resume(database_url: str, conn: Conn, fake: FakeS4,
                                          tmp_path: Path) -> None:
-    fake.page_size = 3  # the server pages too: the cursor must hold its __next link
+    fake.page_size = 2  # the server pages too: a page ends inside a $top answer
     world = World()
     customer = add_customer(fake, world, 1)
     for n in range(1, 10):
         add_invoice(fake, world, n, customer, items=(Decimal(n), Decimal(100 + n)))
-        if n % 3 == 0:
-            fake.advance(1)
+        fake.advance(1)
     sap = connector(fake, page_size=4)
     await sync(conn, sap, entities=("customers", "invoices"))
     flag = tmp_path / "page-2-committed"
@@ -585,14 +599,15 @@ async def test_kill_9_midway_then_resume(database_url: str, conn: Conn, fake: Fa
     finally:
         child.send_signal(signal.SIGKILL)
         await child.wait()
-    assert len(await live(conn, "invoice_lines")) == 8  # two pages of two documents' two lines
+    # Two pages: the server's two answers to the first $top=3, three documents' two lines.
+    assert len(await live(conn, "invoice_lines")) == 6
     [(stored,)] = await rows(conn, "SELECT cursor FROM sync_cursors WHERE entity ="
                                    " 'invoice_lines'")
     position = orjson.loads(stored)
-    # Inside a run: after the last record committed (the 4th document, in stamp-key order).
+    # Inside a run: from the millisecond of the last record committed (the 3rd document).
+    third = fake.rows("A_BillingDocument")[2]["LastChangeDateTime"]
     assert position["since"] is None
-    assert position["after"] == [fake.rows("A_BillingDocument")[3]["LastChangeDateTime"]
-                                 .isoformat(), "90000004"]
+    assert position["after"] == ["from", third.isoformat(), None]
     # Meanwhile the source changes: one document changed, one new; neither may be lost.
     fake.advance(10)
     changed = sorted(world.invoices)[0]
@@ -610,7 +625,8 @@ async def test_kill_9_midway_then_resume(database_url: str, conn: Conn, fake: Fa
         [resumed] = (await sync(conn, sap, entities=("invoice_lines",))).values()
         assert resumed.status == "succeeded"
         # It went on from the stored position rather than from the start.
-        assert "BillingDocument gt '90000004'" in unquote_plus(fake.requests[before + 1][1])
+        resumed_from = f"LastChangeDateTime ge {odata_datetimeoffset(third)}"
+        assert resumed_from in unquote_plus(fake.requests[before][1])
         [again] = (await sync(conn, sap, entities=("invoice_lines",))).values()
     finally:
         await sap.aclose()
@@ -620,3 +636,171 @@ async def test_kill_9_midway_then_resume(database_url: str, conn: Conn, fake: Fa
     assert again.rows_upserted == 0
     assert await rows(conn, "SELECT status FROM sync_runs WHERE entity = 'invoice_lines'"
                             " ORDER BY id") == [("failed",), ("succeeded",), ("succeeded",)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Review findings: null stamps, signs, sub-millisecond stamps, overlap, time zone, line rejects
+
+
+async def test_records_without_a_change_stamp_do_not_hide_the_others(conn: Conn,
+                                                                     fake: FakeS4) -> None:
+    """SAP sorts a null LastChangeDateTime first: a page ending on one must not drop the rest."""
+    world = World()
+    customer = add_customer(fake, world, 1)
+    for n in (1, 2, 3):
+        add_invoice(fake, world, n, customer)
+        fake.advance(1)
+    for n in (8, 9):
+        add_invoice(fake, world, n, customer, stamped=False)
+    assert sum(r["LastChangeDateTime"] is None for r in fake.rows("A_BillingDocument")) == 2
+    sap = connector(fake, page_size=2)
+    try:
+        first = await sync(conn, sap, entities=("customers", "sites", "invoices", "invoice_lines"))
+        full = await sync(conn, sap, full=True, entities=("invoices", "invoice_lines"))
+    finally:
+        await sap.aclose()
+    assert first["invoices"].records_read == len(world.invoices)
+    assert {e: (r.status, r.rows_deleted) for e, r in full.items()} == {
+        "invoices": ("succeeded", 0), "invoice_lines": ("succeeded", 0)}
+    await check_equals_source(conn, world)
+
+
+async def test_credit_memos_and_cancellations_reduce_revenue_once(conn: Conn,
+                                                                  fake: FakeS4) -> None:
+    world = World()
+    customer = add_customer(fake, world, 1)
+    add_invoice(fake, world, 1, customer, items=(Decimal("100.00"),))
+    add_invoice(fake, world, 2, customer, kind="G2", items=(Decimal("20.00"), Decimal("10.00")))
+    add_invoice(fake, world, 3, customer, kind="L2", items=(Decimal("10.00"),))
+    # An invoice cancelled by an S1, a credit memo cancelled by an S2: each pair nets to zero.
+    add_invoice(fake, world, 4, customer, items=(Decimal("50.00"),), cancelled=True)
+    add_invoice(fake, world, 5, customer, kind="S1", items=(Decimal("50.00"),))
+    add_invoice(fake, world, 6, customer, kind="G2", items=(Decimal("5.00"),), cancelled=True)
+    add_invoice(fake, world, 7, customer, kind="S2", items=(Decimal("5.00"),))
+    sap = connector(fake)
+    try:
+        await sync(conn, sap, entities=("customers", "sites", "invoices", "invoice_lines"))
+    finally:
+        await sap.aclose()
+    await check_equals_source(conn, world)
+    assert await live(conn, "invoices", "net_amount") == {
+        "90000001": Decimal("100.00"), "90000002": Decimal("-30.00"),
+        "90000003": Decimal("10.00"), "90000004": Decimal("50.00"),
+        "90000005": Decimal("-50.00"), "90000006": Decimal("-5.00"),
+        "90000007": Decimal("5.00")}
+    revenue = Decimal("100.00") - Decimal("30.00") + Decimal("10.00")
+    # Whether a report sums every document or leaves the cancelled ones out, revenue is right.
+    assert await rows(conn, "SELECT sum(net_amount), sum(net_amount) FILTER"
+                            " (WHERE status <> 'cancelled') FROM invoices") == [
+        (revenue, revenue)]
+    assert await rows(conn, "SELECT sum(l.net_amount), sum(l.net_amount) FILTER"
+                            " (WHERE i.status <> 'cancelled') FROM invoice_lines l"
+                            " JOIN invoices i ON i.id = l.invoice_id") == [(revenue, revenue)]
+
+
+async def test_stamps_finer_than_a_millisecond_neither_skip_nor_stall(conn: Conn,
+                                                                      fake: FakeS4) -> None:
+    """SAP stamps to 100 ns and serves milliseconds: five documents in one millisecond, their
+    stamps rising as their keys fall, read in pages of two."""
+    world = World()
+    customer = add_customer(fake, world, 1)
+    fake.advance(0.5)
+    for n in (5, 4, 3, 2, 1):
+        fake.advance(0.0001)  # 100 microseconds
+        add_invoice(fake, world, n, customer)
+    stamps = {r["LastChangeDateTime"].replace(microsecond=r["LastChangeDateTime"].microsecond
+                                              // 1000 * 1000)
+              for r in fake.rows("A_BillingDocument")}
+    assert len(stamps) == 1  # one millisecond as served
+    sap = connector(fake, page_size=2)
+    try:
+        results = await sync(conn, sap, entities=("customers", "sites", "invoices",
+                                                  "invoice_lines"))
+        fake.advance(60)
+        add_invoice(fake, world, 6, customer)
+        again = await sync(conn, sap, entities=("invoices", "invoice_lines"))
+    finally:
+        await sap.aclose()
+    assert {e: (r.status, r.error) for e, r in results.items()} == dict.fromkeys(
+        results, ("succeeded", None))
+    assert {e: r.rows_upserted for e, r in again.items()} == {"invoices": 1,
+                                                               "invoice_lines": 2}
+    await check_equals_source(conn, world)
+
+
+async def test_an_incremental_sync_rereads_an_overlap(conn: Conn, fake: FakeS4) -> None:
+    """A change stamped before the newest one seen but committed after the read (a long LUW)."""
+    world = World()
+    customer = add_customer(fake, world, 1)
+    for n in range(1, 4):
+        add_invoice(fake, world, n, customer)
+        fake.advance(60)
+    newest = max(r["LastChangeDateTime"] for r in fake.rows("A_BillingDocument"))
+    sap = connector(fake)
+    # The same system under another source name, with an overlap of one minute only.
+    short = SapConnector(fake.url, fake.user, fake.password, source="sap_short",
+                         overlap=timedelta(minutes=1), policy=FAST)
+    try:
+        for connected in (sap, short):
+            await sync(conn, connected, entities=("customers", "invoices"))
+        [(cursor,)] = await rows(conn, "SELECT cursor FROM sync_cursors WHERE entity ="
+                                       " 'invoices' AND source = 'sap'")
+        assert orjson.loads(cursor) == {"since": (newest - timedelta(minutes=5)).isoformat()}
+        # Stamped two minutes before the newest change, committed only now.
+        late = fake.now
+        fake.now = newest - timedelta(minutes=2)
+        add_invoice(fake, world, 4, customer)
+        fake.now = late
+        [result] = (await sync(conn, sap, entities=("invoices",))).values()
+        [short_result] = (await sync(conn, short, entities=("invoices",))).values()
+    finally:
+        await sap.aclose()
+        await short.aclose()
+    assert result.rows_upserted == 1
+    assert short_result.rows_upserted == 0  # one minute of overlap was not enough
+    assert await live(conn, "invoices", "net_amount") == world.invoices
+
+
+async def test_contract_days_are_days_in_the_systems_time_zone(conn: Conn, fake: FakeS4) -> None:
+    world = World()
+    customer = add_customer(fake, world, 1)
+    # 2025-01-01 00:00 to 2025-12-31 23:59:59 in Germany (CET, UTC+1).
+    fake.put("A_ServiceContract", {
+        "ServiceContract": "4000001", "ServiceContractType": "SC1", "SoldToParty": customer,
+        "ServiceContractStartDateTime": datetime(2024, 12, 31, 23, tzinfo=UTC),
+        "ServiceContractEndDateTime": datetime(2025, 12, 31, 22, 59, 59, tzinfo=UTC),
+        "ServiceContractNetAmount": Decimal("12000.00"), "TransactionCurrency": "EUR",
+        "ServiceContractIsReleased": True})
+    with pytest.raises(ValueError, match="Europe/Berlinn"):
+        SapConnector(fake.url, fake.user, fake.password, timezone="Europe/Berlinn")
+    sap = SapConnector(fake.url, fake.user, fake.password, timezone="Europe/Berlin",
+                       policy=FAST)
+    try:
+        await sync(conn, sap, entities=("customers", "sites", "service_contracts"))
+    finally:
+        await sap.aclose()
+    assert await rows(conn, "SELECT starts_on::text, ends_on::text, annual_value"
+                            " FROM service_contracts") == [
+        ("2025-01-01", "2025-12-31", Decimal("12000.00"))]
+
+
+async def test_line_rejects_name_lines_so_a_full_sync_keeps_them(conn: Conn,
+                                                                 fake: FakeS4) -> None:
+    world = World()
+    customer = add_customer(fake, world, 1)
+    for n in range(1, 4):
+        add_invoice(fake, world, n, customer)
+    sap = connector(fake)
+    try:
+        await sync(conn, sap, entities=("customers", "sites", "invoices", "invoice_lines"))
+        # The document is still there, but its change stamp cannot be read.
+        fake.put("A_BillingDocument", {"BillingDocument": "90000002",
+                                       "LastChangeDateTime": Raw("/Date(soon)/")}, stamp=False)
+        full = await sync(conn, sap, full=True, entities=("invoice_lines",))
+    finally:
+        await sap.aclose()
+    assert (full["invoice_lines"].rows_rejected, full["invoice_lines"].rows_deleted) == (2, 0)
+    assert await rows(conn, "SELECT external_id, reason FROM sync_rejects ORDER BY 1") == [
+        (f"90000002/{i}", "A_BillingDocument 90000002: change timestamp: '/Date(soon)/' is"
+                          " not an OData date (/Date(milliseconds)/)") for i in (10, 20)]
+    assert await live(conn, "invoice_lines", "net_amount") == world.lines
