@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
@@ -610,7 +610,13 @@ class BusinessCentralConnector:
             return self._mapped(docs.entity_set, stored, {},
                                 lambda raw: [self._invoice(raw, docs)], docs.what)
 
-        return self._from_sets(cursor, INVOICE_DOCUMENTS, read)
+        return self._paid_on_first_seen(self._from_sets(cursor, INVOICE_DOCUMENTS, read))
+
+    @staticmethod
+    async def _paid_on_first_seen(pages: AsyncIterator[Page]) -> AsyncIterator[Page]:
+        # paid_on is the day a paid invoice was last modified: the engine keeps the first one.
+        async for page in pages:
+            yield replace(page, paid_on_first_seen=True)
 
     def _invoice(self, raw: dict[str, Any], docs: _Documents) -> dict[str, Any]:
         status = _text(raw.get("status"))

@@ -109,6 +109,9 @@ class Page:
     cursor: str | None
     line_numbers: list[int] | None = None
     rejects: list[SourceReject] = field(default_factory=list)
+    # For a source whose paid_on is only an estimate that moves with later edits (Business
+    # Central): an invoice still paid keeps the paid_on it was first stored with.
+    paid_on_first_seen: bool = False
 
     def __post_init__(self) -> None:
         if self.line_numbers is not None and len(self.line_numbers) != len(self.records):
@@ -338,8 +341,9 @@ async def _apply_page(conn: Connection, *, run_id: int, source: str, entity: str
                 rejects.extend(bound.rejects)
                 upserted = 0
                 if bound.columns["external_id"]:
-                    cur = await conn.execute(q[f"upsert_{spec.table}"],
-                                             {"source": source, **bound.columns})
+                    cur = await conn.execute(q[f"upsert_{spec.table}"], {
+                        "source": source, "keep_paid_on": page.paid_on_first_seen,
+                        **bound.columns})
                     upserted = cur.rowcount
                 waiting = [r for r in rejects if r.waits_for_parent]
                 reported = [r for r in rejects if not (retrying and r.waits_for_parent)]

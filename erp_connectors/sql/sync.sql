@@ -290,6 +290,7 @@ WHERE (t.contract_id, t.decided_on, t.outcome, t.previous_ends_on, t.new_ends_on
        EXCLUDED.source_updated_at, EXCLUDED.deleted_at IS NULL)
 
 -- name: upsert_invoices
+-- keep_paid_on: the source's paid_on is an estimate that later edits move (docs/erp-sync.md).
 INSERT INTO invoices AS t (source, external_id, customer_id, number, issued_on, due_on, paid_on,
                            currency, net_amount, status, source_updated_at, deleted_at)
 SELECT %(source)s::text, r.external_id, r.customer_id, r.number, r.issued_on, r.due_on, r.paid_on,
@@ -302,7 +303,10 @@ FROM unnest(%(external_id)b::text[], %(customer_id)b::integer[], %(number)b::tex
             status, source_updated_at, deleted)
 ON CONFLICT (source, external_id) DO UPDATE
 SET customer_id = EXCLUDED.customer_id, number = EXCLUDED.number, issued_on = EXCLUDED.issued_on,
-    due_on = EXCLUDED.due_on, paid_on = EXCLUDED.paid_on, currency = EXCLUDED.currency,
+    due_on = EXCLUDED.due_on,
+    paid_on = CASE WHEN %(keep_paid_on)s::boolean AND t.status = 'paid' AND EXCLUDED.status = 'paid'
+                     AND t.paid_on IS NOT NULL THEN t.paid_on ELSE EXCLUDED.paid_on END,
+    currency = EXCLUDED.currency,
     net_amount = EXCLUDED.net_amount, status = EXCLUDED.status,
     source_updated_at = EXCLUDED.source_updated_at,
     deleted_at = CASE WHEN EXCLUDED.deleted_at IS NULL THEN NULL
@@ -311,7 +315,9 @@ WHERE (t.customer_id, t.number, t.issued_on, t.due_on, t.paid_on, t.currency, t.
        t.status, t.source_updated_at, t.deleted_at IS NULL)
       IS DISTINCT FROM
       (EXCLUDED.customer_id, EXCLUDED.number, EXCLUDED.issued_on, EXCLUDED.due_on,
-       EXCLUDED.paid_on, EXCLUDED.currency, EXCLUDED.net_amount, EXCLUDED.status,
+       CASE WHEN %(keep_paid_on)s::boolean AND t.status = 'paid' AND EXCLUDED.status = 'paid'
+            AND t.paid_on IS NOT NULL THEN t.paid_on ELSE EXCLUDED.paid_on END,
+       EXCLUDED.currency, EXCLUDED.net_amount, EXCLUDED.status,
        EXCLUDED.source_updated_at, EXCLUDED.deleted_at IS NULL)
 
 -- name: upsert_invoice_lines

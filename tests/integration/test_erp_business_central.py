@@ -836,8 +836,6 @@ async def test_paid_on_is_given_for_paid_invoices_only(fake: FakeBusinessCentral
             assert "paid_on" not in record
 
 
-@pytest.mark.xfail(strict=True, reason="needs the engine to keep a stored paid_on of a still"
-                                       " paid invoice (docs/erp-business-central.md)")
 async def test_a_later_edit_of_a_paid_invoice_keeps_its_paid_on(
         conn: Conn, fake: FakeBusinessCentral) -> None:
     world = seed(fake, customers=3)
