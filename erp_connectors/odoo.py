@@ -1,12 +1,18 @@
 """Odoo 17/18 through its external API (JSON-RPC ``execute_kw``), incremental by ``write_date``.
 
-Every entity is one ``search_read`` per page on one Odoo model, ordered by ``write_date, id``
-and paged by keyset: after a page ending at ``(w, i)`` the next asks for ``write_date > w``, or
-``write_date = w`` and ``id > i``. Records sharing one ``write_date`` (an import, a mass edit:
-Odoo stamps seconds) across a page boundary are so neither skipped nor read twice, where
-``offset`` paging over changing data would do both. The cursor stored with each page is that
-pair as JSON. A run resuming from a cursor first re-reads ``overlap_s`` seconds before it:
-Odoo stamps ``write_date`` when a transaction starts, not when it commits, so a long
+Every entity is one ``search_read`` per page on one Odoo model. Odoo stores ``write_date`` with
+microseconds (``cr.now()``, a ``timestamp`` column) but JSON-RPC serves it cut to whole seconds,
+so a served stamp ``w`` stands for the second ``[w, w + 1s)``: ``write_date = w`` matches
+nothing and ``write_date > w`` matches the rest of that second. Paging therefore keeps a
+position ``(second, last id)``: the rest of a second is read by id (``write_date >= w``,
+``write_date < w + 1s``, ``id > last``, ordered by ``id``), then everything later by
+``write_date, id`` (``write_date >= w + 1s``). A full page's last second may go on beyond the
+page in microsecond order, which ids cannot resume from, so that second is read again by id;
+the seconds before it are complete. A page that would end where it started (a server not
+applying the domain) stops the entity with :class:`PermanentSyncError`: the same question gets
+the same answer on every retry. The position is the cursor stored with each page (JSON
+``[second, id]``). A run resuming from a cursor first re-reads ``overlap_s`` seconds before
+it: Odoo stamps ``write_date`` when a transaction starts, not when it commits, so a long
 transaction can make a record visible after later stamps were read. Re-reading is cheap: the
 engine writes only rows whose values changed.
 
@@ -47,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
 ORDER = "write_date asc, id asc"
+SECOND = timedelta(seconds=1)
 ODOO_DATETIME = "%Y-%m-%d %H:%M:%S"
 # Odoo exceptions that mean "a person must change something": login, rights, a field name.
 PERMANENT = ("odoo.exceptions.AccessDenied", "odoo.exceptions.AccessError",
@@ -60,6 +67,14 @@ LINE_KINDS: dict[str, str] = {
 }
 # Periods of a subscription plan per year (Odoo 17 sale.subscription.plan billing_period_unit).
 PERIODS_PER_YEAR = {"year": Decimal(1), "month": Decimal(12), "week": Decimal(52)}
+# An upsell order (Odoo 17+: subscription_id = the subscription it adds to) is neither a
+# contract, nor a renewal, nor an order: confirming it adds its recurring lines to its parent,
+# whose recurring_total (so its annual value) grows, and Odoo's own sales report leaves it out
+# for that reason. Its invoice is an invoice like any other.
+UPSELL = "7_upsell"
+NOT_UPSELL = ("subscription_state", "!=", UPSELL)
+# The close reason Odoo's set_close gives a subscription that reached its end date (its XML id).
+END_OF_CONTRACT = ("sale_subscription", "close_reason_end_of_contract")
 _CODE = re.compile(r"^\[([^\]]+)\]\s*")
 
 
@@ -101,6 +116,19 @@ class _Unmappable(Exception):  # noqa: N818 - internal signal: the record become
 def ref(model: str, record_id: int) -> str:
     """The external id of an Odoo record: Odoo's own reference notation, ``res.partner,42``."""
     return f"{model},{record_id}"
+
+
+async def _settle(task: asyncio.Task[Any]) -> None:
+    """Cancel a prefetch nobody will read and wait for it to end, its exception retrieved.
+
+    Run when the page generator closes (done, failed, or closed by the engine on an error),
+    so no request outlives its run and asyncio logs no "exception was never retrieved".
+    """
+    if not task.done():
+        task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()
 
 
 def _m2o(value: Any) -> int | None:
@@ -151,12 +179,51 @@ def _money(value: Any) -> Decimal:
     return Decimal(str(value)) if value not in (None, False) else Decimal(0)
 
 
-def _after(stamp: str, last_id: int) -> list[Any]:
-    """The keyset condition "after (stamp, last_id)" in Odoo's domain notation."""
-    # The redundant leading bound lets Odoo (and its index on write_date) start there.
-    return [("write_date", ">=", stamp),
-            "|", ("write_date", ">", stamp),
-            "&", ("write_date", "=", stamp), ("id", ">", last_id)]
+def _second(served: Any) -> datetime:
+    """The whole second a served ``write_date`` stands for (Odoo cuts the microseconds)."""
+    return datetime.strptime(str(served)[:19], ODOO_DATETIME).replace(tzinfo=UTC)
+
+
+def _text_of(second: datetime) -> str:
+    return second.strftime(ODOO_DATETIME)
+
+
+@dataclass(frozen=True, slots=True)
+class _Position:
+    """How far an entity is read; stored as the cursor.
+
+    Every record stamped before ``second`` is read, and of those stamped within that second,
+    every one whose id is at most ``last_id``.
+    """
+
+    second: datetime
+    last_id: int
+
+    def cursor(self) -> str:
+        return orjson.dumps([_text_of(self.second), self.last_id]).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One ``search_read``.
+
+    Either the rest of one second by id (``within``), or everything from ``since`` on
+    (``None``: from the start) by ``write_date, id``.
+    """
+
+    within: _Position | None = None
+    since: datetime | None = None
+
+    def query(self) -> tuple[list[Any], str]:
+        """The keyset domain and the order of this step."""
+        if self.within is not None:
+            start = self.within.second
+            return ([("write_date", ">=", _text_of(start)),
+                     ("write_date", "<", _text_of(start + SECOND)),
+                     ("id", ">", self.within.last_id)], "id asc")
+        if self.since is None:
+            return [], ORDER
+        return [("write_date", ">=", _text_of(self.since))], ORDER
 
 
 @dataclass(slots=True)
@@ -225,6 +292,7 @@ class OdooConnector:
         self._rpc_id = 0
         self._countries: dict[int, str] | None = None
         self._plans: dict[int, Decimal] | None = None
+        self._ended: set[int] | None = None
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""
@@ -310,42 +378,90 @@ class OdooConnector:
             return self._pages(entity, spec, cursor)
         return pages
 
-    def _start(self, cursor: str | None) -> list[Any]:
-        """The keyset condition of a run's first page."""
+    def _first_step(self, cursor: str | None) -> _Step:
+        """Where a run starts: from its cursor (less the overlap), or from the start."""
         if cursor is None:
-            return []
+            return _Step()
         try:
-            stamp, _last_id = orjson.loads(cursor)
-            since = datetime.strptime(stamp, ODOO_DATETIME).replace(tzinfo=UTC) - self.overlap
+            stamp, last_id = orjson.loads(cursor)
+            position = _Position(_second(stamp), int(last_id))
         except (orjson.JSONDecodeError, ValueError, TypeError):
             logger.warning("Odoo cursor %r is not [write_date, id]; reading from the start",
                            cursor)
-            return []
+            return _Step()
         if not self.overlap:
-            return _after(stamp, _last_id)
-        return [("write_date", ">=", since.strftime(ODOO_DATETIME))]
+            return _Step(within=position)
+        return _Step(since=position.second - self.overlap)
+
+    def _advance(self, entity: str, step: _Step, rows: list[dict[str, Any]]
+                 ) -> tuple[list[dict[str, Any]], _Position | None, _Step | None]:
+        """What one answer completes.
+
+        The rows to hand on, the position they reach (``None``: none) and the next step
+        (``None``: done).
+
+        A served stamp is a whole second: Odoo orders by the stored microseconds, so within one
+        second ids come in any order and only ``id > last`` over the whole second is a keyset.
+        """
+        full = len(rows) == self.page_size
+        if step.within is not None:
+            at = step.within
+            if not full:
+                # The second is done; rows of a later one come by write_date again.
+                reached = _Position(at.second, rows[-1]["id"]) if rows else None
+                return rows, reached, _Step(since=at.second + SECOND)
+            reached = _Position(at.second, rows[-1]["id"])
+            if reached.last_id <= at.last_id:
+                raise self._stuck(entity, step, reached)
+            return rows, reached, _Step(within=reached)
+        if not full:
+            if not rows:
+                return rows, None, None
+            last = _second(rows[-1]["write_date"])
+            return rows, _Position(last, max(
+                r["id"] for r in rows if _second(r["write_date"]) == last)), None
+        # A full page: its last second may go on beyond it, in an order ids cannot resume
+        # from. The seconds before it are complete; that one is read again by id.
+        last = _second(rows[-1]["write_date"])
+        if step.since is not None and last < step.since:
+            raise self._stuck(entity, step, _Position(last, rows[-1]["id"]))
+        done = [r for r in rows if _second(r["write_date"]) < last]
+        return done, _Position(last, 0) if done else None, _Step(within=_Position(last, 0))
+
+    def _stuck(self, entity: str, step: _Step, reached: _Position) -> PermanentSyncError:
+        # Permanent, not unavailable: the same question gets the same answer on every retry
+        # and every run, so only a person (a customised search, a proxy) can change it.
+        domain, order = step.query()
+        return PermanentSyncError(
+            f"Odoo {self.url}: {entity}: paging makes no progress: search_read with {domain!r}"
+            f" ordered by {order!r} answered a page ending at write_date"
+            f" {_text_of(reached.second)}, id {reached.last_id}, not after where it started;"
+            " the server does not apply the domain (a customised search?)")
 
     async def _pages(self, entity: str, spec: _Spec, cursor: str | None) -> AsyncIterator[Page]:
         fields = [*spec.fields, *(f for f in spec.optional if f), "write_date"]
         if spec.archivable:
             fields.append("active")
         archived = [("active", "in", [True, False])] if spec.archivable else []
-        def fetch(keyset: list[Any]) -> asyncio.Task[list[Any]]:
+
+        def fetch(step: _Step) -> asyncio.Task[list[Any]]:
+            keyset, order = step.query()
             return asyncio.ensure_future(self.search_read(
                 spec.model, [*keyset, *spec.domain, *archived], fields, limit=self.page_size,
-                order=ORDER))
+                order=order))
 
         # The next page is asked for while the engine writes this one: Odoo and the database
         # work at the same time.
-        pending = fetch(self._start(cursor))
+        step: _Step | None = self._first_step(cursor)
+        assert step is not None
+        pending = fetch(step)
         try:
-            while True:
-                rows = await pending
-                if not rows:
-                    return
-                last = rows[-1]
-                if len(rows) == self.page_size:
-                    pending = fetch(_after(last["write_date"], last["id"]))
+            while step is not None:
+                rows, reached, step = self._advance(entity, step, await pending)
+                if step is not None:
+                    pending = fetch(step)
+                if reached is None:
+                    continue
                 records, rejects = [], []
                 for row, mapped in zip(rows, await spec.convert(rows), strict=True):
                     if isinstance(mapped, str):
@@ -356,14 +472,10 @@ class OdooConnector:
                         if spec.archivable and row.get("active") is False:
                             record["deleted"] = True
                         records.append(record)
-                logger.debug("odoo %s: %s rows up to %s", entity, len(rows), last["write_date"])
-                yield Page(records=records, rejects=rejects,
-                           cursor=orjson.dumps([last["write_date"], last["id"]]).decode())
-                if len(rows) < self.page_size:
-                    return
+                logger.debug("odoo %s: %s rows up to %s", entity, len(rows), reached)
+                yield Page(records=records, rejects=rejects, cursor=reached.cursor())
         finally:
-            if not pending.done():
-                pending.cancel()
+            await _settle(pending)
 
     def _each(self, model: str, one: Callable[[dict[str, Any]], dict[str, Any]]
               ) -> Callable[[list[dict[str, Any]]], Awaitable[list[list[dict[str, Any]] | str]]]:
@@ -438,13 +550,14 @@ class OdooConnector:
                 self._each("maintenance.equipment", self._equipment), archivable=True,
                 optional=[f.equipment_customer, f.equipment_site]),
             "service_contracts": _Spec(
-                "sale.order", [("is_subscription", "=", True)],
+                "sale.order", [("is_subscription", "=", True), NOT_UPSELL],
                 ["name", "state", "subscription_state", "partner_id", "plan_id", "start_date",
-                 "end_date", "next_invoice_date", "recurring_total", "currency_id"],
+                 "end_date", "next_invoice_date", "recurring_total", "currency_id",
+                 "close_reason_id"],
                 self._contracts, optional=[f.contract_equipment, f.contract_notice_days,
                                            f.contract_auto_renew, f.contract_tier]),
             "contract_renewals": _Spec(
-                "sale.order", [("is_subscription", "=", True), "|",
+                "sale.order", [("is_subscription", "=", True), NOT_UPSELL, "|",
                                ("subscription_id", "!=", False),
                                ("subscription_state", "=", "6_churn")],
                 ["state", "subscription_state", "subscription_id", "plan_id", "date_order",
@@ -463,13 +576,14 @@ class OdooConnector:
                 self._each("account.move.line", self._invoice_line),
                 optional=[f.invoice_line_equipment]),
             "orders": _Spec(
-                "sale.order", [("is_subscription", "=", False)],
+                "sale.order", [("is_subscription", "=", False), NOT_UPSELL],
                 ["name", "state", "partner_id", "date_order", "currency_id", "amount_untaxed",
                  "delivery_status"], self._each("sale.order", self._order),
                 optional=[f.order_kind]),
             "order_lines": _Spec(
                 "sale.order.line", [("display_type", "=", False),
-                                    ("order_id.is_subscription", "=", False)],
+                                    ("order_id.is_subscription", "=", False),
+                                    ("order_id.subscription_state", "!=", UPSELL)],
                 ["order_id", "product_id", "name", "product_uom_qty", "price_unit",
                  "price_subtotal"], self._each("sale.order.line", self._order_line),
                 optional=[f.order_line_equipment]),
@@ -555,7 +669,16 @@ class OdooConnector:
                 "commissioned_on": _day(row.get("effective_date")),
                 "warranty_end": _day(row.get("warranty_date"))}
 
-    def _contract_status(self, row: dict[str, Any]) -> str:
+    @staticmethod
+    def _contract_status(row: dict[str, Any], ended: set[int]) -> str:
+        """The canonical status from Odoo's own state, never from the day of the sync.
+
+        A churned subscription ran to its end (``expired``) when Odoo closed it with the
+        end-of-contract reason, and was ended early (``terminated``) with any other reason.
+        Without a reason (data from before close reasons, a state set by hand) its end date is
+        compared with the day the churn was written (``write_date``, UTC): Odoo's ``set_close``
+        overwrites ``end_date`` with the closing day, so the dates alone cannot say more.
+        """
         if row.get("state") == "cancel":
             return "cancelled"
         state = row.get("subscription_state")
@@ -566,11 +689,23 @@ class OdooConnector:
         if state == "5_renewed":
             return "expired"  # replaced by its renewal order, a contract of its own
         if state == "6_churn":
-            end = _day(row.get("end_date"))
-            # Closed after running to its end date, or before it.
-            return "expired" if end is not None and end <= date.today().isoformat() \
+            reason = _m2o(row.get("close_reason_id"))
+            if reason is not None:
+                return "expired" if reason in ended else "terminated"
+            end, closed = _day(row.get("end_date")), _day(row.get("write_date"))
+            return "expired" if end is not None and closed is not None and end <= closed \
                 else "terminated"
         raise _Unmappable(f"subscription_state {state!r} is not a contract state")
+
+    async def _end_of_contract_reasons(self) -> set[int]:
+        """Ids of the close reason "end of contract" (by XML id: its name is translated)."""
+        if self._ended is None:
+            module, name = END_OF_CONTRACT
+            rows = await self.search_read("ir.model.data", [
+                ("module", "=", module), ("name", "=", name),
+                ("model", "=", "sale.order.close.reason")], ["res_id"])
+            self._ended = {int(r["res_id"]) for r in rows if r.get("res_id")}
+        return self._ended
 
     def _annual(self, row: dict[str, Any], plans: dict[int, Decimal]) -> Decimal:
         plan = _m2o(row.get("plan_id"))
@@ -580,6 +715,7 @@ class OdooConnector:
 
     async def _contracts(self, rows: list[dict[str, Any]]) -> list[list[dict[str, Any]] | str]:
         plans = await self._plan_factors()
+        ended = await self._end_of_contract_reasons()
         f = self.fields
 
         def one(row: dict[str, Any]) -> dict[str, Any]:
@@ -604,7 +740,7 @@ class OdooConnector:
                 "auto_renew": bool(auto) if auto is not None else ends is None,
                 "annual_value": self._annual(row, plans),
                 "currency": _m2o_name(row.get("currency_id")),
-                "status": self._contract_status(row)}
+                "status": self._contract_status(row, ended)}
         return await self._each("sale.order", one)(rows)
 
     async def _renewals(self, rows: list[dict[str, Any]]) -> list[list[dict[str, Any]] | str]:

@@ -21,15 +21,21 @@ Faithful to Odoo's external API as documented ("External API", developer docs, 1
   .., "error": {"code": 200, "message": "Odoo Server Error", "data": {"name":
   "odoo.exceptions.AccessError", "message": .., "arguments": [..], "debug": .., "context":
   {}}}}``; an unknown field is ``builtins.ValueError`` ("Invalid field ..."), as in Odoo;
-- ``write_date`` is set on every write and has a one-second resolution, so many records share
-  one (what keyset paging must handle).
+- ``write_date`` and ``create_date`` as Odoo keeps them: stored with microseconds (Odoo writes
+  ``cr.now()`` into a ``timestamp`` column) and served cut to whole seconds (JSON-RPC sends
+  ``Datetime.to_string``, ``%Y-%m-%d %H:%M:%S``); a domain value ``'YYYY-MM-DD HH:MM:SS'``
+  compares with the stored microsecond value as PostgreSQL compares a timestamp, so ``=`` with a
+  served stamp almost never matches and ``>`` matches the rest of that same second. Records
+  written in one second therefore come back in microsecond order, not id order (what keyset
+  paging must handle).
 
 Simplified: one database and one user; no access rules except the injected AccessError; the
 display name in a many2one is the one the parent had when the child was written (Odoo computes
 it at read time); computed and related fields (``commercial_partner_id``, ``move_type`` on
 lines, ``product_category_id``) are stored values the loader fills in; 503/429 answers and
 dropped connections happen only when a test injects them (a real Odoo behind a proxy answers
-them under load).
+them under load); ``ignore_leaves`` (a server that drops a domain condition, as a faulty
+customisation of ``_search`` would) exists only to test the connector's no-progress guard.
 
 Run standalone for the demo::
 
@@ -93,6 +99,8 @@ MODELS: dict[str, dict[str, str | None]] = {
     "sale.subscription.plan": {"name": None, "active": None, "billing_period_value": None,
                                "billing_period_unit": None},
     "sale.order.template": {"name": None, "active": None},
+    "sale.order.close.reason": {"name": None, "active": None},
+    "ir.model.data": {"module": None, "name": None, "model": None, "res_id": None},
     "sale.order": {
         "name": None, "state": None, "partner_id": "res.partner", "date_order": None,
         "currency_id": "res.currency", "amount_untaxed": None, "is_subscription": None,
@@ -101,6 +109,7 @@ MODELS: dict[str, dict[str, str | None]] = {
         "end_date": None, "next_invoice_date": None, "recurring_monthly": None,
         "recurring_total": None, "subscription_id": "sale.order",
         "origin_order_id": "sale.order", "delivery_status": None,
+        "close_reason_id": "sale.order.close.reason",
         "x_equipment_id": "maintenance.equipment", "x_notice_period_days": None,
         "x_auto_renew": None, "x_order_kind": None},
     "sale.order.line": {
@@ -125,6 +134,10 @@ MODELS: dict[str, dict[str, str | None]] = {
         "end_datetime": None, "scoring_total": None, "x_comment": None},
 }
 MAGIC = ("id", "create_date", "write_date", "display_name")
+# sale_subscription's close reasons (XML id -> name); set_close picks one.
+CLOSE_REASONS = {"close_reason_end_of_contract": "Subscription reached its end date",
+                 "close_reason_unknown": "Unknown", "close_reason_renew": "Renewed",
+                 "close_reason_cancel": "Cancelled"}
 # Human names of models, as Odoo's AccessError message uses them.
 DESCRIPTIONS = {"account.move.line": "Journal Item", "account.move": "Journal Entry",
                 "res.partner": "Contact", "sale.order": "Sales Order",
@@ -141,9 +154,32 @@ class OdooError(Exception):
         self.message = message
 
 
+# Stored with microseconds, served in seconds (see the module docstring).
+STAMPS = frozenset({"write_date", "create_date"})
+
+
 def now_text(clock: datetime | None = None) -> str:
-    """A datetime as Odoo writes it: UTC, seconds, no zone."""
+    """A datetime as Odoo serves it: UTC, seconds, no zone."""
     return (clock or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def stamp_text(value: str | datetime) -> str:
+    """A timestamp as the fake stores it: ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC, no zone).
+
+    Every stored value and every domain value on a stamp goes through here, so that comparing
+    the texts compares the instants, as PostgreSQL compares ``timestamp`` values: a served
+    ``'2026-03-01 10:00:00'`` is ``10:00:00.000000``, before ``10:00:00.400000``.
+    """
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise OdooError("builtins.ValueError",
+                            f"time data {value!r} does not match format"
+                            " '%Y-%m-%d %H:%M:%S'") from None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 @dataclass
@@ -168,6 +204,7 @@ class _Faults:
     status: list[tuple[int, float | None]] = field(default_factory=list)
     drops: int = 0
     denied: set[str] = field(default_factory=set)
+    ignored: set[str] = field(default_factory=set)
     slow_after: int | None = None
     slow_s: float = 0.0
 
@@ -229,6 +266,16 @@ class FakeOdoo:
         self._thread: threading.Thread | None = None
         # The clock new writes are stamped with; tests move it to make write_dates collide.
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        # sale_subscription's data file: close reasons, found by XML id.
+        self.close_reasons = {
+            xml_id: self._data("sale_subscription", xml_id, "sale.order.close.reason", name)
+            for xml_id, name in CLOSE_REASONS.items()}
+
+    def _data(self, module: str, xml_id: str, model: str, name: str) -> int:
+        rid = self.create(model, {"name": name}, write_date="2024-01-01 00:00:00")
+        self.create("ir.model.data", {"module": module, "name": xml_id, "model": model,
+                                      "res_id": rid}, write_date="2024-01-01 00:00:00")
+        return rid
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -265,7 +312,7 @@ class FakeOdoo:
             self._check_fields(m, values)
             rid = m.next_id
             m.next_id += 1
-            stamp = write_date or now_text(self.clock())
+            stamp = stamp_text(write_date or self.clock())
             record = {"id": rid, "create_date": stamp, "write_date": stamp}
             if "active" in m.fields:
                 record["active"] = True
@@ -283,7 +330,7 @@ class FakeOdoo:
             self._check_fields(m, values)
             record = m.records[rid]
             record.update(values)
-            record["write_date"] = write_date or now_text(self.clock())
+            record["write_date"] = stamp_text(write_date or self.clock())
             record["display_name"] = self._display(model, record)
             m._dirty = True
 
@@ -330,6 +377,11 @@ class FakeOdoo:
         """Answer every call on ``model`` with Odoo's AccessError."""
         with self._lock:
             self.faults.denied.add(model)
+
+    def ignore_leaves(self, name: str) -> None:
+        """Drop every domain leaf on field ``name`` (a broken server; see the docstring)."""
+        with self._lock:
+            self.faults.ignored.add(name)
 
     def slow_down(self, *, after: int, seconds: float) -> None:
         """From request number ``after`` on, wait ``seconds`` before answering each."""
@@ -415,7 +467,9 @@ class FakeOdoo:
             record = m.records[rid]
             row = {"id": rid}
             for name in names:
-                row[name] = record.get(name, False)
+                value = record.get(name, False)
+                # Datetime.to_string: whole seconds.
+                row[name] = value[:19] if name in STAMPS and value else value
             out.append(row)
         return out
 
@@ -431,10 +485,11 @@ class FakeOdoo:
         limit = kwargs.get("limit")
         wanted = None if limit in (None, False, 0) else offset + int(limit)
         fast = order == [("write_date", False), ("id", False)]
-        if fast:
-            candidates: Iterable[int] = self._from_lower_bound(m, domain)
-        else:
-            candidates = m.records
+        # A leading write_date bound is a range scan (PostgreSQL's index on write_date).
+        ranged = self._write_date_range(m, domain)
+        if ranged is None and fast:
+            ranged = (rid for _, rid in m.ordered())
+        candidates: Iterable[int] = m.records if ranged is None else ranged
         found = []
         for rid in candidates:
             record = m.records[rid]
@@ -450,18 +505,35 @@ class FakeOdoo:
                            reverse=desc)
         return found[offset:wanted]
 
-    def _from_lower_bound(self, m: _Model, domain: list[Any]) -> Iterator[int]:
-        """Ids in (write_date, id) order from a leading ``write_date >=/>`` leaf on."""
+    def _write_date_range(self, m: _Model, domain: list[Any]) -> Iterator[int] | None:
+        """Ids in (write_date, id) order within leading ``write_date`` bounds, if any.
+
+        Only a speed-up: the predicate still checks every leaf. Bounds are the leading run of
+        plain ``write_date`` leaves (an implicit AND), before any operator.
+        """
+        if "write_date" in self.faults.ignored:
+            return None
         keys = m.ordered()
-        start = 0
-        first = domain[0] if domain else None
-        if isinstance(first, list | tuple) and len(first) == 3 and first[0] == "write_date":
-            if first[1] == ">=":
-                start = bisect.bisect_left(keys, (first[2], -1))
-            elif first[1] == ">":
-                start = bisect.bisect_right(keys, (first[2], 1 << 62))
-        for _, rid in keys[start:]:
-            yield rid
+        start, stop, bounded = 0, len(keys), False
+        for term in domain:
+            if not (isinstance(term, list | tuple) and len(term) == 3
+                    and term[0] == "write_date" and isinstance(term[2], str)):
+                break
+            value = stamp_text(term[2])
+            if term[1] == ">=":
+                start = max(start, bisect.bisect_left(keys, (value, -1)))
+            elif term[1] == ">":
+                start = max(start, bisect.bisect_right(keys, (value, 1 << 62)))
+            elif term[1] == "<":
+                stop = min(stop, bisect.bisect_left(keys, (value, -1)))
+            elif term[1] == "<=":
+                stop = min(stop, bisect.bisect_right(keys, (value, 1 << 62)))
+            else:
+                break
+            bounded = True
+        if not bounded:
+            return None
+        return (rid for _, rid in keys[start:max(start, stop)])
 
     def _compile(self, m: _Model, domain: list[Any]) -> Predicate:
         stack: list[Predicate] = []
@@ -486,8 +558,14 @@ class FakeOdoo:
         if head not in m.fields and head not in MAGIC:
             raise OdooError("builtins.ValueError",
                             f"Invalid field {m.name}.{head} in leaf {(name, op, target)!r}")
+        if head in self.faults.ignored:
+            return lambda _r: True
         if op in ("in", "not in") and not isinstance(target, list):
             target = [target]
+        if head in STAMPS and not rest:
+            # PostgreSQL casts the text to a timestamp: compare instants, not texts.
+            target = ([stamp_text(t) for t in target if t] if isinstance(target, list)
+                      else stamp_text(target) if isinstance(target, str) else target)
         if rest:
             comodel = m.fields.get(head)
             if comodel is None:
@@ -679,6 +757,11 @@ class WorldLoader:
             return False
         return self._named("res.country", COUNTRY_NAMES.get(code, code), code=code)
 
+    def close_reason(self, xml_id: str | None) -> list[Any] | bool:
+        if xml_id is None:
+            return False
+        return self.fake.m2o("sale.order.close.reason", self.fake.close_reasons[xml_id])
+
     def currency(self, code: str | None) -> list[Any] | bool:
         return self._named("res.currency", code) if code else False
 
@@ -780,6 +863,8 @@ class WorldLoader:
         state, sub_state = {"draft": ("draft", "1_draft"), "active": ("sale", "3_progress"),
                             "expired": ("sale", "6_churn"), "terminated": ("sale", "6_churn"),
                             "cancelled": ("cancel", "1_draft")}[status]
+        reason = {"expired": "close_reason_end_of_contract",
+                  "terminated": "close_reason_unknown"}.get(status)
         annual = _num(r["annual_value"])
         rid = self._add("service_contracts", "sale.order", r, {
             "name": r.get("contract_number") or f"SUB/{r['external_id']}",
@@ -793,6 +878,7 @@ class WorldLoader:
             "x_notice_period_days": int(r.get("notice_period_days") or 90),
             "x_auto_renew": _flag(r.get("auto_renew", "false")),
             "recurring_total": annual, "recurring_monthly": round(annual / 12, 2),
+            "close_reason_id": self.close_reason(reason),
             "amount_untaxed": annual, "currency_id": self.currency(r["currency"])})
         self.fake.write("sale.order", rid, {"origin_order_id": self.fake.m2o("sale.order", rid)},
                         write_date=self.fake.get("sale.order", rid)["write_date"])
@@ -806,6 +892,9 @@ class WorldLoader:
         if r["outcome"] in ("lapsed", "cancelled"):
             self.fake.write(model, parent_id, {
                 "subscription_state": "6_churn", "end_date": r["previous_ends_on"],
+                "close_reason_id": self.close_reason(
+                    "close_reason_cancel" if r["outcome"] == "cancelled"
+                    else "close_reason_end_of_contract"),
                 "state": "cancel" if r["outcome"] == "cancelled" else parent["state"]},
                 write_date=stamp)
             self.ids[("contract_renewals", r["external_id"])] = (model, parent_id)

@@ -439,8 +439,9 @@ async def test_kill_9_midway_then_resume(database_url: str, conn: Conn, odoo: Fa
             "move_id": move, "move_type": "out_invoice", "display_type": "product",
             "name": f"Part {i}", "quantity": 1.0, "price_unit": float(i),
             "price_subtotal": float(i)}, write_date=f"2026-03-01 00:00:{i // 7:02d}")
-    # Five pages come at once, then every answer takes a minute: the child is mid-sync.
-    odoo.slow_down(after=odoo.request_count + 6, seconds=60)
+    # A few pages come at once (two requests each: a full page's last second is read again
+    # by id), then every answer takes a minute: the child is mid-sync.
+    odoo.slow_down(after=odoo.request_count + 12, seconds=60)
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-c", CHILD, database_url, odoo.url, cwd=ROOT, env={**os.environ})
     try:
@@ -472,3 +473,150 @@ async def test_kill_9_midway_then_resume(database_url: str, conn: Conn, odoo: Fa
     assert dict(await rows(conn, "SELECT external_id, net_amount FROM invoice_lines")) == source
     assert await one(conn, "SELECT count(*) - count(DISTINCT external_id) FROM invoice_lines"
                      ) == 0
+
+
+def customer(odoo: FakeOdoo, name: str, stamp: str) -> int:
+    return odoo.create("res.partner", {"name": name, "is_company": True, "customer_rank": 1},
+                       write_date=stamp)
+
+
+async def test_records_written_within_one_second_are_paged_to_the_end(
+        conn: Conn, odoo: FakeOdoo) -> None:
+    # Odoo keeps microseconds and serves seconds: within one second, ids and stamps disagree.
+    micros = [900_000, 100_000, 500_000, 300_000, 700_000]
+    created = [customer(odoo, f"C{i}", f"2026-02-02 10:00:00.{m:06d}")
+               for i, m in enumerate(micros)]
+    created += [customer(odoo, f"D{i}", f"2026-02-02 10:00:0{1 + i // 3}.{(9 - i) * 1000:06d}")
+                for i in range(7)]
+    async with asyncio.timeout(30):  # the old keyset served the same page forever
+        results = await sync_all(conn, connector(odoo, page_size=2, overlap_s=0),
+                                 only=("customers",))
+    assert (results["customers"].status, results["customers"].records_read) == (
+        "succeeded", len(created))
+    assert sorted(r[0] for r in await rows(conn, "SELECT external_id FROM customers")) == sorted(
+        ref("res.partner", i) for i in created)
+    # Written later in a second already read, with a smaller stamp: found from the cursor.
+    late = customer(odoo, "Late", "2026-02-02 10:00:03.000001")
+    async with asyncio.timeout(30):
+        again = await sync_all(conn, connector(odoo, page_size=2, overlap_s=0),
+                               only=("customers",))
+    assert (again["customers"].records_read, again["customers"].rows_upserted) == (1, 1)
+    assert await one(conn, "SELECT count(*) FROM customers WHERE external_id = %s",
+                     (ref("res.partner", late),)) == 1
+
+
+async def test_the_fake_compares_stamps_as_postgresql_does(odoo: FakeOdoo) -> None:
+    rid = customer(odoo, "C", "2026-02-02 10:00:00.400000")
+    served = odoo.dispatch({"service": "object", "method": "execute_kw", "args": [
+        "demo", 2, "k-123", "res.partner", "search_read",
+        [[("write_date", "=", "2026-02-02 10:00:00")]], {"fields": ["write_date"]}]})
+    assert served == []
+    later = odoo.dispatch({"service": "object", "method": "execute_kw", "args": [
+        "demo", 2, "k-123", "res.partner", "search_read",
+        [[("write_date", ">", "2026-02-02 10:00:00")]], {"fields": ["write_date"]}]})
+    assert later == [{"id": rid, "write_date": "2026-02-02 10:00:00"}]
+
+
+async def test_paging_without_progress_stops_with_a_clear_error(conn: Conn,
+                                                               odoo: FakeOdoo) -> None:
+    for i in range(5):
+        customer(odoo, f"C{i}", f"2026-02-02 10:00:00.{i:06d}")
+    odoo.ignore_leaves("id")  # a server that drops the id condition serves one page forever
+    async with asyncio.timeout(30):
+        results = await sync_all(conn, connector(odoo, page_size=2, overlap_s=0),
+                                 only=("customers",))
+    assert results["customers"].status == "failed"
+    assert results["customers"].error is not None
+    assert "customers: paging makes no progress" in results["customers"].error
+    assert "2026-02-02 10:00:00, id 2" in results["customers"].error
+
+
+@pytest.mark.parametrize("is_subscription", [False, True])
+async def test_an_upsell_is_no_contract_renewal_or_order(
+        conn: Conn, odoo: FakeOdoo, loaded: WorldLoader, is_subscription: bool) -> None:
+    # Odoo 17 computes is_subscription False for an upsell; a customised one may not.
+    parent_id = loaded.ids[("service_contracts", "K-1")][1]
+    parent = odoo.get("sale.order", parent_id)
+    upsell = odoo.create("sale.order", {
+        "name": "SUB/001/U", "state": "sale", "subscription_state": "7_upsell",
+        "is_subscription": is_subscription, "partner_id": parent["partner_id"],
+        "plan_id": parent["plan_id"], "subscription_id": odoo.m2o("sale.order", parent_id),
+        "date_order": "2023-06-01 00:00:00", "recurring_total": 1500.0,
+        "amount_untaxed": 1500.0, "currency_id": parent["currency_id"]})
+    odoo.create("sale.order.line", {
+        "order_id": odoo.m2o("sale.order", upsell), "display_type": False, "name": "Extra",
+        "product_uom_qty": 1.0, "price_unit": 1500.0, "price_subtotal": 1500.0})
+    # Confirming it adds its recurring lines to the parent: the parent's value grows.
+    odoo.write("sale.order", parent_id, {"recurring_total": parent["recurring_total"] + 1500})
+    results = await sync_all(conn, connector(odoo))
+    assert {e: r.rows_rejected for e, r in results.items() if r.rows_rejected} == {}
+    upsell_ref = ref("sale.order", upsell)
+    for table in ("service_contracts", "contract_renewals", "orders"):
+        assert await one(conn, f"SELECT count(*) FROM {table} WHERE external_id = %s",
+                         (upsell_ref,)) == 0, table
+    assert await one(conn, "SELECT count(*) FROM order_lines") == len(world()["order_lines"])
+    assert await one(conn, "SELECT count(*) FROM contract_renewals") == len(
+        world()["contract_renewals"])
+    assert await one(conn, "SELECT annual_value FROM service_contracts WHERE external_id = %s",
+                     (ref("sale.order", parent_id),)) == Decimal("13500.00")
+
+
+async def test_a_churned_contracts_status_comes_from_odoo_not_the_sync_day(
+        conn: Conn, odoo: FakeOdoo, loaded: WorldLoader) -> None:
+    parent = odoo.get("sale.order", loaded.ids[("service_contracts", "K-2")][1])
+    reasons = odoo.close_reasons
+
+    def churned(name: str, end: str, reason: str | None, written: str) -> int:
+        return odoo.create("sale.order", {
+            "name": name, "state": "sale", "subscription_state": "6_churn",
+            "is_subscription": True, "partner_id": parent["partner_id"],
+            "plan_id": parent["plan_id"], "start_date": "2025-01-01", "end_date": end,
+            "recurring_total": 100.0, "currency_id": parent["currency_id"],
+            "close_reason_id": odoo.m2o("sale.order.close.reason", reasons[reason])
+            if reason else False}, write_date=written)
+
+    # set_close writes the closing day into end_date: the reason says why it closed.
+    churned("END", "2026-01-10", "close_reason_end_of_contract", "2026-01-10 08:00:00")
+    churned("EARLY", "2026-01-10", "close_reason_unknown", "2026-01-10 08:00:00")
+    # No reason: the end date against the day the churn was written, never today.
+    churned("RAN", "2026-01-10", None, "2026-01-12 08:00:00")
+    churned("CUT", "2099-12-31", None, "2026-01-12 08:00:00")
+    await sync_all(conn, connector(odoo), only=("customers", "service_contracts"))
+    assert await rows(conn, """
+        SELECT contract_number, status FROM service_contracts
+        WHERE contract_number IN ('END', 'EARLY', 'RAN', 'CUT') ORDER BY 1""") == [
+        ("CUT", "terminated"), ("EARLY", "terminated"), ("END", "expired"), ("RAN", "expired")]
+
+
+async def test_a_closed_run_leaves_no_prefetch_behind(
+        odoo: FakeOdoo, caplog: pytest.LogCaptureFixture) -> None:
+    import contextlib
+    import gc
+    for i in range(6):
+        customer(odoo, f"C{i}", f"2026-02-02 10:00:0{i}")
+    odoo_connector = connector(odoo, page_size=2, overlap_s=0)
+    pages = odoo_connector.page_sources()["customers"]
+    try:
+        await odoo_connector._country_codes()  # login and countries first: the next two
+        # requests are the first page and its prefetch, which waits long enough to be denied.
+        odoo.slow_down(after=odoo.request_count + 1, seconds=0.5)
+        # The prefetch fails while the engine holds a page; the engine then fails and closes.
+        async with contextlib.aclosing(pages(None)) as stream:
+            async for _page in stream:
+                odoo.deny("res.partner")
+                await asyncio.sleep(1.5)  # the denied answer has arrived
+                assert odoo.requests["res.partner.search_read"] == 2
+                break
+        # Closed while a prefetch is still on its way: cancelled and finished, not left running.
+        odoo.faults.denied.clear()
+        odoo.slow_down(after=odoo.request_count, seconds=2)
+        async with contextlib.aclosing(pages(None)) as stream:
+            async for _page in stream:
+                break
+        odoo.slow_down(after=1 << 30, seconds=0)
+        assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+    finally:
+        await odoo_connector.aclose()
+    gc.collect()
+    await asyncio.sleep(0)
+    assert [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()] == []
