@@ -12,7 +12,10 @@ Faithful to SAP's documented APIs (api.sap.com, the services' EDMX as SAP publis
 - JSON in the V2 verbose format: ``{"d": {"results": [...], "__count": "N", "__next": "..."}}``,
   each result with ``__metadata``, navigation properties ``__deferred`` unless expanded;
   ``Edm.DateTime`` as ``/Date(ms)/``, ``Edm.DateTimeOffset`` as ``/Date(ms+0000)/``, ``Edm.Time``
-  as ``PT14H30M05S``, ``Edm.Decimal`` as a string;
+  as ``PT14H30M05S``, ``Edm.Decimal`` as a string; change stamps are kept finer than a
+  millisecond (to the microsecond here, 100 ns in SAP) and compared and sorted at that
+  precision, but served cut to the millisecond, as V2 JSON carries no more;
+- ``$orderby`` sorts a null first (ascending), as the database under Gateway does;
 - query options ``$filter`` (``eq ne gt ge lt le``, ``and``/``or``, parentheses, literals
   ``datetimeoffset'..'``, ``datetime'..'``, ``'text'``, numbers, ``true``/``false``/``null``; a
   ``datetime`` literal against an ``Edm.DateTimeOffset`` property is refused as SAP does),
@@ -558,9 +561,12 @@ class FakeS4:
                                    f" {entity_set.service}.{entity_set.type_name}")
             edm = entity_set.properties[name]
             # Nulls first, as the database under Gateway sorts them ascending.
-            rows.sort(key=lambda r, n=name, e=edm: (_comparable(e, r.get(n)) is not None,
-                                                    _comparable(e, r.get(n)) or 0),
-                      reverse=direction == "desc")
+
+            def order(row: dict[str, Any], name: str = name, edm: str = edm) -> tuple[bool, Any]:
+                value = _comparable(edm, row.get(name))
+                return (value is not None, 0 if value is None else value)
+
+            rows.sort(key=order, reverse=direction == "desc")
         return rows
 
     def _check_paths(self, entity_set: EntitySet, expand: list[str], select: list[str]) -> None:
@@ -571,7 +577,7 @@ class FakeS4:
         for path in select:
             nav, _, prop = path.rpartition("/")
             target = self.sets[entity_set.navs[nav].target] if nav in entity_set.navs else None
-            if (nav and target is None) or (nav and prop not in target.properties) or (
+            if (nav and (target is None or prop not in target.properties)) or (
                     not nav and prop not in entity_set.properties
                     and prop not in entity_set.navs):
                 raise _bad_request(f"Property {path} not found in type"
