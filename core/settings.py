@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     erp_sap_url: str | None = None  # https://my000000-api.s4hana.cloud.sap
     erp_sap_user: str | None = None
     erp_sap_password: SecretStr | None = None
+    # SAP hands contract start and end as instants; they are days in the system's time zone.
+    erp_sap_timezone: str = "UTC"
     # How often `up` syncs every configured source (0: only by hand, `erp sync`).
     erp_sync_interval_minutes: int = Field(default=15, ge=0)
 

@@ -76,4 +76,5 @@ def _build(settings: Settings, source: str) -> Connector:
     assert settings.erp_sap_url and settings.erp_sap_user
     assert settings.erp_sap_password is not None
     return SapConnector(settings.erp_sap_url, settings.erp_sap_user,
-                        settings.erp_sap_password.get_secret_value())
+                        settings.erp_sap_password.get_secret_value(),
+                        timezone=settings.erp_sap_timezone)
