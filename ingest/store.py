@@ -11,29 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import struct
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
 
+from core import pgcopy
 from core.errors import DatabaseUnavailableError
 from core.sql import queries
 from ingest.models import Decoded, MachineRef
 
 logger = logging.getLogger(__name__)
 
-# Rows are packed straight into PostgreSQL's binary COPY format: per row a field count, then
-# each field as length + big-endian value. A timestamptz is microseconds since 2000-01-01 UTC;
-# an enum travels as its label. This is several times faster than adapting row tuples.
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\0" + b"\0\0\0\0" + b"\0\0\0\0"
-_COPY_TRAILER = b"\xff\xff"
-_TELEMETRY_ROW = struct.Struct(">hiqiiiiid")
-_STATE_ROW = struct.Struct(">hiqiii")
-_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 # SQLSTATE classes a message's content can cause: 22 data exception, 23 integrity constraint
 # violation, 54 program limit exceeded (an index entry too large).
 _CONTENT_ERROR_CLASSES = frozenset({"22", "23", "54"})
@@ -249,14 +241,14 @@ class Store:
     def _encode(self, decoded: list[Decoded]) -> tuple[bytes, int, bytes, int]:
         """Binary COPY data of the telemetry and state rows, and their counts."""
         machines, metrics = self._machines, self._metrics
-        pack_sample, pack_state = _TELEMETRY_ROW.pack, _STATE_ROW.pack
-        telemetry = bytearray(_COPY_HEADER)
-        states = bytearray(_COPY_HEADER)
+        pack_sample, pack_state = pgcopy.TELEMETRY_ROW.pack, pgcopy.STATE_ROW.pack
+        telemetry = bytearray(pgcopy.HEADER)
+        states = bytearray(pgcopy.HEADER)
         n_telemetry = n_states = 0
         for item in decoded:
             for s in item.samples:
                 machine_id = machines[_machine_key(s.machine)]
-                us = (s.time - _PG_EPOCH) // _MICROSECOND
+                us = (s.time - pgcopy.EPOCH) // _MICROSECOND
                 for name, value in s.values.items():
                     telemetry += pack_sample(4, 8, us, 4, machine_id, 4, metrics[name], 8, value)
                 n_telemetry += len(s.values)
@@ -265,8 +257,8 @@ class Store:
                     states += pack_state(3, 8, us, 4, machine_id, len(label))
                     states += label
                     n_states += 1
-        telemetry += _COPY_TRAILER
-        states += _COPY_TRAILER
+        telemetry += pgcopy.TRAILER
+        states += pgcopy.TRAILER
         return bytes(telemetry), n_telemetry, bytes(states), n_states
 
     @staticmethod

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 import psycopg
 
+from core import pgcopy
 from core.sql import queries
 from tests.world import catalogue as cat
 from tests.world.files import TENANT
@@ -38,15 +39,10 @@ from tests.world.generator import MachinePlan, World
 
 logger = logging.getLogger(__name__)
 
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\0" + b"\0\0\0\0" + b"\0\0\0\0"
-_COPY_TRAILER = b"\xff\xff"
-_TELEMETRY_ROW = struct.Struct(">hiqiiiiid")
-_STATE_ROW = struct.Struct(">hiqiii")
-_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _HOUR_US = 3_600_000_000
 _DAY_US = 24 * _HOUR_US
 _SHIFT_START_US = 6 * _HOUR_US
-_PG_EPOCH_ORDINAL = date(2000, 1, 1).toordinal()
+_EPOCH_ORDINAL = date(2000, 1, 1).toordinal()
 _STATES = {name: name.encode() for name in ("running", "idle", "fault", "off")}
 PROCESS_METRICS = ("spindle_load_pct", "coolant_temp_c")
 METRICS = ("operating_hours", *PROCESS_METRICS)
@@ -78,11 +74,11 @@ class Loaded:
 
 
 def _us(moment: datetime) -> int:
-    return (moment - _PG_EPOCH) // timedelta(microseconds=1)
+    return (moment - pgcopy.EPOCH) // timedelta(microseconds=1)
 
 
 def _day_us(day: date) -> int:
-    return (day.toordinal() - _PG_EPOCH_ORDINAL) * _DAY_US
+    return (day.toordinal() - _EPOCH_ORDINAL) * _DAY_US
 
 
 def _text(value: str) -> bytes:
@@ -106,7 +102,7 @@ def pack_machine(world: World, m: MachinePlan, machine_id: int, metric_ids: dict
     out = _Packed(bytearray(), bytearray(), bytearray())
     rng = random.Random(f"{world.seed}:{m.serial}:history")
     gauss = rng.gauss
-    pack, pack_state = _TELEMETRY_ROW.pack, _STATE_ROW.pack
+    pack, pack_state = pgcopy.TELEMETRY_ROW.pack, pgcopy.STATE_ROW.pack
     telemetry, states = out.telemetry, out.states
     hours_id = metric_ids["operating_hours"]
     load_id, temp_id = metric_ids["spindle_load_pct"], metric_ids["coolant_temp_c"]
@@ -270,7 +266,7 @@ def _copy_all(database_url: str, world: World, *, ids: dict[str, int],
           k_states.copy(q["copy_states"]) as states,
           k_events.copy(q["copy_events"]) as events):
         for copy in (telemetry, states, events):
-            copy.write(_COPY_HEADER)
+            copy.write(pgcopy.HEADER)
         started = time.perf_counter()
         step = max(1, len(world.machines) // 10)
         for n, m in enumerate(world.machines, start=1):
@@ -286,5 +282,5 @@ def _copy_all(database_url: str, world: World, *, ids: dict[str, int],
                 say(f"history: {n}/{len(world.machines)} machines, {sum(totals):,} rows,"
                     f" {sum(totals) / max(elapsed, 1e-9):,.0f} rows/s")
         for copy in (telemetry, states, events):
-            copy.write(_COPY_TRAILER)
+            copy.write(pgcopy.TRAILER)
     return totals[0], totals[1], totals[2]
