@@ -184,6 +184,11 @@ def _second(served: Any) -> datetime:
     return datetime.strptime(str(served)[:19], ODOO_DATETIME).replace(tzinfo=UTC)
 
 
+def _served(row: dict[str, Any]) -> str:
+    """A row's ``write_date`` as served, to the second."""
+    return str(row["write_date"])[:19]
+
+
 def _text_of(second: datetime) -> str:
     return second.strftime(ODOO_DATETIME)
 
@@ -417,16 +422,19 @@ class OdooConnector:
         if not full:
             if not rows:
                 return rows, None, None
-            last = _second(rows[-1]["write_date"])
-            return rows, _Position(last, max(
-                r["id"] for r in rows if _second(r["write_date"]) == last)), None
+            last = _served(rows[-1])
+            return rows, _Position(_second(last), max(
+                r["id"] for r in rows if _served(r) == last)), None
         # A full page: its last second may go on beyond it, in an order ids cannot resume
         # from. The seconds before it are complete; that one is read again by id.
-        last = _second(rows[-1]["write_date"])
-        if step.since is not None and last < step.since:
-            raise self._stuck(entity, step, _Position(last, rows[-1]["id"]))
-        done = [r for r in rows if _second(r["write_date"]) < last]
-        return done, _Position(last, 0) if done else None, _Step(within=_Position(last, 0))
+        last = _served(rows[-1])
+        second = _second(last)
+        if step.since is not None and second < step.since:
+            raise self._stuck(entity, step, _Position(second, rows[-1]["id"]))
+        # Served stamps have one fixed format: as texts they order as instants (no parsing).
+        done = [r for r in rows if _served(r) < last]
+        return done, _Position(second, 0) if done else None, _Step(
+            within=_Position(second, 0))
 
     def _stuck(self, entity: str, step: _Step, reached: _Position) -> PermanentSyncError:
         # Permanent, not unavailable: the same question gets the same answer on every retry
@@ -455,27 +463,46 @@ class OdooConnector:
         step: _Step | None = self._first_step(cursor)
         assert step is not None
         pending = fetch(step)
+        # After a full page its last second is read again by id, usually a few rows; what
+        # follows that second is asked for at the same time, so the big request still overlaps
+        # the engine's writing. Dropped if the second fills a page by itself.
+        ahead: tuple[_Step, asyncio.Task[list[Any]]] | None = None
         try:
             while step is not None:
+                came_from = step
                 rows, reached, step = self._advance(entity, step, await pending)
-                if step is not None:
-                    pending = fetch(step)
-                if reached is None:
-                    continue
-                records, rejects = [], []
-                for row, mapped in zip(rows, await spec.convert(rows), strict=True):
-                    if isinstance(mapped, str):
-                        rejects.append(SourceReject(reason=mapped, record=row,
-                                                    external_id=ref(spec.model, row["id"])))
-                        continue
-                    for record in mapped:
-                        if spec.archivable and row.get("active") is False:
-                            record["deleted"] = True
-                        records.append(record)
-                logger.debug("odoo %s: %s rows up to %s", entity, len(rows), reached)
-                yield Page(records=records, rejects=rejects, cursor=reached.cursor())
+                if ahead is not None and ahead[0] == step:
+                    pending, ahead = ahead[1], None
+                else:
+                    if ahead is not None:
+                        await _settle(ahead[1])
+                        ahead = None
+                    if step is not None:
+                        pending = fetch(step)
+                        if step.within is not None and came_from.within is None:
+                            later = _Step(since=step.within.second + SECOND)
+                            ahead = (later, fetch(later))
+                if reached is not None:
+                    logger.debug("odoo %s: %s rows up to %s", entity, len(rows), reached)
+                    yield await self._page(spec, rows, reached)
         finally:
             await _settle(pending)
+            if ahead is not None:
+                await _settle(ahead[1])
+
+    @staticmethod
+    async def _page(spec: _Spec, rows: list[dict[str, Any]], reached: _Position) -> Page:
+        records, rejects = [], []
+        for row, mapped in zip(rows, await spec.convert(rows), strict=True):
+            if isinstance(mapped, str):
+                rejects.append(SourceReject(reason=mapped, record=row,
+                                            external_id=ref(spec.model, row["id"])))
+                continue
+            for record in mapped:
+                if spec.archivable and row.get("active") is False:
+                    record["deleted"] = True
+                records.append(record)
+        return Page(records=records, rejects=rejects, cursor=reached.cursor())
 
     def _each(self, model: str, one: Callable[[dict[str, Any]], dict[str, Any]]
               ) -> Callable[[list[dict[str, Any]]], Awaitable[list[list[dict[str, Any]] | str]]]:
