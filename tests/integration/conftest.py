@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,22 @@ def template_db() -> Iterator[str]:
     yield TEMPLATE
     with psycopg.connect(admin, autocommit=True) as conn:
         _drop_template(conn, TEMPLATE)
+
+
+@pytest.fixture
+async def conn(database_url: str) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
+    """An async connection to this test's database (the ERP sync tests' way in)."""
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        yield conn
+
+
+async def rows(conn: psycopg.AsyncConnection[tuple[Any, ...]], query: str,
+               params: Any = None) -> list[tuple[Any, ...]]:
+    """All rows of a query, and the transaction it opened ended: a sync needs an idle connection."""
+    cur = await conn.execute(query, params)
+    got = await cur.fetchall()
+    await conn.rollback()
+    return got
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from erp_connectors.http import RetryPolicy
 from erp_connectors.sync import Page, PageSource, SyncResult, sync_entity
 from tests.fakes.business_central import FakeBusinessCentral
 
-from .conftest import ROOT, scalar, wait_for
+from .conftest import ROOT, rows, scalar, wait_for
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 T0 = datetime(2026, 1, 10, 8, 0, tzinfo=UTC)
@@ -46,22 +46,9 @@ KIND_OF_CATEGORY = {"MACHINE": "new_machine", "PARTS": "spare_parts",
 
 
 @pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[Conn]:
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        yield conn
-
-
-@pytest.fixture
 def fake() -> Iterator[FakeBusinessCentral]:
     with FakeBusinessCentral() as server:
         yield server
-
-
-async def rows(conn: Conn, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    cur = await conn.execute(query, params)
-    got = await cur.fetchall()
-    await conn.rollback()
-    return got
 
 
 def connector(fake: FakeBusinessCentral, **overrides: Any) -> BusinessCentralConnector:

@@ -7,7 +7,7 @@ import csv
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from erp_connectors.odoo import OdooConnector, ref
 from erp_connectors.sync import ENTITIES, LOCK_CLASS, SyncResult, sync_entity
 from tests.fakes.odoo import FakeOdoo, WorldLoader, read_world
 
-from .conftest import ROOT, scalar, wait_for
+from .conftest import ROOT, rows, scalar, wait_for
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 FAST = RetryPolicy(attempts=4, base_delay_s=0.05, max_delay_s=0.2, max_retry_after_s=5)
@@ -127,12 +127,12 @@ def world() -> dict[str, list[dict[str, Any]]]:
 
 def write_world(directory: Path, records: dict[str, list[dict[str, Any]]]) -> Path:
     """The world as the CSV directory the standalone fake serves."""
-    for entity, rows in records.items():
+    for entity, records_of in records.items():
         header = list(ENTITIES[entity].model.model_fields)
         with (directory / f"{entity}.csv").open("w", newline="", encoding="utf-8") as out:
             writer = csv.DictWriter(out, fieldnames=header, lineterminator="\n")
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows(records_of)
     return directory
 
 
@@ -146,12 +146,6 @@ def odoo() -> Iterator[FakeOdoo]:
 def loaded(odoo: FakeOdoo, tmp_path: Path) -> WorldLoader:
     # Through the CSV files, as the standalone demo server reads them.
     return WorldLoader(odoo, at=OLD).load(read_world(write_world(tmp_path, world())))
-
-
-@pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[Conn]:
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        yield conn
 
 
 def connector(odoo: FakeOdoo, **kw: Any) -> OdooConnector:
@@ -171,13 +165,6 @@ async def sync_all(conn: Conn, odoo: OdooConnector, *, full: bool = False,
     finally:
         await odoo.aclose()
     return results
-
-
-async def rows(conn: Conn, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    cur = await conn.execute(query, params)
-    got = await cur.fetchall()
-    await conn.rollback()
-    return got
 
 
 async def one(conn: Conn, query: str, params: Any = None) -> Any:

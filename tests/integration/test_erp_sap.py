@@ -10,7 +10,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -36,7 +36,7 @@ from erp_connectors.sap import (
 from erp_connectors.sync import LOCK_CLASS, SyncResult, sync_entity
 from tests.fakes.sap import FakeS4, Raw
 
-from .conftest import ROOT, scalar, wait_for
+from .conftest import ROOT, rows, scalar, wait_for
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 FAST = RetryPolicy(attempts=4, base_delay_s=0.01, max_delay_s=0.05)
@@ -238,12 +238,6 @@ def fake() -> Iterator[FakeS4]:
     server.stop()
 
 
-@pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[Conn]:
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        yield conn
-
-
 def connector(fake: FakeS4, *, page_size: int = 3, password: str | None = None,
               policy: RetryPolicy = FAST) -> SapConnector:
     return SapConnector(fake.url, fake.user, password or fake.password, page_size=page_size,
@@ -258,13 +252,6 @@ async def sync(conn: Conn, sap: SapConnector, *, full: bool = False,
             results[entity] = await sync_entity(conn, source=sap.source, entity=entity,
                                                 pages=pages, full=full)
     return results
-
-
-async def rows(conn: Conn, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    cur = await conn.execute(query, params)
-    got = await cur.fetchall()
-    await conn.rollback()
-    return got
 
 
 async def live(conn: Conn, table: str, column: str | None = None) -> dict[str, Any]:

@@ -15,6 +15,8 @@ import pytest
 
 from erp_connectors.sync import ENTITIES, Page, PageSource, SyncResult, sync_entity
 
+from .conftest import rows
+
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 # One record of every entity, parents first, all naming each other.
@@ -70,19 +72,6 @@ def source_of(*pages: list[dict[str, Any]]) -> PageSource:
             yield Page(pages[n], None if n == len(pages) - 1 else f"p{n + 1}")
 
     return pages_from
-
-
-@pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[Conn]:
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        yield conn
-
-
-async def rows(conn: Conn, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    cur = await conn.execute(query, params)
-    got = await cur.fetchall()
-    await conn.rollback()
-    return got
 
 
 async def sync_world(conn: Conn, world: dict[str, list[dict[str, Any]]], *,

@@ -18,23 +18,10 @@ from psycopg_pool import AsyncConnectionPool
 from erp_connectors.files import FILE_NAMES, csv_pages, sync_files, template
 from erp_connectors.sync import LOCK_CLASS, Page, SyncBusyError, sync_entity
 
-from .conftest import ROOT, scalar, wait_for
+from .conftest import ROOT, rows, scalar, wait_for
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 CUSTOMERS = "external_id,name,industry,country,size_class,key_account,customer_since\n"
-
-
-@pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[Conn]:
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        yield conn
-
-
-async def rows(conn: Conn, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    cur = await conn.execute(query, params)
-    got = await cur.fetchall()
-    await conn.rollback()  # leave the connection idle for the next sync
-    return got
 
 
 async def snapshot(conn: Conn) -> list[tuple[Any, ...]]:

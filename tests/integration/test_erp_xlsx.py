@@ -31,24 +31,11 @@ from erp_connectors.files import (
 )
 from erp_connectors.sync import Page, sync_entity
 
-from .conftest import ROOT
+from .conftest import ROOT, rows
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 TEMPLATES = ROOT / "erp_connectors" / "templates"
 Table = list[list[Any]]  # a header and rows of cells, as a sheet or a CSV file holds them
-
-
-@pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[Conn]:
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        yield conn
-
-
-async def rows(conn: Conn, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    cur = await conn.execute(query, params)
-    got = await cur.fetchall()
-    await conn.rollback()
-    return got
 
 
 def write_csv(directory: Path, tables: dict[str, Table]) -> None:

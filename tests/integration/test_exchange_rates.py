@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -15,23 +14,10 @@ from openpyxl import Workbook
 from erp_connectors.files import TEMPLATE_WORKBOOK, FileContractError
 from erp_connectors.rates import load_exchange_rates
 
-from .conftest import ROOT
+from .conftest import ROOT, rows
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 HEADER = "currency,valid_from,rate\n"
-
-
-@pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[Conn]:
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        yield conn
-
-
-async def rows(conn: Conn, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    cur = await conn.execute(query, params)
-    got = await cur.fetchall()
-    await conn.rollback()
-    return got
 
 
 async def to_reporting(conn: Conn, amount: str, currency: str, day: date,
