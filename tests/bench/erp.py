@@ -8,7 +8,10 @@ Run from the repository root::
 Figures, not pass/fail:
 
 a. fetch limit: rows/s of paging every invoice line out of the fake Odoo with the connector
-   (JSON-RPC over loopback, keyset pages of 500, records mapped) and writing nothing;
+   (JSON-RPC over loopback, keyset pages of 500, records mapped) and writing nothing; with the
+   time spent in the fake's request handler (wall and CPU of its threads) and the CPU of the
+   event loop's thread (the connector, httpx, the mapping), so the fake's share and the
+   connector's are apart (they overlap: the next page is asked for while one is mapped);
 b. write limit: rows/s of writing those same records with one plain ``INSERT .. SELECT
    unnest`` per page (no upsert, no validation, parents resolved beforehand), same process;
 c. end to end: a full sync of invoice lines through the engine (validation, parent lookup,
@@ -26,6 +29,7 @@ import asyncio
 import logging
 import random
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -94,21 +98,36 @@ def connector(fake: FakeOdoo) -> OdooConnector:
     return OdooConnector(fake.url, "bench", "admin", KEY, page_size=PAGE_SIZE)
 
 
-async def fetch_all(fake: FakeOdoo) -> tuple[list[Page], float]:
-    """(a) every page of invoice lines, and the seconds it took."""
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """(a): the pages, the seconds they took, and the fake's share of those seconds."""
+
+    pages: list[Page]
+    seconds: float
+    requests: int
+    fake_s: float  # wall clock in the fake's request handler (its threads, GIL waits included)
+    fake_cpu_s: float  # CPU of the fake's handler threads: the work the fake did
+    client_cpu_s: float  # CPU of this thread (the event loop): connector, httpx, mapping
+
+
+async def fetch_all(fake: FakeOdoo) -> Fetch:
+    """(a) every page of invoice lines, timed."""
     odoo = connector(fake)
-    started = time.perf_counter()
+    requests, busy, busy_cpu = fake.request_count, fake.busy_s, fake.busy_cpu_s
+    started, started_cpu = time.perf_counter(), time.thread_time()
     pages = [page async for page in odoo.page_sources()["invoice_lines"](None)]
-    elapsed = time.perf_counter() - started
+    elapsed, client_cpu = time.perf_counter() - started, time.thread_time() - started_cpu
     await odoo.aclose()
-    return pages, elapsed
+    return Fetch(pages, elapsed, fake.request_count - requests, fake.busy_s - busy,
+                 fake.busy_cpu_s - busy_cpu, client_cpu)
 
 
 def write_baseline(url: str, pages: list[Page]) -> float:
     """(b) the pages written with a plain INSERT .. SELECT unnest each; seconds."""
     q = queries("tests.bench", "sql/erp.sql")
     with psycopg.connect(url) as conn:
-        invoice_ids = dict(conn.execute(q["invoice_ids"], {"source": "odoo"}).fetchall())
+        invoice_ids: dict[str, int] = dict(
+            conn.execute(q["invoice_ids"], {"source": "odoo"}).fetchall())
         batches = []
         for page in pages:
             recs = [InvoiceLineRecord.model_validate(r) for r in page.records]
@@ -154,7 +173,8 @@ async def run(args: argparse.Namespace) -> None:
         for entity in ("customers", "invoices"):
             await sync(url, fake, entity)
 
-        pages, fetch_s = await fetch_all(fake)
+        fetch = await fetch_all(fake)
+        pages, fetch_s = fetch.pages, fetch.seconds
         fetched = sum(len(p.records) for p in pages)
         assert fetched == args.lines, f"fetched {fetched} of {args.lines}"
         write_s = write_baseline(url, pages)
@@ -175,6 +195,10 @@ async def run(args: argparse.Namespace) -> None:
     print()
     print(f"{'measure':<46}{'seconds':>10}{'rows/s':>12}")
     print(f"{'(a) fetch limit: page all lines, no writes':<46}{fetch_s:>10.2f}{fetch_rate:>12,.0f}")
+    print(f"    {len(pages)} pages in {fetch.requests} requests; fake Odoo's handler:"
+          f" {fetch.fake_s:.2f} s wall, {fetch.fake_cpu_s:.2f} s CPU")
+    print(f"    connector (event loop: connector, httpx, mapping): {fetch.client_cpu_s:.2f} s"
+          " CPU")
     print(f"{'(b) write limit: INSERT..SELECT unnest/page':<46}{write_s:>10.2f}"
           f"{write_rate:>12,.0f}")
     print(f"{'(c) full sync end to end':<46}{sync_s:>10.2f}{sync_rate:>12,.0f}")
