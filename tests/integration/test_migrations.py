@@ -91,6 +91,12 @@ EXPECTED_COLUMNS = {
     "sync_reports": ["id", "created_at", "sources", "full_resync", "ok", "report"],
     "sync_pending": ["source", "entity", "external_id", "record", "line_number", "reason",
                      "first_rejected_at", "last_tried_at"],
+    # 006: analytics rollups and churn scores
+    "machine_days": ["machine_id", "day", "operating_hours", "running_hours", "fault_hours",
+                     "samples", "faults", "services", "last_seen", "refreshed_at"],
+    "rollup_watermarks": ["rollup", "through", "refreshed_at"],
+    "churn_scores": ["customer_id", "scored_on", "horizon_days", "probability", "method",
+                     "reasons", "model_version", "annual_value", "currency", "created_at"],
     # views
     "dead_letter_sources": ["source", "distinct_messages", "times_received", "first_received_at",
                             "last_received_at", "latest_reason", "latest_topic"],
