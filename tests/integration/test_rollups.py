@@ -1,0 +1,129 @@
+"""machine_days: exact daily hours from hand-made telemetry; refreshes touch only new days."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from analytics.rollups import refresh_machine_days
+from tests.integration.conftest import rows
+
+Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+def at(day: int, hour: float) -> datetime:
+    """March ``day`` 2026 at ``hour`` UTC."""
+    return datetime(2026, 3, day, tzinfo=UTC) + timedelta(hours=hour)
+
+
+# Machine A's counter: the day before ends at 100; day 2 adds 3 h (the first sample's hour
+# counts); day 3 is reset to zero mid-day (+1, +0.5, +1); nothing on day 4; day 5 closes the gap
+# with +4 over it.
+COUNTER_A = [(at(1, 20), 100.0),
+             (at(2, 7), 100.5), (at(2, 8), 101.5), (at(2, 9), 102.5), (at(2, 10), 103.0),
+             (at(3, 8), 104.0), (at(3, 9), 0.5), (at(3, 10), 1.5),
+             (at(5, 12), 5.5)]
+COUNTER_B = [(at(2, 7), 10.0), (at(2, 15), 18.0)]
+STATES_A = [(at(2, 6), "running"), (at(2, 8), "fault"), (at(2, 8.5), "running"),
+            (at(2, 9.5), "idle"), (at(2, 14), "off"),
+            # over midnight: 2 h on day 3, 2 h on day 4
+            (at(3, 22), "running"), (at(4, 2), "off")]
+EVENTS_A = [(at(2, 8), "fault", "F1"), (at(2, 8.5), "fault_cleared", "F1"),
+            (at(2, 12), "maintenance", "S1"), (at(5, 9), "fault", "F2")]
+
+
+async def _machines(conn: Connection) -> tuple[int, int]:
+    cur = await conn.execute(
+        "INSERT INTO machines (tenant, serial, protocol) VALUES ('t', 'A', 'json'),"
+        " ('t', 'B', 'json') RETURNING id")
+    (a,), (b,) = await cur.fetchall()
+    return a, b
+
+
+async def _load(conn: Connection, machine: int, counter: list[tuple[datetime, float]],
+                states: list[tuple[datetime, str]] = (),  # type: ignore[assignment]
+                events: list[tuple[datetime, str, str]] = ()) -> None:  # type: ignore[assignment]
+    async with conn.cursor() as cur:
+        await cur.executemany("INSERT INTO telemetry VALUES (%s, %s, 1, %s)",
+                              [(t, machine, v) for t, v in counter])
+        await cur.executemany("INSERT INTO machine_states VALUES (%s, %s, %s)",
+                              [(t, machine, s) for t, s in states])
+        await cur.executemany(
+            "INSERT INTO machine_events (time, machine_id, kind, code, event_key, payload)"
+            " VALUES (%s, %s, %s, %s, %s, '{}')",
+            [(t, machine, k, c, f"{k}-{c}") for t, k, c in events])
+    await conn.commit()
+
+
+async def _days(conn: Connection) -> dict[tuple[int, date], tuple[Any, ...]]:
+    got = await rows(conn, "SELECT machine_id, day, operating_hours, running_hours, fault_hours,"
+                           " samples, faults, services, last_seen FROM machine_days")
+    return {(r[0], r[1]): r[2:] for r in got}
+
+
+async def test_daily_hours_states_and_events_worked_out_by_hand(conn: Connection) -> None:
+    a, b = await _machines(conn)
+    await _load(conn, a, COUNTER_A, STATES_A, EVENTS_A)
+    await _load(conn, b, COUNTER_B)
+    done = await refresh_machine_days(conn)
+    days = await _days(conn)
+    expected = {
+        (a, date(2026, 3, 1)): (0.0, 0.0, 0.0, 1, 0, 0, at(1, 20)),
+        (a, date(2026, 3, 2)): (3.0, 3.0, 0.5, 4, 1, 1, at(2, 14)),
+        (a, date(2026, 3, 3)): (2.5, 2.0, 0.0, 3, 0, 0, at(3, 22)),
+        (a, date(2026, 3, 4)): (0.0, 2.0, 0.0, 0, 0, 0, at(4, 2)),
+        (a, date(2026, 3, 5)): (4.0, 0.0, 0.0, 1, 1, 0, at(5, 12)),
+        (b, date(2026, 3, 2)): (8.0, 0.0, 0.0, 2, 0, 0, at(2, 15)),
+    }
+    assert days.keys() == expected.keys()
+    for key, (hours, running, fault, *counts, seen) in expected.items():
+        got = days[key]
+        assert got[:3] == pytest.approx((hours, running, fault)), key
+        assert (*got[3:6], got[6]) == (*counts, seen), key
+    assert done.rows_changed == len(expected)
+    assert done.through == at(5, 12)
+
+
+async def test_one_more_hour_changes_only_its_day(conn: Connection) -> None:
+    a, b = await _machines(conn)
+    await _load(conn, a, COUNTER_A, STATES_A, EVENTS_A)
+    await _load(conn, b, COUNTER_B)
+    await refresh_machine_days(conn)
+    before = await rows(conn, "SELECT machine_id, day, refreshed_at FROM machine_days")
+    await _load(conn, a, [(at(5, 13), 6.5)])
+    done = await refresh_machine_days(conn)
+    after_days = await _days(conn)
+    after = await rows(conn, "SELECT machine_id, day, refreshed_at FROM machine_days")
+    assert done.from_day == date(2026, 3, 5)
+    assert done.rows_changed == 1
+    assert after_days[(a, date(2026, 3, 5))][:4] == pytest.approx((5.0, 0.0, 0.0, 2))
+    moved = {(m, d) for (m, d, r) in after} - {(m, d) for (m, d, r) in after
+                                               if (m, d, r) in set(before)}
+    assert moved == {(a, date(2026, 3, 5))}
+    assert done.through == at(5, 13)
+    # Recomputing everything again changes nothing: the refresh is idempotent.
+    again = await refresh_machine_days(conn, since=date(2026, 3, 1))
+    assert again.rows_changed == 0
+    assert await _days(conn) == after_days
+
+
+async def test_late_data_before_the_lookback_needs_since(conn: Connection) -> None:
+    a, _ = await _machines(conn)
+    await _load(conn, a, COUNTER_A)
+    await refresh_machine_days(conn)
+    # A sample for day 3 arrives late, after the watermark moved to day 5. The plain refresh
+    # recomputes day 5 only (its first step now starts at 2.0); day 3 waits for ``since``.
+    await _load(conn, a, [(at(3, 11), 2.0)])
+    plain = await refresh_machine_days(conn)
+    days = await _days(conn)
+    assert (plain.from_day, plain.rows_changed) == (date(2026, 3, 5), 1)
+    assert days[(a, date(2026, 3, 3))][0] == pytest.approx(2.5)
+    assert days[(a, date(2026, 3, 5))][0] == pytest.approx(3.5)
+    done = await refresh_machine_days(conn, since=date(2026, 3, 3))
+    days = await _days(conn)
+    assert days[(a, date(2026, 3, 3))][0] == pytest.approx(3.0)
+    assert days[(a, date(2026, 3, 3))][3] == 4
+    assert done.rows_changed == 1
