@@ -79,6 +79,7 @@ EXPECTED_COLUMNS = {
         "id", "source", "external_id", "customer_id", "contact_id", "answered_at", "score",
         "comment", "synced_at", "source_updated_at", "deleted_at"
     ],
+    "analytics_job_runs": ["id", "job", "started_at", "finished_at", "status", "detail"],
     "sync_cursors": ["source", "entity", "cursor", "updated_at"],
     "sync_rejects": [
         "id", "run_id", "source", "entity", "external_id", "line_number", "reason", "record",
