@@ -50,3 +50,6 @@ FROM last_in_month l
 JOIN customers c ON c.id = l.customer_id
 GROUP BY 1, 2, 3
 ORDER BY 1, 2, 3
+
+-- name: customer_external_ids
+SELECT id, external_id FROM customers
