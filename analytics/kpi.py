@@ -432,7 +432,8 @@ async def maintenance_adherence(conn: Conn, period: Period, *, cut: Cut | None =
 
     Per machine with a service plan, services due = max(operating hours /
     service_interval_hours, calendar days / service_interval_days); done = its ``maintenance``
-    events in the period; on plan = min(done, due). Summed over machines. ``counts`` also has
+    events in the period; on plan = min(done, due rounded up). Adherence = min(1, sum of on
+    plan / sum of due) over the machines. ``counts`` also has
     machines_overdue: machines past either interval since their last service at the period's
     end.
     """

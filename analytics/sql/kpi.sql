@@ -413,7 +413,9 @@ agg AS (
            count(*) FILTER (WHERE services_due IS NOT NULL) AS machines_with_plan,
            sum(services) FILTER (WHERE services_due IS NOT NULL) AS services_done,
            sum(services_due) AS services_due,
-           sum(least(services, services_due)) AS services_on_plan,
+           -- A service counts up to the whole services due (rounded up): a month that made
+           -- 0.3 of a service due and had the service is on plan, not 0.3 of it.
+           sum(least(services, ceil(services_due))) AS services_on_plan,
            count(*) FILTER (WHERE overdue) AS machines_overdue,
            sum(faults) AS faults,
            sum(parts_bought) FILTER (WHERE parts_implied IS NOT NULL) AS parts_bought_attributed,
@@ -427,7 +429,7 @@ SELECT a.*,
        (a.hours_both / nullif(a.calendar_hours_both, 0))
            / nullif(a.prev_hours_both / nullif(a.prev_calendar_hours_both, 0), 0) - 1
            AS utilisation_trend,
-       a.services_on_plan / nullif(a.services_due, 0) AS maintenance_adherence,
+       least(a.services_on_plan / nullif(a.services_due, 0), 1) AS maintenance_adherence,
        1000 * a.faults / nullif(a.operating_hours, 0) AS fault_rate,
        coalesce(a.parts_bought_attributed, 0) + coalesce(u.amount, 0) AS parts_bought,
        (coalesce(a.parts_bought_attributed, 0) + coalesce(u.amount, 0))

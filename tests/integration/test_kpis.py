@@ -404,10 +404,10 @@ async def test_machine_side_kpis(conn: Conn, fleet: dict[str, int]) -> None:
         # 0.375; January (186 + 96) / (744 + 384) = 0.25; 0.375 / 0.25 - 1 = 0.5.
         assert got["trend"].value == Decimal("0.5"), source
         # Services due: M1 max(168/336, 28/28) = 1, M2 max(336/336, 1) = 1, M3 max(84/336,
-        # 14/28) = 0.5: 2.5. Done on plan: M1 min(1, 1) + M2 0 + M3 min(1, 0.5) = 1.5. 0.6.
+        # 14/28) = 0.5: 2.5. On plan, min(done, due rounded up): M1 min(1, 1) + M2 min(0, 1)
+        # + M3 min(1, 1) = 2. 2 / 2.5 = 0.8.
         a = got["adherence"]
-        assert vnd(a) == (Decimal("0.6"), Decimal("1.5"),
-                                                         Decimal("2.5")), source
+        assert vnd(a) == (Decimal("0.8"), 2, Decimal("2.5")), source
         # Overdue at the end: M2 (432 h, never serviced > 336). M1 168 h / 19 days since its
         # service, M3 84 h / 9 days: not.
         assert a.counts["machines_overdue"] == 1
