@@ -190,25 +190,26 @@ async def backtest(conn: Connection, *, cutoff: date, horizon_days: int = DEFAUL
     model
         Use this model instead of training one (it must not have seen data after ``cutoff``).
     """
-    _, end = await data_span(conn)
-    if end is None:
-        raise ValueError("no data to backtest on")
-    if model is None:
-        model = await train(conn, cutoff=cutoff, horizon_days=horizon_days,
-                            reporting_currency=reporting_currency)
-    days = monthly(cutoff, until or end - timedelta(days=AHEAD_DAYS))
-    scored: list[Scored] = []
-    for day in days:
-        features = await features_at(conn, day, reporting_currency=reporting_currency)
-        p = model.predict_proba(features.values)
-        scored.extend(Scored(ext, day, float(pi))
-                      for ext, pi in zip(features.external_ids, p, strict=True))
-    ids = await _external_ids(conn)
-    churned = {ids[c]: d for c, d in (await churn_dates(conn, end)).items()}
-    data = evaluate(scored, churned, horizon_days=horizon_days, alert_rate=alert_rate,
-                    data_end=end)
-    against_truth = None if truth is None else evaluate(
-        scored, truth, horizon_days=horizon_days, alert_rate=alert_rate, data_end=end)
+    async with conn.transaction():  # read-only: ends the reads' transaction on return
+        _, end = await data_span(conn)
+        if end is None:
+            raise ValueError("no data to backtest on")
+        if model is None:
+            model = await train(conn, cutoff=cutoff, horizon_days=horizon_days,
+                                reporting_currency=reporting_currency)
+        days = monthly(cutoff, until or end - timedelta(days=AHEAD_DAYS))
+        scored: list[Scored] = []
+        for day in days:
+            features = await features_at(conn, day, reporting_currency=reporting_currency)
+            p = model.predict_proba(features.values)
+            scored.extend(Scored(ext, day, float(pi))
+                          for ext, pi in zip(features.external_ids, p, strict=True))
+        ids = await _external_ids(conn)
+        churned = {ids[c]: d for c, d in (await churn_dates(conn, end)).items()}
+        data = evaluate(scored, churned, horizon_days=horizon_days, alert_rate=alert_rate,
+                        data_end=end)
+        against_truth = None if truth is None else evaluate(
+            scored, truth, horizon_days=horizon_days, alert_rate=alert_rate, data_end=end)
     report = BacktestReport(cutoff, horizon_days, alert_rate, model.method_, model.version_,
                             model.churn_events_, days, data, against_truth)
     for line in report.lines():

@@ -220,6 +220,8 @@ class ChurnModel:
     method_: Method = field(default="rules", init=False)
     churn_events_: int = field(default=0, init=False)
     baseline_: Array = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
+    empty_: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool),
+                                          init=False, repr=False)
     estimator_: Any = field(default=None, init=False, repr=False)
     version_: str = field(default="rules-v1", init=False)
 
@@ -228,12 +230,12 @@ class ChurnModel:
         """Fit on rows (customer, cut-off) with labels; ``groups`` names each row's customer."""
         positives = {g for g, label_ in zip(groups, y, strict=True) if label_}
         self.churn_events_ = len(positives)
-        if len(X):
-            # A column no row has a value in (no surveys anywhere yet) gets baseline 0.
-            self.baseline_ = np.nanmedian(np.where(np.isnan(X).all(axis=0), 0.0, X), axis=0)
-        else:
-            self.baseline_ = np.zeros(len(FEATURE_NAMES))
-        digest = hashlib.sha256(X.tobytes() + y.tobytes()).hexdigest()[:8]
+        # A column no row has a value in (no surveys anywhere yet) is a constant 0: the
+        # booster's binning cannot take a column without values.
+        self.empty_ = np.asarray(np.isnan(X).all(axis=0), dtype=np.bool_)
+        x = self._prepare(X)
+        self.baseline_ = np.nanmedian(x, axis=0) if len(x) else np.zeros(x.shape[1])
+        digest = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()[:8]
         if self.churn_events_ < self.min_churn_events:
             logger.info("%s churn events in the history (< %s): rule score",
                         self.churn_events_, self.min_churn_events)
@@ -247,7 +249,7 @@ class ChurnModel:
             learning_rate=0.05, max_iter=250, max_leaf_nodes=15, min_samples_leaf=30,
             l2_regularization=1.0, random_state=self.random_state)
         folds = list(GroupKFold(n_splits=3).split(X, y, groups))
-        self.estimator_ = CalibratedClassifierCV(booster, method="sigmoid", cv=folds).fit(X, y)
+        self.estimator_ = CalibratedClassifierCV(booster, method="sigmoid", cv=folds).fit(x, y)
         self.method_ = "model"
         self.version_ = (f"hgb-v1-{self.trained_until or 'na'}-{len(y)}rows-"
                          f"{self.churn_events_}churners-{digest}")
@@ -257,7 +259,15 @@ class ChurnModel:
         """Churn probability per row."""
         if self.method_ == "rules" or self.estimator_ is None:
             return np.array([rule_probability(self._points(x)) for x in X], dtype=np.float64)
-        return np.asarray(self.estimator_.predict_proba(X)[:, 1], dtype=np.float64)
+        return np.asarray(self.estimator_.predict_proba(self._prepare(X))[:, 1],
+                          dtype=np.float64)
+
+    def _prepare(self, X: Array) -> Array:  # noqa: N803
+        if not self.empty_.any():
+            return X
+        filled = X.copy()
+        filled[:, self.empty_] = 0.0
+        return filled
 
     def explain(self, X: Array, *,  # noqa: N803
                  top: int = TOP_REASONS) -> list[tuple[Reason, ...]]:
@@ -378,8 +388,9 @@ async def train(conn: Connection, *, cutoff: date, horizon_days: int = DEFAULT_H
     ChurnModel
         Fitted; ``method_`` says whether the model or the rules will score.
     """
-    data = await training_set(conn, cutoff=cutoff, horizon_days=horizon_days,
-                              reporting_currency=reporting_currency)
+    async with conn.transaction():  # read-only: ends the reads' transaction on return
+        data = await training_set(conn, cutoff=cutoff, horizon_days=horizon_days,
+                                  reporting_currency=reporting_currency)
     model = ChurnModel(horizon_days=horizon_days, min_churn_events=min_churn_events,
                        trained_until=cutoff)
     model.fit(data.X, data.y, groups=data.customers)
@@ -408,7 +419,8 @@ async def score_customers(conn: Connection, *, on: date, model: ChurnModel | Non
     Parameters
     ----------
     conn
-        A connection; ``machine_days`` refreshed. Stored scores are committed.
+        A connection; ``machine_days`` refreshed. From an idle connection the stored scores
+        are committed on return; inside the caller's transaction they are part of it.
     on
         The scoring day; only data up to it is read.
     model
@@ -420,13 +432,16 @@ async def score_customers(conn: Connection, *, on: date, model: ChurnModel | Non
     store
         Write the scores to ``churn_scores`` (one row per customer and day, replaced).
     """
-    if model is None:
-        model = await train(conn, cutoff=on, horizon_days=horizon_days,
-                            reporting_currency=reporting_currency)
-    features = await features_at(conn, on, reporting_currency=reporting_currency)
-    scores = score_features(model, features, reporting_currency=reporting_currency)
-    if store:
-        await store_scores(conn, scores)
+    # One transaction (a savepoint inside the caller's, if it has one): from an idle connection
+    # the stored scores are committed on return.
+    async with conn.transaction():
+        if model is None:
+            model = await train(conn, cutoff=on, horizon_days=horizon_days,
+                                reporting_currency=reporting_currency)
+        features = await features_at(conn, on, reporting_currency=reporting_currency)
+        scores = score_features(model, features, reporting_currency=reporting_currency)
+        if store:
+            await store_scores(conn, scores)
     return scores
 
 

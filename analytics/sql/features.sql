@@ -219,7 +219,7 @@ purchases AS (
     GROUP BY i.customer_id
 )
 SELECT pop.customer_id, pop.external_id,
-       k.annual_value,
+       round(k.annual_value, 2) AS annual_value,
        -- usage
        m.machines::float8 AS machines,
        m.h90 / nullif(m.machines, 0) / (90 / 7.0) AS hours_per_machine_week,

@@ -1,0 +1,224 @@
+"""Churn risk on a small demo world: end to end, stored with reasons, no leakage, rule fallback."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from psycopg import sql
+
+from analytics.backtest import backtest, truth_churn_dates
+from analytics.churn import (
+    MIN_CHURN_EVENTS,
+    revenue_at_risk_by_segment,
+    score_customers,
+    train,
+)
+from analytics.features import FEATURE_NAMES, churn_dates, features_at
+from analytics.rollups import refresh_machine_days
+from erp_connectors.files import sync_files
+from erp_connectors.rates import load_exchange_rates
+from tests.integration.conftest import _server_url, rows
+from tests.world import World, load_history, truth, write_world
+from tests.world import catalogue as cat
+
+END = date(2026, 5, 1)
+T = date(2025, 11, 1)  # the leakage test's cut-off
+Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return World.generate(11, END, customers=60, machines=200, years=2)
+
+
+async def _load(url: str, world: World, directory: Path, *,
+                telemetry_until: datetime | None = None) -> None:
+    write_world(world, directory)
+    load_history(url, world)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        if telemetry_until is not None:
+            for table in ("telemetry", "machine_states", "machine_events"):
+                await conn.execute(sql.SQL("DELETE FROM {} WHERE time >= %s").format(
+                    sql.Identifier(table)), (telemetry_until,))
+        results = await sync_files(conn, directory, source="demo")
+        assert all(r.rows_rejected == 0 and r.error is None for r in results), results
+        await load_exchange_rates(conn, directory / "exchange_rates.csv", source="demo")
+        await refresh_machine_days(conn)
+
+
+@pytest.fixture(scope="module")
+def world_db(template_db: str, world: World, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[str]:
+    """A database with the whole small world, shared by the module's tests (read-mostly)."""
+    name = f"oemr_test_churn_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(_server_url("postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(template_db)))
+    url = _server_url(name)
+    import asyncio
+    asyncio.run(_load(url, world, tmp_path_factory.mktemp("world")))
+    yield url
+    with psycopg.connect(_server_url("postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+@pytest.fixture
+async def wconn(world_db: str) -> AsyncIterator[Connection]:
+    async with await psycopg.AsyncConnection.connect(world_db) as conn:
+        yield conn
+        await conn.execute("DELETE FROM churn_scores")
+        await conn.commit()
+
+
+async def test_scores_are_stored_with_reasons_and_the_rule_fallback(wconn: Connection,
+                                                                    world: World) -> None:
+    on = date(2026, 1, 1)
+    churned = await churn_dates(wconn, on)
+    await wconn.rollback()
+    assert 0 < len(churned) < MIN_CHURN_EVENTS  # a small world: too few churns to learn from
+    scores = await score_customers(wconn, on=on)
+    stored = await rows(wconn, "SELECT customer_id, probability, method, reasons, model_version,"
+                               " annual_value, horizon_days FROM churn_scores"
+                               " WHERE scored_on = %s", (on,))
+    assert {s.method for s in scores} == {"rules"}
+    assert len(stored) == len(scores) > 0
+    by_id = {s.customer_id: s for s in scores}
+    for customer_id, p, method, reasons, version, value, horizon in stored:
+        s = by_id[customer_id]
+        assert (p, method, version, value, horizon) == (
+            pytest.approx(s.probability), "rules", "rules-v1", s.annual_value, 180)
+        assert [r["factor"] for r in reasons] == [r.factor for r in s.reasons]
+        assert all(r["effect"] > 0 and r["label"] for r in reasons)
+    # The riskiest customers have reasons, in their own values.
+    top = max(scores, key=lambda s: s.probability)
+    assert top.reasons and top.reasons[0].value is not None
+    # Customers on the books on the day: not the ones that churned before it.
+    external = {s.external_id for s in scores}
+    gone = {ext for ext, c in truth(world)["customers"].items()
+            if c["churned"] and date.fromisoformat(c["churn_date"]) < on}
+    assert gone and not external & gone
+    # Revenue at risk: the segment sums are the customers' value x probability.
+    segments = await revenue_at_risk_by_segment(wconn, segment="industry", since=on, until=on)
+    expected = sum((s.revenue_at_risk or Decimal(0)) for s in scores)
+    assert sum((r.revenue_at_risk or Decimal(0)) for r in segments) == pytest.approx(
+        expected, abs=Decimal("0.01") * len(scores))
+    assert sum(r.customers for r in segments) == len(scores)
+
+
+async def test_the_model_trains_on_the_history_and_explains(wconn: Connection) -> None:
+    on = date(2026, 1, 1)
+    model = await train(wconn, cutoff=on, min_churn_events=3)
+    assert model.method_ == "model" and model.churn_events_ >= 3
+    scores = await score_customers(wconn, on=on, model=model)
+    assert {s.method for s in scores} == {"model"}
+    assert all(0 <= s.probability <= 1 for s in scores)
+    explained = [s for s in scores if s.reasons]
+    assert explained
+    for s in explained:
+        effects = [r.effect for r in s.reasons]
+        assert effects == sorted(effects, reverse=True) and effects[0] > 0
+        assert all(r.factor in FEATURE_NAMES for r in s.reasons)
+    stored = await rows(wconn, "SELECT DISTINCT method, model_version FROM churn_scores")
+    assert stored == [("model", model.version_)]
+
+
+async def test_backtest_runs_against_data_and_truth(wconn: Connection, world: World) -> None:
+    report = await backtest(wconn, cutoff=date(2025, 6, 1),
+                            truth=truth_churn_dates(truth(world)))
+    assert report.method == "rules"
+    assert report.scoring_days[0] == date(2025, 6, 1)
+    assert report.truth is not None
+    # The data's churns are the truth's: the same positives.
+    assert report.data.positives == report.truth.positives > 0
+    assert report.data.roc_auc is not None and 0.5 < report.data.roc_auc <= 1
+    assert any("ROC AUC" in line for line in report.lines())
+
+
+def _as_known_on(world: World, t: date) -> World:
+    """The world's business records as the ERP showed them on day ``t``.
+
+    Records dated after ``t`` are left out; an invoice paid after ``t`` is open; a contract
+    shows the term running on ``t``: its end, value and tier then (a renewal takes effect on the
+    new term), active if it had not ended by ``t``.
+    """
+    past = copy.copy(world)
+    r = {entity: [dict(x) for x in records] for entity, records in world.records.items()}
+    r["customers"] = [c for c in r["customers"] if c["customer_since"] <= t]
+    customers = {c["external_id"] for c in r["customers"]}
+    # A machine sold by t but commissioned later is known to the ERP already (its invoice).
+    invoiced = {i["external_id"] for i in r["invoices"] if i["issued_on"] <= t}
+    sold = {x.get("installed_base_external_id") for x in r["invoice_lines"]
+            if x["invoice_external_id"] in invoiced}
+    r["installed_base"] = [m for m in r["installed_base"] if m["customer_external_id"] in customers
+                           and (m["commissioned_on"] <= t or m["external_id"] in sold)]
+    machines = {m["external_id"] for m in r["installed_base"]}
+    renewals: dict[str, list[dict[str, Any]]] = {}
+    for x in r["contract_renewals"]:
+        renewals.setdefault(x["contract_external_id"], []).append(x)
+    contracts = []
+    for c in r["service_contracts"]:
+        if c["starts_on"] > t or c["customer_external_id"] not in customers or (
+                c.get("installed_base_external_id") and c["installed_base_external_id"]
+                not in machines):
+            continue
+        later = sorted((x for x in renewals.get(c["external_id"], [])
+                        if x["previous_ends_on"] >= t), key=lambda x: x["previous_ends_on"])
+        if later:
+            tier = cat.TIER_ORDER.index(c["tier"])
+            tier -= sum(x["outcome"] == "upgraded" for x in later)
+            tier += sum(x["outcome"] == "downgraded" for x in later)
+            c |= {"ends_on": later[0]["previous_ends_on"],
+                  "annual_value": later[0]["previous_value"], "status": "active",
+                  "tier": cat.TIER_ORDER[tier]}
+        contracts.append(c)
+    r["service_contracts"] = contracts
+    kept = {c["external_id"] for c in contracts}
+    r["contract_renewals"] = [x for x in r["contract_renewals"]
+                              if x["contract_external_id"] in kept and x["decided_on"] <= t]
+    r["invoices"] = [i for i in r["invoices"] if i["issued_on"] <= t
+                     and i["customer_external_id"] in customers]
+    for i in r["invoices"]:
+        if i.get("paid_on") and i["paid_on"] > t:
+            i["status"] = "open"
+            del i["paid_on"]
+    invoices = {i["external_id"] for i in r["invoices"]}
+    r["invoice_lines"] = [x for x in r["invoice_lines"] if x["invoice_external_id"] in invoices
+                          and x.get("contract_external_id", next(iter(kept), None)) in kept
+                          | {None} and x.get("installed_base_external_id") in machines | {None}]
+    r["orders"] = [o for o in r["orders"] if o["ordered_on"] <= t
+                   and o["customer_external_id"] in customers]
+    orders = {o["external_id"] for o in r["orders"]}
+    r["order_lines"] = [x for x in r["order_lines"] if x["order_external_id"] in orders
+                        and x.get("installed_base_external_id") in machines | {None}]
+    r["survey_responses"] = [s for s in r["survey_responses"]
+                             if s["answered_at"].date() <= t
+                             and s["customer_external_id"] in customers]
+    for entity in ("sites", "contacts"):
+        r[entity] = [x for x in r[entity] if x["customer_external_id"] in customers]
+    past.records = r
+    return past
+
+
+async def test_features_at_t_do_not_change_when_later_data_arrives(
+        wconn: Connection, world: World, database_url: str, tmp_path: Path) -> None:
+    full = await features_at(wconn, T)
+    await _load(database_url, _as_known_on(world, T), tmp_path,
+                telemetry_until=datetime.combine(T + timedelta(days=1), datetime.min.time(),
+                                                 UTC))
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        known = await features_at(conn, T)
+    assert known.external_ids == full.external_ids
+    mismatched = {name for j, name in enumerate(FEATURE_NAMES)
+                  if not np.allclose(known.values[:, j], full.values[:, j], equal_nan=True)}
+    assert mismatched == set()
+    assert known.annual_values == full.annual_values
