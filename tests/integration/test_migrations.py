@@ -98,6 +98,12 @@ EXPECTED_COLUMNS = {
     "rollup_watermarks": ["rollup", "through", "refreshed_at"],
     "churn_scores": ["customer_id", "scored_on", "horizon_days", "probability", "method",
                      "reasons", "model_version", "annual_value", "currency", "created_at"],
+    # 009: customer lifetime values
+    "customer_values": ["customer_id", "valued_on", "method", "p_alive", "expected_purchases_12m",
+                        "expected_spend_per_purchase", "parts_clv", "contract_annual_value",
+                        "contract_renewals", "contract_expected_lifetime_years",
+                        "contract_derl_value", "total_clv", "currency", "discount_rate",
+                        "horizon_months", "inputs", "parameters", "created_at"],
     # views
     "dead_letter_sources": ["source", "distinct_messages", "times_received", "first_received_at",
                             "last_received_at", "latest_reason", "latest_topic"],
