@@ -33,7 +33,10 @@ erp_app = typer.Typer(help="ERP sync: customers, installed base, contracts, invo
                       no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(ingest_app, name="ingest")
+analytics_app = typer.Typer(help="Retention analytics: rollups, customer value, churn risk.",
+                            no_args_is_help=True)
 app.add_typer(erp_app, name="erp")
+app.add_typer(analytics_app, name="analytics")
 console = Console()
 
 
@@ -336,6 +339,170 @@ def erp_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = Fal
         scheduler.start()
         await stop.wait()
         scheduler.shutdown(wait=False)
+
+    asyncio.run(main())
+
+
+def _day(value: str | None) -> Any:
+    from datetime import date
+
+    if value is None:
+        return datetime.now(UTC).date()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"expected a day as YYYY-MM-DD, got {value!r}") from None
+
+
+async def _analytics_day(settings: Settings, on: Any, model: Any = None) -> dict[str, Any]:
+    """Rollups, customer value and churn scores for one day; what each step did."""
+    from analytics.churn import score_customers
+    from analytics.customer_value import value_customers
+    from analytics.rollups import refresh_machine_days
+
+    async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                     autocommit=True) as conn:
+        rollup = await refresh_machine_days(conn)
+        value = await value_customers(conn, on=on,
+                                      reporting_currency=settings.reporting_currency)
+        scores = await score_customers(conn, on=on, model=model,
+                                       reporting_currency=settings.reporting_currency)
+    return {"rollup": rollup, "value": value, "scores": scores}
+
+
+@analytics_app.command("run")
+def analytics_run(
+    on: Annotated[str | None, typer.Option(help="The day to compute for (default today, UTC).")]
+    = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Refresh the usage rollups, value every customer and score churn risk for one day."""
+    _logging(verbose, level=logging.WARNING)
+    settings = _settings()
+    day = _day(on)
+    try:
+        done = asyncio.run(_analytics_day(settings, day))
+    except (OemrError, psycopg.Error, ValueError) as exc:
+        console.print(f"[red]analytics run failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    rollup, value, scores = done["rollup"], done["value"], done["scores"]
+    console.print(f"rollups: {rollup.rows_changed:,} machine-days written from {rollup.from_day}")
+    console.print(f"customer value on {day}: {value.customers:,} customers; parts"
+                  f" {value.parts_method}, contracts {value.contract_method}")
+    for note in value.notes:
+        console.print(f"  [yellow]{note}[/yellow]")
+    if not scores:
+        console.print("no customers to score")
+        return
+    table = Table(title=f"highest churn risk on {day} ({scores[0].method})")
+    for column in ("customer", "probability", "revenue at risk", "why"):
+        table.add_column(column, overflow="fold")
+    for score in sorted(scores, key=lambda s: -s.probability)[:15]:
+        at_risk = score.revenue_at_risk
+        table.add_row(score.external_id, f"{score.probability:.0%}",
+                      "" if at_risk is None else f"{at_risk:,.0f} {score.currency}",
+                      "; ".join(f"{r.label} ({r.effect:+.0%})" for r in score.reasons[:3]))
+    console.print(table)
+
+
+@analytics_app.command("backtest")
+def analytics_backtest(
+    *,
+    cutoff: Annotated[str, typer.Option(help="Train on data up to this day (YYYY-MM-DD).")],
+    horizon: Annotated[int, typer.Option(help="Churn within this many days counts.")] = 180,
+    alert_rate: Annotated[float, typer.Option(help="Share of customers flagged.")] = 0.2,
+    truth: Annotated[Path | None, typer.Option(
+        help="A demo world's truth.json to score against as well.")] = None,
+    ids: Annotated[Path | None, typer.Option(
+        help="World ids -> stored external ids (the fake Odoo's odoo_ids.json).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Train up to a cut-off, score monthly after it, and compare with what happened."""
+    from analytics.backtest import backtest, truth_churn_dates
+
+    _logging(verbose, level=logging.WARNING)
+    settings = _settings()
+    known = None
+    if truth is not None:
+        known = truth_churn_dates(orjson.loads(truth.read_bytes()))
+        if ids is not None:
+            mapping = orjson.loads(ids.read_bytes()).get("customers", {})
+            known = {mapping.get(world_id, world_id): day for world_id, day in known.items()}
+
+    async def run() -> Any:
+        async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                         autocommit=True) as conn:
+            from analytics.rollups import refresh_machine_days
+
+            await refresh_machine_days(conn)
+            return await backtest(conn, cutoff=_day(cutoff), horizon_days=horizon,
+                                  alert_rate=alert_rate, truth=known,
+                                  reporting_currency=settings.reporting_currency)
+
+    try:
+        report = asyncio.run(run())
+    except (OemrError, psycopg.Error, ValueError) as exc:
+        console.print(f"[red]backtest failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    for line in report.lines():
+        console.print(line)
+
+
+@analytics_app.command("schedule")
+def analytics_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Rollups every 15 minutes, customer value and churn scores daily, retraining weekly."""
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from analytics.churn import train
+    from analytics.customer_value import value_customers
+    from analytics.jobs import Connection, run_exclusive
+    from analytics.rollups import refresh_machine_days
+    from core.db import make_pool
+
+    _logging(verbose)
+    settings = _settings()
+    model: dict[str, Any] = {}
+
+    async def rollups(conn: Connection) -> str:
+        done = await refresh_machine_days(conn)
+        return f"{done.rows_changed} machine-days from {done.from_day}"
+
+    async def retrain(conn: Connection) -> str:
+        today = datetime.now(UTC).date()
+        model["churn"] = await train(conn, cutoff=today,
+                                     reporting_currency=settings.reporting_currency)
+        m = model["churn"]
+        return f"trained until {today}: {m.churn_events_} churn events, method {m.method_}"
+
+    async def daily(conn: Connection) -> str:
+        from analytics.churn import score_customers
+
+        today = datetime.now(UTC).date()
+        if "churn" not in model:
+            await retrain(conn)
+        value = await value_customers(conn, on=today,
+                                      reporting_currency=settings.reporting_currency)
+        scores = await score_customers(conn, on=today, model=model["churn"],
+                                       reporting_currency=settings.reporting_currency)
+        return f"{value.customers} customers valued, {len(scores)} scored"
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with make_pool(settings, min_size=1, name="oemr-analytics") as pool:
+            scheduler = AsyncIOScheduler(timezone="UTC")
+            now = datetime.now(UTC)
+            for name, job, trigger, kwargs in (
+                    ("rollups", rollups, "interval", {"minutes": 15, "next_run_time": now}),
+                    ("daily", daily, "cron", {"hour": 2, "minute": 0, "next_run_time": now}),
+                    ("retrain", retrain, "cron", {"day_of_week": "mon", "hour": 3})):
+                scheduler.add_job(run_exclusive, trigger, args=(pool, name, job), id=name,
+                                  max_instances=1, coalesce=True, **kwargs)
+            scheduler.start()
+            await stop.wait()
+            scheduler.shutdown(wait=False)
 
     asyncio.run(main())
 
