@@ -87,7 +87,11 @@ def apply_storage_policies(
 
 
 def drop_expired_telemetry(conn: psycopg.Connection[tuple[object, ...]], settings: Settings) -> int:
-    """Drop telemetry chunks older than the retention setting; the fallback for Apache servers."""
+    """Drop telemetry chunks older than the retention setting; the fallback for Apache servers.
+
+    Only what the daily usage rollup (``machine_days``) has already taken in is dropped: until
+    the analytics have rolled a day up, its raw data stays whatever its age.
+    """
     row = conn.execute(
         queries("core", "sql/timescale.sql")["drop_old_chunks"],
         {"keep": settings.telemetry_retention},

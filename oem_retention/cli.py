@@ -550,6 +550,7 @@ def up(
 
     if configured_sources(settings) and settings.erp_sync_interval_minutes:
         commands["erp-sync"] = [*cmd, "erp", "schedule"]
+    commands["analytics"] = [*cmd, "analytics", "schedule"]
     if simulate_machines:
         commands["simulator"] = [*cmd, "simulate", "--machines", str(simulate_machines),
                                  "--interval", str(interval), "--tenant", tenant,

@@ -20,4 +20,11 @@ SELECT add_compression_policy('telemetry', %(after)s::interval, if_not_exists =>
 SELECT add_retention_policy('telemetry', %(keep)s::interval, if_not_exists => true)
 
 -- name: drop_old_chunks
-SELECT count(*) FROM drop_chunks('telemetry', older_than => now() - %(keep)s::interval)
+-- Raw telemetry goes once it is past retention AND rolled up into machine_days (a day before the
+-- rollup's watermark, so late data still in its lookback stays): usage history lives on in the
+-- rollup. No watermark yet (analytics never ran): nothing is dropped.
+SELECT CASE WHEN w.through IS NULL THEN 0
+            ELSE (SELECT count(*) FROM drop_chunks('telemetry', older_than => LEAST(
+                      now() - %(keep)s::interval, w.through - interval '1 day')))
+       END
+FROM (SELECT (SELECT through FROM rollup_watermarks WHERE rollup = 'machine_days') AS through) w

@@ -189,8 +189,13 @@ def test_retention_fallback_drops_old_chunks(database_url: str) -> None:
         conn.execute("""
             INSERT INTO telemetry VALUES (now() - interval '200 days', 1, 1, 1.0),
                                          (now() - interval '1 day', 1, 1, 2.0)""")
-        dropped = timescale.drop_expired_telemetry(conn, Settings(database_url=database_url,
-                                                                  telemetry_retention="90 days"))
+        settings = Settings(database_url=database_url, telemetry_retention="90 days")
+        # Not rolled up yet: kept, however old.
+        assert timescale.drop_expired_telemetry(conn, settings) == 0
+        conn.execute("INSERT INTO rollup_watermarks (rollup, through)"
+                     " VALUES ('machine_days', now() - interval '150 days')")
+        # Rolled up to 150 days ago: the 200-day-old chunk goes, the rest stays.
+        dropped = timescale.drop_expired_telemetry(conn, settings)
         left = conn.execute("SELECT array_agg(value) FROM telemetry").fetchone()
     assert dropped == 1
     assert left == ([2.0],)
