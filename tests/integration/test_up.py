@@ -12,7 +12,7 @@ import psutil
 from tests.integration.conftest import ROOT, scalar, wait_for
 
 
-def test_up_runs_ingester_and_simulator_and_stops_on_ctrl_c(
+def test_up_runs_ingester_simulator_and_analytics_and_stops_on_ctrl_c(
         database_url: str, ingester_env: dict[str, str], tenant: str, tmp_path: Path) -> None:
     env = {**ingester_env, "COLUMNS": "100"}
     log = (tmp_path / "up.log").open("wb")
@@ -24,7 +24,12 @@ def test_up_runs_ingester_and_simulator_and_stops_on_ctrl_c(
         wait_for(lambda: scalar(database_url, "SELECT count(*) FROM machines") == 5, timeout=40)
         wait_for(lambda: scalar(database_url, "SELECT count(*) FROM telemetry") >= 100)
         children = psutil.Process(proc.pid).children(recursive=True)
-        assert len(children) == 2
+        assert sorted(next(a for a in c.cmdline() if a in {"ingest", "simulate", "analytics"})
+                      for c in children) == ["analytics", "ingest", "simulate"]
+        # The analytics schedule rolls the usage up at once.
+        wait_for(lambda: scalar(database_url, "SELECT count(*) FROM analytics_job_runs"
+                                              " WHERE job = 'rollups' AND status = 'succeeded'"
+                                ) >= 1, timeout=60)
         ingester = next(c for c in children if "ingest" in c.cmdline())
         ingester.kill()
         # The supervisor restarts it, and storing goes on.
