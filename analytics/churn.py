@@ -469,6 +469,13 @@ class SegmentRisk:
     mean_probability: float
 
 
+async def revenue_at_risk(conn: Connection, *, on: date) -> dict[int, Decimal | None]:
+    """Per customer, from its latest stored score on or before ``on``: value x probability."""
+    cur = await conn.execute(_sql()["revenue_at_risk"], {"on": on})
+    return {int(r[0]): (None if r[8] is None else Decimal(r[8]).quantize(Decimal("0.01")))
+            for r in await cur.fetchall()}
+
+
 SEGMENTS = ("all", "industry", "country", "size_class", "key_account")
 
 

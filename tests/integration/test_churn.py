@@ -18,6 +18,7 @@ from psycopg import sql
 from analytics.backtest import backtest, truth_churn_dates
 from analytics.churn import (
     MIN_CHURN_EVENTS,
+    revenue_at_risk,
     revenue_at_risk_by_segment,
     score_customers,
     train,
@@ -113,6 +114,9 @@ async def test_scores_are_stored_with_reasons_and_the_rule_fallback(wconn: Conne
     assert sum((r.revenue_at_risk or Decimal(0)) for r in segments) == pytest.approx(
         expected, abs=Decimal("0.01") * len(scores))
     assert sum(r.customers for r in segments) == len(scores)
+    per_customer = await revenue_at_risk(wconn, on=on)
+    assert per_customer == pytest.approx({s.customer_id: s.revenue_at_risk for s in scores},
+                                         abs=Decimal("0.011"))
 
 
 async def test_the_model_trains_on_the_history_and_explains(wconn: Connection) -> None:
