@@ -1,0 +1,86 @@
+"""`oem-retention analytics run|backtest` on a small demo world, as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import orjson
+import psycopg
+import pytest
+
+from erp_connectors.files import sync_files
+from erp_connectors.rates import load_exchange_rates
+from tests.world import World, load_history, truth, write_world
+
+from .conftest import ROOT, scalar
+
+END = date(2026, 5, 1)
+
+
+@pytest.fixture
+async def world_db(database_url: str, tmp_path: Path) -> tuple[str, Path]:
+    """A 40-customer, 2-year world: business data through the files connector, history by COPY."""
+    world = World.generate(11, END, customers=40, machines=120, years=2)
+    directory = tmp_path / "world"
+    directory.mkdir()
+    write_world(world, directory)
+    (directory / "truth.json").write_bytes(orjson.dumps(truth(world)))
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await sync_files(conn, directory, source="demo")
+        await load_exchange_rates(conn, directory / "exchange_rates.csv", source="demo")
+    load_history(database_url, world)
+    return database_url, directory
+
+
+def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("OEMR_")},
+           "OEMR_DATABASE_URL": database_url, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "oem_retention", "analytics", *args], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_run_stores_values_and_scores_and_shows_the_riskiest(world_db: tuple[str, Path]) -> None:
+    url, _ = world_db
+    done = cli(url, "run", "--on", END.isoformat())
+    assert done.returncode == 0, done.stdout + done.stderr
+    customers = scalar(url, "SELECT count(*) FROM customers")
+    gone = sum(1 for c in orjson.loads((world_db[1] / "truth.json").read_bytes())[
+        "customers"].values() if c.get("churned") and date.fromisoformat(c["churn_date"]) <= END)
+    # Every customer still on the books is scored; those who churned before are not.
+    scored = scalar(url, "SELECT count(*) FROM churn_scores WHERE scored_on = %s", (END,))
+    assert customers - gone <= scored < customers
+    assert scalar(url, "SELECT count(DISTINCT customer_id) FROM customer_values"
+                       " WHERE valued_on = %s", (END,)) >= customers - 2
+    assert scalar(url, "SELECT count(*) FROM machine_days") > 0
+    out = " ".join(done.stdout.split())
+    assert "machine-days written" in out
+    assert f"highest churn risk on {END}" in out
+    # The riskiest customer shown is the one with the highest stored probability.
+    top = scalar(url, "SELECT c.external_id FROM churn_scores s JOIN customers c"
+                      " ON c.id = s.customer_id WHERE s.scored_on = %s"
+                      " ORDER BY s.probability DESC, c.external_id LIMIT 1", (END,))
+    assert top in out
+
+
+def test_backtest_prints_its_figures_against_data_and_truth(
+        world_db: tuple[str, Path]) -> None:
+    url, directory = world_db
+    done = cli(url, "backtest", "--cutoff", "2025-09-01", "--truth",
+               str(directory / "truth.json"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = " ".join(done.stdout.split())
+    assert "backtest: trained until 2025-09-01" in out
+    for name in ("data", "truth"):
+        assert f"against {name}:" in out
+    assert "ROC AUC" in out and "median lead" in out
+
+
+def test_a_bad_day_is_refused_plainly(database_url: str) -> None:
+    done = cli(database_url, "run", "--on", "01.05.2026")
+    assert done.returncode == 2
+    assert "expected a day as YYYY-MM-DD, got '01.05.2026'" in " ".join(
+        (done.stdout + done.stderr).split())
