@@ -478,6 +478,8 @@ def analytics_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")]
         from analytics.churn import score_customers
 
         today = datetime.now(UTC).date()
+        # Scores read machine_days: bring it up to date first (refreshes wait for each other).
+        await refresh_machine_days(conn)
         if "churn" not in model:
             await retrain(conn)
         value = await value_customers(conn, on=today,
