@@ -104,6 +104,9 @@ EXPECTED_COLUMNS = {
                         "contract_renewals", "contract_expected_lifetime_years",
                         "contract_derl_value", "total_clv", "currency", "discount_rate",
                         "horizon_months", "inputs", "parameters", "created_at"],
+    # 011: behavioural segment memberships
+    "segment_memberships": ["customer_id", "kind", "assigned_on", "segment", "inputs",
+                            "created_at"],
     # views
     "dead_letter_sources": ["source", "distinct_messages", "times_received", "first_received_at",
                             "last_received_at", "latest_reason", "latest_topic"],
