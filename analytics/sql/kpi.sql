@@ -169,193 +169,206 @@ FROM latest l JOIN seg USING (customer_id)
 GROUP BY seg.segment
 ORDER BY seg.segment;
 
--- name: silent_machines
--- Every machine of the installed base (deleted ones too: a deleted machine is a sold one) that
--- the ingester knows by serial, as of the period's end.
-WITH seg AS (
-    SELECT customer_id, segment FROM customer_segments(%(dimension)s, %(last)s)
-    WHERE %(dimension)s <> 'model'
-),
-fleet AS (
-    SELECT ib.id AS installed_base_id, ib.model, ib.customer_id, ib.deleted_at, m.id AS machine_id,
-           m.online
-    FROM installed_base ib
-    JOIN LATERAL (SELECT id, online FROM machines WHERE serial = ib.serial ORDER BY id LIMIT 1) m
-        ON true
-    WHERE ib.commissioned_on IS NULL OR ib.commissioned_on <= %(last)s
-),
-seen AS (
-    SELECT f.*, t.time AS last_seen,
-           a.customer_id IS NOT NULL AS customer_active,
-           EXISTS (SELECT 1 FROM service_contracts sc
-                   WHERE sc.customer_id = f.customer_id AND sc.deleted_at IS NULL
-                     AND sc.status NOT IN ('draft', 'cancelled') AND sc.starts_on <= %(last)s
-                  ) AS had_contract,
-           EXISTS (SELECT 1 FROM service_contracts sc
-                   WHERE sc.customer_id = f.customer_id AND sc.deleted_at IS NULL
-                     AND sc.status NOT IN ('draft', 'cancelled')
-                     AND sc.starts_on <= %(last)s AND %(last)s <= sc.ends_on) AS live_contract
-    FROM fleet f
-    JOIN LATERAL (SELECT time FROM telemetry t WHERE t.machine_id = f.machine_id
-                  AND t.time < %(end_ts)s ORDER BY t.time DESC LIMIT 1) t ON true
-    LEFT JOIN active_customers(%(last)s, %(window)s) a ON a.customer_id = f.customer_id
-),
-classified AS (
-    SELECT s.*,
-           CASE WHEN %(dimension)s = 'model' THEN s.model ELSE seg.segment END AS segment,
-           s.last_seen < %(end_ts)s - make_interval(days => %(silent_days)s) AS silent,
-           CASE WHEN s.deleted_at IS NOT NULL THEN 'sold'
-                WHEN s.online IS FALSE THEN 'offline'
-                WHEN s.had_contract AND NOT s.live_contract THEN 'contract_lapsed'
-                WHEN NOT s.customer_active THEN 'customer_inactive'
-                ELSE 'unknown'
-           END AS reason
-    FROM seen s LEFT JOIN seg ON seg.customer_id = s.customer_id
-)
-SELECT segment,
-       count(*) AS machines_reporting_ever,
-       count(*) FILTER (WHERE silent) AS silent,
-       count(*) FILTER (WHERE silent AND reason = 'sold') AS silent_sold,
-       count(*) FILTER (WHERE silent AND reason = 'offline') AS silent_offline,
-       count(*) FILTER (WHERE silent AND reason = 'contract_lapsed') AS silent_contract_lapsed,
-       count(*) FILTER (WHERE silent AND reason = 'customer_inactive') AS silent_customer_inactive,
-       count(*) FILTER (WHERE silent AND reason = 'unknown') AS silent_unknown,
-       count(*) FILTER (WHERE silent)::numeric / count(*) AS silent_share
-FROM classified
-WHERE %(segment)s::text IS NULL OR segment = %(segment)s::text
-GROUP BY segment
-ORDER BY segment;
+-- The machine-side queries run once for all the periods asked for (parameters starts, stops,
+-- prev_starts: arrays of first days, days after the last, first days of the previous periods;
+-- a period is known by its 1-based position n). They are assembled from blocks (analytics/
+-- kpi.py): periods, machine_fleet, one source block (the daily rollup where its watermark
+-- covers the periods, raw telemetry before its refresh has run), machine_period, then one tail;
+-- silent machines: periods, machine_fleet, a heard block, silent_machines.
 
--- The machine-side queries are assembled from blocks (analytics/kpi.py): machine_fleet, then
--- one hours block (from raw telemetry, or from the daily rollup when it exists), then
--- machine_period, then one of the tails.
+-- name: rollup_watermark
+SELECT through FROM rollup_watermarks WHERE rollup = 'machine_days';
 
--- name: rollup_in_use
-SELECT EXISTS (SELECT 1 FROM rollup_watermarks WHERE rollup = 'machine_days');
+-- name: data_after
+-- Whether the ingester stored anything after the rollup's watermark (then the rollup covers only
+-- the periods ending by it). Chunk exclusion keeps this to the newest chunks.
+SELECT EXISTS (SELECT 1 FROM telemetry WHERE time > %(through)s)
+    OR EXISTS (SELECT 1 FROM machine_states WHERE time > %(through)s)
+    OR EXISTS (SELECT 1 FROM machine_events WHERE time > %(through)s);
+
+-- name: periods
+WITH periods AS (
+    SELECT p.n::integer AS n, p.start, p.stop - 1 AS last, p.start - 1 AS before, p.prev_start,
+           p.start::timestamp AT TIME ZONE 'UTC' AS start_ts,
+           p.stop::timestamp AT TIME ZONE 'UTC' AS end_ts,
+           p.prev_start::timestamp AT TIME ZONE 'UTC' AS prev_start_ts
+    FROM unnest(%(starts)s::date[], %(stops)s::date[], %(prev_starts)s::date[])
+         WITH ORDINALITY AS p(start, stop, prev_start, n)
+),
 
 -- name: machine_fleet
-WITH plan AS (
+plan AS (
     SELECT DISTINCT ON (model) model, service_interval_hours, service_interval_days,
            parts_value_per_1000h, currency
     FROM machine_models WHERE deleted_at IS NULL
     ORDER BY model, synced_at DESC, id DESC
 ),
+registered AS (
+    -- The ingester's machine of each serial (the first registered, if a serial came twice).
+    SELECT DISTINCT ON (serial) serial, id AS machine_id, online FROM machines ORDER BY serial, id
+),
+segs AS (
+    -- Every customer's segment(s) as of each period's last day.
+    SELECT p.n, cs.customer_id, cs.segment
+    FROM periods p CROSS JOIN LATERAL customer_segments(%(dimension)s, p.last) cs
+),
 fleet AS (
     -- The installed base as it is now (a deleted machine was sold and is not ours to measure),
     -- commissioned by the period's end, joined by serial to what the ingester registered.
-    SELECT ib.id AS installed_base_id, ib.serial, ib.model, ib.customer_id,
-           m.id AS machine_id, ib.commissioned_on,
-           greatest(%(start_ts)s, ib.commissioned_on::timestamp AT TIME ZONE 'UTC') AS from_ts,
-           greatest(%(prev_start_ts)s, ib.commissioned_on::timestamp AT TIME ZONE 'UTC')
+    SELECT p.*, ib.id AS installed_base_id, ib.serial, ib.model, ib.customer_id, r.machine_id,
+           ib.commissioned_on,
+           greatest(p.start_ts, ib.commissioned_on::timestamp AT TIME ZONE 'UTC') AS from_ts,
+           greatest(p.prev_start_ts, ib.commissioned_on::timestamp AT TIME ZONE 'UTC')
                AS prev_from_ts
     FROM installed_base ib
-    JOIN LATERAL (SELECT id FROM machines WHERE serial = ib.serial ORDER BY id LIMIT 1) m ON true
+    JOIN registered r USING (serial)
+    JOIN periods p ON ib.commissioned_on IS NULL OR ib.commissioned_on <= p.last
     WHERE ib.deleted_at IS NULL
-      AND (ib.commissioned_on IS NULL OR ib.commissioned_on <= %(last)s)
 ),
 
 -- name: machine_hours_telemetry
--- Operating hours of a period from the operating_hours counter (metric 1): its last reading at
--- or before the period's end minus its last reading at or before the start (or, for a machine
--- first heard of inside the period, its first reading there). NULL: no reading by the end.
+-- Before the rollup's first refresh. Operating hours of a period from the operating_hours
+-- counter (metric 1): its last reading at or before the period's end minus its last reading at
+-- or before the start (or, for a machine first heard of inside the period, its first reading
+-- there). NULL: no reading by the end. Services and faults from the events; overdue from the
+-- counter at the last service.
 hours AS (
-    SELECT f.installed_base_id,
+    SELECT f.n, f.installed_base_id,
            CASE WHEN c1.v IS NOT NULL
                 THEN greatest(c1.v - coalesce(c0.v, f1.v), 0)::numeric END AS hours,
            CASE WHEN c0.v IS NOT NULL
-                THEN greatest(c0.v - coalesce(cp.v, f0.v), 0)::numeric END AS prev_hours
+                THEN greatest(c0.v - coalesce(cp.v, f0.v), 0)::numeric END AS prev_hours,
+           coalesce(ev.services, 0) AS services, coalesce(ev.faults, 0) AS faults,
+           (c1.v IS NOT NULL AND (
+               (c1.v - coalesce(ls.counter, 0)) > p.service_interval_hours
+               OR f.end_ts - coalesce(ls.time, f.commissioned_on::timestamp AT TIME ZONE 'UTC')
+                   > make_interval(days => p.service_interval_days))) AS overdue
     FROM fleet f
+    LEFT JOIN plan p ON p.model = f.model
     LEFT JOIN LATERAL (SELECT value AS v FROM telemetry t WHERE t.machine_id = f.machine_id
-                       AND t.metric_id = 1 AND t.time <= %(end_ts)s
+                       AND t.metric_id = 1 AND t.time <= f.end_ts
                        ORDER BY t.time DESC LIMIT 1) c1 ON true
     LEFT JOIN LATERAL (SELECT value AS v FROM telemetry t WHERE t.machine_id = f.machine_id
-                       AND t.metric_id = 1 AND t.time <= %(start_ts)s
+                       AND t.metric_id = 1 AND t.time <= f.start_ts
                        ORDER BY t.time DESC LIMIT 1) c0 ON true
     LEFT JOIN LATERAL (SELECT value AS v FROM telemetry t WHERE t.machine_id = f.machine_id
-                       AND t.metric_id = 1 AND t.time <= %(prev_start_ts)s
+                       AND t.metric_id = 1 AND t.time <= f.prev_start_ts
                        ORDER BY t.time DESC LIMIT 1) cp ON true
     LEFT JOIN LATERAL (SELECT value AS v FROM telemetry t WHERE t.machine_id = f.machine_id
-                       AND t.metric_id = 1 AND t.time > %(start_ts)s AND t.time <= %(end_ts)s
+                       AND t.metric_id = 1 AND t.time > f.start_ts AND t.time <= f.end_ts
                        ORDER BY t.time LIMIT 1) f1 ON true
     LEFT JOIN LATERAL (SELECT value AS v FROM telemetry t WHERE t.machine_id = f.machine_id
-                       AND t.metric_id = 1 AND t.time > %(prev_start_ts)s
-                       AND t.time <= %(start_ts)s
+                       AND t.metric_id = 1 AND t.time > f.prev_start_ts
+                       AND t.time <= f.start_ts
                        ORDER BY t.time LIMIT 1) f0 ON true
-),
-
--- name: machine_hours_rollup
--- The same hours from the daily rollup (migration 006, analytics/rollups.py): the sum of the
--- days of the period. NULL: no counter sample by the period's end (or, for the previous
--- period, before this one's start).
-hours AS (
-    SELECT f.installed_base_id,
-           CASE WHEN d.seen_by_end THEN coalesce(d.hours, 0)::numeric END AS hours,
-           CASE WHEN d.seen_by_start THEN coalesce(d.prev_hours, 0)::numeric END AS prev_hours
-    FROM fleet f
-    LEFT JOIN LATERAL (
-        SELECT sum(md.operating_hours) FILTER (
-                   WHERE md.day BETWEEN %(start)s AND %(last)s) AS hours,
-               sum(md.operating_hours) FILTER (
-                   WHERE md.day BETWEEN %(prev_start)s AND %(before)s) AS prev_hours,
-               bool_or(md.samples > 0) AS seen_by_end,
-               bool_or(md.samples > 0 AND md.day < %(start)s) AS seen_by_start
-        FROM machine_days md
-        WHERE md.machine_id = f.machine_id AND md.day <= %(last)s
-    ) d ON true
-),
-
--- name: machine_period
-machine AS (
-    SELECT f.installed_base_id, f.serial, f.model, f.customer_id, f.machine_id,
-           h.hours, h.prev_hours,
-           greatest(extract(epoch FROM %(end_ts)s - f.from_ts) / 3600, 0) AS calendar_hours,
-           greatest(extract(epoch FROM %(start_ts)s - f.prev_from_ts) / 3600, 0)
-               AS prev_calendar_hours,
-           p.service_interval_hours, p.service_interval_days,
-           coalesce(ev.services, 0) AS services, coalesce(ev.faults, 0) AS faults,
-           -- Services the period made due: by hours or by days, whichever asks for more.
-           CASE WHEN h.hours IS NOT NULL THEN greatest(
-               h.hours / p.service_interval_hours,
-               greatest(extract(epoch FROM %(end_ts)s - f.from_ts) / 86400, 0)
-                   / p.service_interval_days) END AS services_due,
-           -- Overdue at the period's end: more hours or days since the last service (or since
-           -- commissioning, counter from 0) than the plan allows.
-           (h.hours IS NOT NULL AND (
-               (lc.v - coalesce(ls.counter, 0)) > p.service_interval_hours
-               OR %(end_ts)s - coalesce(ls.time, f.commissioned_on::timestamp AT TIME ZONE 'UTC')
-                   > make_interval(days => p.service_interval_days))) AS overdue,
-           CASE WHEN h.hours IS NOT NULL THEN to_reporting(
-               p.parts_value_per_1000h * h.hours / 1000, p.currency, %(last)s, %(rep)s)
-           END AS parts_implied,
-           coalesce(pl.amount, 0) AS parts_bought
-    FROM fleet f
-    JOIN hours h USING (installed_base_id)
-    LEFT JOIN plan p ON p.model = f.model
     LEFT JOIN LATERAL (
         SELECT count(*) FILTER (WHERE e.kind = 'maintenance') AS services,
                count(*) FILTER (WHERE e.kind = 'fault') AS faults
         FROM machine_events e
-        WHERE e.machine_id = f.machine_id AND e.time >= %(start_ts)s AND e.time < %(end_ts)s
+        WHERE e.machine_id = f.machine_id AND e.time >= f.start_ts AND e.time < f.end_ts
     ) ev ON true
-    LEFT JOIN LATERAL (SELECT value AS v FROM telemetry t WHERE t.machine_id = f.machine_id
-                       AND t.metric_id = 1 AND t.time <= %(end_ts)s
-                       ORDER BY t.time DESC LIMIT 1) lc ON true
     LEFT JOIN LATERAL (
         SELECT e.time, (SELECT value FROM telemetry t WHERE t.machine_id = f.machine_id
                         AND t.metric_id = 1 AND t.time <= e.time
                         ORDER BY t.time DESC LIMIT 1) AS counter
         FROM machine_events e
-        WHERE e.machine_id = f.machine_id AND e.kind = 'maintenance' AND e.time < %(end_ts)s
+        WHERE e.machine_id = f.machine_id AND e.kind = 'maintenance' AND e.time < f.end_ts
         ORDER BY e.time DESC LIMIT 1
     ) ls ON true
-    LEFT JOIN LATERAL (
-        SELECT sum(to_reporting(l.net_amount, i.currency, i.issued_on, %(rep)s)) AS amount
-        FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
-        WHERE l.installed_base_id = f.installed_base_id AND l.kind = 'spare_parts'
-          AND l.deleted_at IS NULL AND i.deleted_at IS NULL
-          AND i.status NOT IN ('draft', 'cancelled')
-          AND i.issued_on BETWEEN %(start)s AND %(last)s
-    ) pl ON true
+),
+
+-- name: machine_hours_rollup
+-- From the daily rollup (migration 006, analytics/rollups.py), read once for all periods: hours,
+-- services and faults are sums of the days of the period (hours also of the previous period).
+-- NULL hours: no counter sample by the period's end (or, for the previous period, before this
+-- one's start). Overdue: hours since the day of the last service (or since the data began).
+calendar AS (
+    -- Every day of each period and of the period before it, once for each period it counts in.
+    SELECT p.n, d::date AS day, d::date >= p.start AS in_period
+    FROM periods p,
+         generate_series(p.prev_start::timestamp, p.last::timestamp, interval '1 day') d
+),
+days AS MATERIALIZED (
+    SELECT c.n, md.machine_id,
+           sum(md.operating_hours) FILTER (WHERE c.in_period) AS hours,
+           sum(md.operating_hours) FILTER (WHERE NOT c.in_period) AS prev_hours,
+           sum(md.services) FILTER (WHERE c.in_period) AS services,
+           sum(md.faults) FILTER (WHERE c.in_period) AS faults
+    FROM machine_days md JOIN calendar c USING (day)
+    WHERE md.day >= (SELECT min(prev_start) FROM periods)
+      AND md.day <= (SELECT max(last) FROM periods)
+    GROUP BY c.n, md.machine_id
+),
+first_sample AS MATERIALIZED (
+    SELECT r.machine_id, s.day
+    FROM registered r
+    CROSS JOIN LATERAL (SELECT md.day FROM machine_days md
+                        WHERE md.machine_id = r.machine_id AND md.samples > 0
+                        ORDER BY md.day LIMIT 1) s
+),
+last_service AS MATERIALIZED (
+    -- A service's exact time is in the (small) events table; the rollup has its day.
+    SELECT f.n, f.machine_id, max(e.time) AS time
+    FROM fleet f
+    JOIN machine_events e ON e.machine_id = f.machine_id AND e.kind = 'maintenance'
+                         AND e.time < f.end_ts
+    GROUP BY f.n, f.machine_id
+),
+hours AS (
+    SELECT f.n, f.installed_base_id,
+           CASE WHEN fs.day <= f.last THEN coalesce(d.hours, 0)::numeric END AS hours,
+           CASE WHEN fs.day < f.start THEN coalesce(d.prev_hours, 0)::numeric END AS prev_hours,
+           coalesce(d.services, 0) AS services, coalesce(d.faults, 0) AS faults,
+           -- The days' test first: the hours since the service are summed only for machines
+           -- serviced (or commissioned) within the interval, so over at most that many days.
+           (fs.day <= f.last AND (
+               f.end_ts - coalesce(ls.time, f.commissioned_on::timestamp AT TIME ZONE 'UTC')
+                   > make_interval(days => p.service_interval_days)
+               OR (SELECT sum(md.operating_hours) FROM machine_days md
+                   WHERE md.machine_id = f.machine_id AND md.day <= f.last
+                     AND md.day > coalesce((ls.time AT TIME ZONE 'UTC')::date, '-infinity'))
+                   > p.service_interval_hours)) AS overdue
+    FROM fleet f
+    LEFT JOIN plan p ON p.model = f.model
+    LEFT JOIN first_sample fs ON fs.machine_id = f.machine_id
+    LEFT JOIN days d ON d.n = f.n AND d.machine_id = f.machine_id
+    LEFT JOIN last_service ls ON ls.n = f.n AND ls.machine_id = f.machine_id
+),
+
+-- name: machine_period
+parts_named AS (
+    SELECT p.n, l.installed_base_id,
+           sum(to_reporting(l.net_amount, i.currency, i.issued_on, %(rep)s)) AS amount
+    FROM invoice_lines l
+    JOIN invoices i ON i.id = l.invoice_id
+    JOIN periods p ON i.issued_on BETWEEN p.start AND p.last
+    WHERE l.installed_base_id IS NOT NULL AND l.kind = 'spare_parts'
+      AND l.deleted_at IS NULL AND i.deleted_at IS NULL
+      AND i.status NOT IN ('draft', 'cancelled')
+    GROUP BY p.n, l.installed_base_id
+),
+machine AS (
+    SELECT f.n, f.installed_base_id, f.serial, f.model, f.customer_id, f.machine_id,
+           h.hours, h.prev_hours,
+           greatest(extract(epoch FROM f.end_ts - f.from_ts) / 3600, 0) AS calendar_hours,
+           greatest(extract(epoch FROM f.start_ts - f.prev_from_ts) / 3600, 0)
+               AS prev_calendar_hours,
+           p.service_interval_hours, p.service_interval_days,
+           h.services, h.faults,
+           -- Services the period made due: by hours or by days, whichever asks for more.
+           CASE WHEN h.hours IS NOT NULL THEN greatest(
+               h.hours / p.service_interval_hours,
+               greatest(extract(epoch FROM f.end_ts - f.from_ts) / 86400, 0)
+                   / p.service_interval_days) END AS services_due,
+           h.overdue,
+           CASE WHEN h.hours IS NOT NULL THEN to_reporting(
+               p.parts_value_per_1000h * h.hours / 1000, p.currency, f.last, %(rep)s)
+           END AS parts_implied,
+           coalesce(pn.amount, 0) AS parts_bought
+    FROM fleet f
+    JOIN hours h ON h.n = f.n AND h.installed_base_id = f.installed_base_id
+    LEFT JOIN plan p ON p.model = f.model
+    LEFT JOIN parts_named pn ON pn.n = f.n AND pn.installed_base_id = f.installed_base_id
 )
 
 -- name: machine_rows
@@ -374,32 +387,33 @@ ORDER BY customer_id, serial;
 , mseg AS (
     SELECT m.*, CASE WHEN %(dimension)s = 'model' THEN m.model ELSE cs.segment END AS segment
     FROM machine m
-    LEFT JOIN customer_segments(%(dimension)s, %(last)s) cs
-        ON cs.customer_id = m.customer_id AND %(dimension)s <> 'model'
+    LEFT JOIN segs cs
+        ON cs.n = m.n AND cs.customer_id = m.customer_id AND %(dimension)s <> 'model'
     WHERE m.hours IS NOT NULL
 ),
 unattributed AS (
     -- Parts invoiced without naming a machine count for the customer's reporting machines.
-    SELECT i.customer_id,
+    SELECT p.n, i.customer_id,
            sum(to_reporting(l.net_amount, i.currency, i.issued_on, %(rep)s)) AS amount
-    FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
+    FROM invoice_lines l
+    JOIN invoices i ON i.id = l.invoice_id
+    JOIN periods p ON i.issued_on BETWEEN p.start AND p.last
     WHERE l.installed_base_id IS NULL AND l.kind = 'spare_parts'
       AND l.deleted_at IS NULL AND i.deleted_at IS NULL
       AND i.status NOT IN ('draft', 'cancelled')
-      AND i.issued_on BETWEEN %(start)s AND %(last)s
-    GROUP BY i.customer_id
+    GROUP BY p.n, i.customer_id
 ),
 unattributed_seg AS (
-    SELECT cs.segment, sum(u.amount) AS amount
+    SELECT u.n, cs.segment, sum(u.amount) AS amount
     FROM unattributed u
-    JOIN customer_segments(%(dimension)s, %(last)s) cs USING (customer_id)
+    JOIN segs cs ON cs.n = u.n AND cs.customer_id = u.customer_id
     WHERE %(dimension)s <> 'model'
-      AND EXISTS (SELECT 1 FROM machine m WHERE m.customer_id = u.customer_id
+      AND EXISTS (SELECT 1 FROM machine m WHERE m.n = u.n AND m.customer_id = u.customer_id
                   AND m.hours IS NOT NULL)
-    GROUP BY cs.segment
+    GROUP BY u.n, cs.segment
 ),
 agg AS (
-    SELECT segment,
+    SELECT n, segment,
            count(*) AS machines_reporting,
            count(DISTINCT customer_id) AS customers,
            sum(hours) AS operating_hours,
@@ -422,7 +436,7 @@ agg AS (
            sum(parts_implied) AS parts_implied
     FROM mseg
     WHERE %(segment)s::text IS NULL OR segment = %(segment)s::text
-    GROUP BY segment
+    GROUP BY n, segment
 )
 SELECT a.*,
        a.operating_hours / nullif(a.calendar_hours, 0) AS utilisation,
@@ -434,59 +448,67 @@ SELECT a.*,
        coalesce(a.parts_bought_attributed, 0) + coalesce(u.amount, 0) AS parts_bought,
        (coalesce(a.parts_bought_attributed, 0) + coalesce(u.amount, 0))
            / nullif(a.parts_implied, 0) AS parts_capture
-FROM agg a LEFT JOIN unattributed_seg u USING (segment)
-ORDER BY a.segment;
+FROM agg a LEFT JOIN unattributed_seg u ON u.n = a.n AND u.segment = a.segment
+ORDER BY a.n, a.segment;
 
 -- name: engagement
 , medians AS (
     -- The fleet's median hours per model in the period: the yardstick of a machine's usage.
-    SELECT model, percentile_cont(0.5) WITHIN GROUP (ORDER BY hours) AS median_hours
-    FROM machine WHERE hours IS NOT NULL GROUP BY model
+    SELECT n, model, percentile_cont(0.5) WITHIN GROUP (ORDER BY hours) AS median_hours
+    FROM machine WHERE hours IS NOT NULL GROUP BY n, model
 ),
 usage AS (
-    SELECT m.customer_id,
+    SELECT m.n, m.customer_id,
            sum(m.hours) / nullif(sum(md.median_hours)::numeric, 0) AS usage_ratio
-    FROM machine m JOIN medians md USING (model)
+    FROM machine m JOIN medians md ON md.n = m.n AND md.model = m.model
     WHERE m.hours IS NOT NULL
-    GROUP BY m.customer_id
+    GROUP BY m.n, m.customer_id
 ),
-active AS (SELECT customer_id FROM active_customers(%(last)s, %(window)s)),
+active AS (
+    SELECT p.n, a.customer_id
+    FROM periods p CROSS JOIN LATERAL active_customers(p.last, %(window)s) a
+),
 interactions AS (
     -- Spare-parts and service orders: a field-service visit counts once, through its order.
-    SELECT o.customer_id, count(*) AS n
-    FROM orders o
+    SELECT p.n, o.customer_id, count(*) AS orders
+    FROM orders o JOIN periods p ON o.ordered_on BETWEEN p.start AND p.last
     WHERE o.deleted_at IS NULL AND o.status NOT IN ('draft', 'cancelled')
-      AND o.ordered_on BETWEEN %(start)s AND %(last)s
-    GROUP BY o.customer_id
+    GROUP BY p.n, o.customer_id
 ),
 typical AS (
-    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY coalesce(i.n, 0))::numeric AS median_n
-    FROM active a LEFT JOIN interactions i USING (customer_id)
+    SELECT a.n,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY coalesce(i.orders, 0))::numeric
+               AS median_n
+    FROM active a LEFT JOIN interactions i ON i.n = a.n AND i.customer_id = a.customer_id
+    GROUP BY a.n
 ),
 surveyed AS (
-    SELECT DISTINCT customer_id FROM survey_responses
-    WHERE deleted_at IS NULL AND answered_at >= %(start_ts)s AND answered_at < %(end_ts)s
+    SELECT DISTINCT p.n, r.customer_id
+    FROM survey_responses r
+    JOIN periods p ON r.answered_at >= p.start_ts AND r.answered_at < p.end_ts
+    WHERE r.deleted_at IS NULL
 ),
 scores AS (
-    SELECT a.customer_id,
+    SELECT a.n, a.customer_id,
            least(u.usage_ratio, 1) AS usage_score,
-           CASE WHEN t.median_n > 0 THEN least(coalesce(i.n, 0) / t.median_n, 1)
-                WHEN coalesce(i.n, 0) > 0 THEN 1 ELSE 0 END::numeric AS service_score,
+           CASE WHEN t.median_n > 0 THEN least(coalesce(i.orders, 0) / t.median_n, 1)
+                WHEN coalesce(i.orders, 0) > 0 THEN 1 ELSE 0 END::numeric AS service_score,
            CASE WHEN s.customer_id IS NOT NULL THEN 1 ELSE 0 END::numeric AS survey_score
-    FROM active a CROSS JOIN typical t
-    LEFT JOIN usage u USING (customer_id)
-    LEFT JOIN interactions i USING (customer_id)
-    LEFT JOIN surveyed s USING (customer_id)
+    FROM active a
+    JOIN typical t ON t.n = a.n
+    LEFT JOIN usage u ON u.n = a.n AND u.customer_id = a.customer_id
+    LEFT JOIN interactions i ON i.n = a.n AND i.customer_id = a.customer_id
+    LEFT JOIN surveyed s ON s.n = a.n AND s.customer_id = a.customer_id
 ),
 indexed AS (
     -- Weights 0.5 usage, 0.3 service, 0.2 survey; without machine data, usage's weight is
     -- left out and the other two are rescaled (0.3/0.5 and 0.2/0.5).
-    SELECT customer_id, usage_score, service_score, survey_score,
+    SELECT n, customer_id, usage_score, service_score, survey_score,
            100 * (0.5 * coalesce(usage_score, 0) + 0.3 * service_score + 0.2 * survey_score)
                / CASE WHEN usage_score IS NULL THEN 0.5 ELSE 1 END AS engagement
     FROM scores
 )
-SELECT cs.segment,
+SELECT x.n, cs.segment,
        count(*) AS customers,
        count(x.usage_score) AS customers_with_usage,
        avg(x.usage_score) AS mean_usage_score,
@@ -495,7 +517,105 @@ SELECT cs.segment,
        sum(x.engagement) AS engagement_sum,
        avg(x.engagement) AS engagement_index
 FROM indexed x
-JOIN customer_segments(%(dimension)s, %(last)s) cs USING (customer_id)
+JOIN segs cs ON cs.n = x.n AND cs.customer_id = x.customer_id
 WHERE %(segment)s::text IS NULL OR cs.segment = %(segment)s::text
-GROUP BY cs.segment
-ORDER BY cs.segment;
+GROUP BY x.n, cs.segment
+ORDER BY x.n, cs.segment;
+
+-- name: heard_telemetry
+-- Before the rollup's first refresh: the machine's last telemetry (any metric) before the end.
+ever AS (
+    -- Every machine of the installed base (deleted ones too: a deleted machine is a sold one)
+    -- that the ingester knows by serial, as of each period's end.
+    SELECT p.*, ib.id AS installed_base_id, ib.model, ib.customer_id, ib.deleted_at,
+           r.machine_id, r.online
+    FROM installed_base ib
+    JOIN registered r USING (serial)
+    JOIN periods p ON ib.commissioned_on IS NULL OR ib.commissioned_on <= p.last
+),
+heard AS (
+    SELECT e.*, t.time IS NOT NULL AS reported,
+           t.time >= e.end_ts - make_interval(days => %(silent_days)s) AS recent
+    FROM ever e
+    LEFT JOIN LATERAL (SELECT time FROM telemetry t WHERE t.machine_id = e.machine_id
+                       AND t.time < e.end_ts ORDER BY t.time DESC LIMIT 1) t ON true
+),
+
+-- name: heard_rollup
+-- From the rollup: a counter sample on a day of the window (the window is whole UTC days: the
+-- period ends at midnight) or, only for machines without one, any telemetry in it.
+ever AS (
+    SELECT p.*, ib.id AS installed_base_id, ib.model, ib.customer_id, ib.deleted_at,
+           r.machine_id, r.online
+    FROM installed_base ib
+    JOIN registered r USING (serial)
+    JOIN periods p ON ib.commissioned_on IS NULL OR ib.commissioned_on <= p.last
+),
+first_sample AS MATERIALIZED (
+    SELECT r.machine_id, s.day
+    FROM registered r
+    CROSS JOIN LATERAL (SELECT md.day FROM machine_days md
+                        WHERE md.machine_id = r.machine_id AND md.samples > 0
+                        ORDER BY md.day LIMIT 1) s
+),
+heard AS (
+    -- OR evaluates left to right and stops at the first true: telemetry is read only for
+    -- machines the rollup has no counter sample of.
+    SELECT e.*,
+           (coalesce(fs.day <= e.last, false)
+            OR EXISTS (SELECT 1 FROM telemetry t
+                       WHERE t.machine_id = e.machine_id AND t.time < e.end_ts)) AS reported,
+           (EXISTS (SELECT 1 FROM machine_days md
+                    WHERE md.machine_id = e.machine_id AND md.samples > 0
+                      AND md.day > e.last - %(silent_days)s AND md.day <= e.last)
+            OR EXISTS (SELECT 1 FROM telemetry t
+                       WHERE t.machine_id = e.machine_id AND t.time < e.end_ts
+                         AND t.time >= e.end_ts - make_interval(days => %(silent_days)s)))
+               AS recent
+    FROM ever e LEFT JOIN first_sample fs ON fs.machine_id = e.machine_id
+),
+
+-- name: silent_machines
+active AS (
+    SELECT p.n, a.customer_id
+    FROM periods p CROSS JOIN LATERAL active_customers(p.last, %(window)s) a
+),
+classified AS (
+    SELECT h.n, NOT h.recent AS silent,
+           CASE WHEN %(dimension)s = 'model' THEN h.model ELSE cs.segment END AS segment,
+           -- What is known, worked out for silent machines only.
+           CASE WHEN h.recent THEN NULL
+                WHEN h.deleted_at IS NOT NULL THEN 'sold'
+                WHEN h.online IS FALSE THEN 'offline'
+                WHEN EXISTS (SELECT 1 FROM service_contracts sc
+                             WHERE sc.customer_id = h.customer_id AND sc.deleted_at IS NULL
+                               AND sc.status NOT IN ('draft', 'cancelled')
+                               AND sc.starts_on <= h.last)
+                     AND NOT EXISTS (SELECT 1 FROM service_contracts sc
+                                     WHERE sc.customer_id = h.customer_id
+                                       AND sc.deleted_at IS NULL
+                                       AND sc.status NOT IN ('draft', 'cancelled')
+                                       AND sc.starts_on <= h.last AND h.last <= sc.ends_on)
+                    THEN 'contract_lapsed'
+                WHEN a.customer_id IS NULL THEN 'customer_inactive'
+                ELSE 'unknown'
+           END AS reason
+    FROM heard h
+    LEFT JOIN segs cs
+        ON cs.n = h.n AND cs.customer_id = h.customer_id AND %(dimension)s <> 'model'
+    LEFT JOIN active a ON a.n = h.n AND a.customer_id = h.customer_id
+    WHERE h.reported
+)
+SELECT n, segment,
+       count(*) AS machines_reporting_ever,
+       count(*) FILTER (WHERE silent) AS silent,
+       count(*) FILTER (WHERE silent AND reason = 'sold') AS silent_sold,
+       count(*) FILTER (WHERE silent AND reason = 'offline') AS silent_offline,
+       count(*) FILTER (WHERE silent AND reason = 'contract_lapsed') AS silent_contract_lapsed,
+       count(*) FILTER (WHERE silent AND reason = 'customer_inactive') AS silent_customer_inactive,
+       count(*) FILTER (WHERE silent AND reason = 'unknown') AS silent_unknown,
+       count(*) FILTER (WHERE silent)::numeric / count(*) AS silent_share
+FROM classified
+WHERE %(segment)s::text IS NULL OR segment = %(segment)s::text
+GROUP BY n, segment
+ORDER BY n, segment;
