@@ -479,7 +479,8 @@ async def value_customers(conn: Conn, *, on: date, reporting_currency: str,
         row["total_clv"] = (parts_clv or Decimal(0)) + (contract or Decimal(0))
         row |= {"valued_on": on, "method": method, "currency": reporting_currency,
                 "discount_rate": discount_rate, "horizon_months": horizon_months,
-                "inputs": Jsonb(row["inputs"]), "parameters": Jsonb(parameters)}
+                "inputs": Jsonb(_finite(row["inputs"])),
+                "parameters": Jsonb(_finite(parameters))}
     async with conn.transaction(), conn.cursor() as cur:
         await cur.execute(_sql()["delete_values_on"], {"on": on})
         await cur.executemany(_sql()["store_value"], list(rows.values()))
@@ -495,6 +496,21 @@ async def value_customers(conn: Conn, *, on: date, reporting_currency: str,
     logger.info("valued %s customers on %s (%s): %s", run.customers, on, method,
                 "; ".join(notes) or "no fallback")
     return run
+
+
+def _finite(value: Any) -> Any:
+    """The value with NaN and infinities as None: JSON has neither.
+
+    An undetermined figure (the standard error of a fit at the edge of its range) is stored as
+    null.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _empty_row(customer_id: int) -> dict[str, Any]:

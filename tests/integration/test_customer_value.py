@@ -77,6 +77,7 @@ from analytics.customer_value import (
 )
 from erp_connectors.files import sync_files
 from erp_connectors.rates import load_exchange_rates
+from tests.integration.conftest import rows
 from tests.world import World, write_world
 from tests.world.files import truth
 
@@ -394,3 +395,17 @@ async def test_demo_world_values(conn: Conn, database_url: str, tmp_path: Path) 
         np.mean(alive_churned), np.mean(alive_stayed))
     # And their contract relationship is over: no contract value left.
     assert all(rows[c][5] == 0 for c in churned)
+
+
+async def test_a_fit_at_the_edge_of_its_range_is_stored(conn: Conn, database_url: str,
+                                                        tmp_path: Path) -> None:
+    """On this world and day a fit's standard errors are NaN; jsonb refused them before."""
+    world = World.generate(5, date(2026, 5, 1), customers=60, machines=200, years=2)
+    write_world(world, tmp_path)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as load:
+        await sync_files(load, tmp_path, source="demo")
+        await load_exchange_rates(load, tmp_path / "exchange_rates.csv", source="demo")
+    run = await value_customers(conn, on=date(2025, 8, 1), reporting_currency="EUR")
+    assert run.customers > 0
+    assert await rows(conn, "SELECT count(*) FROM customer_values"
+                            " WHERE valued_on = '2025-08-01'") == [(run.customers,)]
