@@ -359,15 +359,16 @@ async def _analytics_day(settings: Settings, on: Any, model: Any = None) -> dict
     from analytics.churn import score_customers
     from analytics.customer_value import value_customers
     from analytics.rollups import refresh_machine_days
+    from analytics.segments import assign_segments
 
+    currency = settings.reporting_currency
     async with await psycopg.AsyncConnection.connect(settings.database_url,
                                                      autocommit=True) as conn:
         rollup = await refresh_machine_days(conn)
-        value = await value_customers(conn, on=on,
-                                      reporting_currency=settings.reporting_currency)
-        scores = await score_customers(conn, on=on, model=model,
-                                       reporting_currency=settings.reporting_currency)
-    return {"rollup": rollup, "value": value, "scores": scores}
+        value = await value_customers(conn, on=on, reporting_currency=currency)
+        segments = await assign_segments(conn, on=on, reporting_currency=currency)
+        scores = await score_customers(conn, on=on, model=model, reporting_currency=currency)
+    return {"rollup": rollup, "value": value, "segments": segments, "scores": scores}
 
 
 @analytics_app.command("run")
@@ -391,6 +392,9 @@ def analytics_run(
                   f" {value.parts_method}, contracts {value.contract_method}")
     for note in value.notes:
         console.print(f"  [yellow]{note}[/yellow]")
+    for kind, counts in done["segments"].counts.items():
+        console.print(f"segments by {kind}: " + ", ".join(
+            f"{segment} {n:,}" for segment, n in sorted(counts.items(), key=lambda c: -c[1])))
     if not scores:
         console.print("no customers to score")
         return
@@ -457,6 +461,7 @@ def analytics_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")]
     from analytics.customer_value import value_customers
     from analytics.jobs import Connection, run_exclusive
     from analytics.rollups import refresh_machine_days
+    from analytics.segments import assign_segments
     from core.db import make_pool
 
     _logging(verbose)
@@ -484,9 +489,10 @@ def analytics_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")]
             await retrain(conn)
         value = await value_customers(conn, on=today,
                                       reporting_currency=settings.reporting_currency)
+        await assign_segments(conn, on=today, reporting_currency=settings.reporting_currency)
         scores = await score_customers(conn, on=today, model=model["churn"],
                                        reporting_currency=settings.reporting_currency)
-        return f"{value.customers} customers valued, {len(scores)} scored"
+        return f"{value.customers} customers valued and segmented, {len(scores)} scored"
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -58,6 +58,9 @@ def test_run_stores_values_and_scores_and_shows_the_riskiest(world_db: tuple[str
     assert scalar(url, "SELECT count(*) FROM machine_days") > 0
     out = " ".join(done.stdout.split())
     assert "machine-days written" in out
+    assert "segments by rfm:" in out
+    assert scalar(url, "SELECT count(DISTINCT kind) FROM segment_memberships"
+                       " WHERE assigned_on = %s", (END,)) == 3
     assert f"highest churn risk on {END}" in out
     # The riskiest customer shown is the one with the highest stored probability.
     top = scalar(url, "SELECT c.external_id FROM churn_scores s JOIN customers c"
