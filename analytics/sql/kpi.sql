@@ -533,7 +533,7 @@ ever AS (
     JOIN registered r USING (serial)
     JOIN periods p ON ib.commissioned_on IS NULL OR ib.commissioned_on <= p.last
 ),
-heard AS (
+heard AS MATERIALIZED (
     SELECT e.*, t.time IS NOT NULL AS reported,
            t.time >= e.end_ts - make_interval(days => %(silent_days)s) AS recent
     FROM ever e
@@ -558,7 +558,7 @@ first_sample AS MATERIALIZED (
                         WHERE md.machine_id = r.machine_id AND md.samples > 0
                         ORDER BY md.day LIMIT 1) s
 ),
-heard AS (
+heard AS MATERIALIZED (
     -- OR evaluates left to right and stops at the first true: telemetry is read only for
     -- machines the rollup has no counter sample of.
     SELECT e.*,
