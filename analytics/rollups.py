@@ -89,6 +89,7 @@ async def refresh_machine_days(conn: Connection, since: date | None = None, *,
     """
     q = _sql()
     async with conn.transaction():
+        await conn.execute(q["no_jit"])
         await conn.execute(q["lock"])
         if since is None:
             cur = await conn.execute(q["watermark"])

@@ -6,6 +6,11 @@
 -- One refresh at a time: two would compute the same days and race on the watermark.
 SELECT pg_advisory_xact_lock(hashtext('oemr:rollup:machine_days'))
 
+-- name: no_jit
+-- Plans over many hypertable chunks look expensive enough for JIT, whose compiling then costs
+-- more than the query (measured: incremental refresh 15 s with, 2.5 s without).
+SET LOCAL jit = off
+
 -- name: watermark
 SELECT through FROM rollup_watermarks WHERE rollup = 'machine_days'
 
