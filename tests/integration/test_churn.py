@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -13,7 +12,6 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from psycopg import sql
 
 from analytics.backtest import backtest, truth_churn_dates
 from analytics.churn import (
@@ -24,11 +22,9 @@ from analytics.churn import (
     train,
 )
 from analytics.features import FEATURE_NAMES, churn_dates, features_at
-from analytics.rollups import refresh_machine_days
-from erp_connectors.files import sync_files
-from erp_connectors.rates import load_exchange_rates
-from tests.integration.conftest import _server_url, rows
-from tests.world import World, load_history, truth, write_world
+from tests.integration.conftest import rows
+from tests.integration.worlds import demo_world_database, load_demo_world
+from tests.world import World, truth
 from tests.world import catalogue as cat
 
 END = date(2026, 5, 1)
@@ -41,36 +37,12 @@ def world() -> World:
     return World.generate(11, END, customers=60, machines=200, years=2)
 
 
-async def _load(url: str, world: World, directory: Path, *,
-                telemetry_until: datetime | None = None) -> None:
-    write_world(world, directory)
-    load_history(url, world)
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        if telemetry_until is not None:
-            for table in ("telemetry", "machine_states", "machine_events"):
-                await conn.execute(sql.SQL("DELETE FROM {} WHERE time >= %s").format(
-                    sql.Identifier(table)), (telemetry_until,))
-        results = await sync_files(conn, directory, source="demo")
-        assert all(r.rows_rejected == 0 and r.error is None for r in results), results
-        await load_exchange_rates(conn, directory / "exchange_rates.csv", source="demo")
-        await refresh_machine_days(conn)
-
-
 @pytest.fixture(scope="module")
 def world_db(template_db: str, world: World, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[str]:
     """A database with the whole small world, shared by the module's tests (read-mostly)."""
-    name = f"oemr_test_churn_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(_server_url("postgres"), autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template_db)))
-    url = _server_url(name)
-    import asyncio
-    asyncio.run(_load(url, world, tmp_path_factory.mktemp("world")))
-    yield url
-    with psycopg.connect(_server_url("postgres"), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+    with demo_world_database(template_db, world, tmp_path_factory.mktemp("world")) as url:
+        yield url
 
 
 @pytest.fixture
@@ -216,7 +188,7 @@ def _as_known_on(world: World, t: date) -> World:
 async def test_features_at_t_do_not_change_when_later_data_arrives(
         wconn: Connection, world: World, database_url: str, tmp_path: Path) -> None:
     full = await features_at(wconn, T)
-    await _load(database_url, _as_known_on(world, T), tmp_path,
+    await load_demo_world(database_url, _as_known_on(world, T), tmp_path,
                 telemetry_until=datetime.combine(T + timedelta(days=1), datetime.min.time(),
                                                  UTC))
     async with await psycopg.AsyncConnection.connect(database_url) as conn:

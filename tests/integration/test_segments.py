@@ -11,18 +11,15 @@ import itertools
 from collections.abc import AsyncIterator, Iterator
 from datetime import date, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from analytics import kpi
 from analytics.customer_value import value_customers
 from analytics.periods import Period, periods_between
-from analytics.rollups import refresh_machine_days
 from analytics.segments import (
     KINDS,
     SEGMENTS,
@@ -31,10 +28,8 @@ from analytics.segments import (
     preview_segments,
     segment_trends,
 )
-from erp_connectors.files import sync_files
-from erp_connectors.rates import load_exchange_rates
-from tests.integration.conftest import _server_url
-from tests.world import World, load_history, truth, write_world
+from tests.integration.worlds import demo_world_database
+from tests.world import World, truth
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 EUR = "EUR"
@@ -333,31 +328,12 @@ def world() -> World:
     return World.generate(5, WORLD_END, customers=60, machines=200, years=2)
 
 
-async def _load(url: str, world: World, directory: Path) -> None:
-    write_world(world, directory)
-    load_history(url, world)
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as load:
-        results = await sync_files(load, directory, source="demo")
-        assert all(r.rows_rejected == 0 and r.error is None for r in results), results
-        await load_exchange_rates(load, directory / "exchange_rates.csv", source="demo")
-        await refresh_machine_days(load)
-
-
 @pytest.fixture(scope="module")
 def world_db(template_db: str, world: World, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[str]:
     """A database with the whole small world, shared by the module's world tests."""
-    name = f"oemr_test_segments_{next(_ids)}_{id(world)}"
-    with psycopg.connect(_server_url("postgres"), autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template_db)))
-    url = _server_url(name)
-    import asyncio
-    asyncio.run(_load(url, world, tmp_path_factory.mktemp("world")))
-    yield url
-    with psycopg.connect(_server_url("postgres"), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+    with demo_world_database(template_db, world, tmp_path_factory.mktemp("world")) as url:
+        yield url
 
 
 @pytest.fixture
