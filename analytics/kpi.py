@@ -35,9 +35,11 @@ from core.sql import queries
 
 logger = logging.getLogger(__name__)
 
-Dimension = Literal["all", "country", "industry", "size_class", "key_account", "model", "tier"]
+Dimension = Literal["all", "country", "industry", "size_class", "key_account", "model", "tier",
+                    "value_tier", "rfm", "usage"]
 DIMENSIONS: tuple[Dimension, ...] = (
-    "all", "country", "industry", "size_class", "key_account", "model", "tier")
+    "all", "country", "industry", "size_class", "key_account", "model", "tier",
+    "value_tier", "rfm", "usage")
 
 Count = int | Decimal | None
 Conn = psycopg.AsyncConnection[Any]
@@ -60,8 +62,13 @@ class Cut:
         ``all``; a customer attribute (``country``, ``industry``, ``size_class``,
         ``key_account``); ``model`` (customers owning a machine of the model; machines of the
         model for machine-side KPIs); or ``tier`` (the tier of the customer's most valuable live
-        contract, else of its last one, else ``none``). Attributes are the customer's current
-        ones; ``model`` segments overlap (a customer with two models is in both).
+        contract, else of its last one, else ``none``); or a behavioural kind
+        (``value_tier``, ``rfm``, ``usage``: docs/segments.md), the customer's latest
+        assignment in ``segment_memberships`` on or before the period's *first* day
+        (``unassigned`` without one), so a customer churning in the period is counted in the
+        segment it had when the period began. Attributes are the customer's current ones;
+        ``model`` segments overlap (a customer with two models is in both). Machine-side KPIs
+        use the machine's customer's segment (the machine's own model for ``model``).
     segment
         The segment's value (``"DE"``, ``"true"``, ``"premium"``...). ``None`` means every
         segment of the dimension (:func:`kpi_table`); the single-KPI functions need a value

@@ -5,10 +5,20 @@
 -- window (active-customer window in days), dimension, segment (NULL: every segment), rep
 -- (reporting currency), per_year (periods per year), silent_days.
 -- Shared definitions are the functions of core/migrations/007_kpi_definitions.sql.
+-- A customer's segment: for an attribute dimension (customer_segments, migration 007) as of the
+-- period's last day; for a behavioural kind (value_tier, rfm, usage: behavioural_segments,
+-- migration 011) as of its first day, what was known when the period began (a customer churning
+-- in the period would otherwise count as 'lost'/'idle' in its own period). The business queries
+-- run once per period (start, last); the machine-side ones take each period's own days.
 
 -- name: customer_base
 WITH seg AS (
-    SELECT customer_id, segment FROM customer_segments(%(dimension)s, %(last)s)
+    SELECT customer_id, segment FROM (
+        SELECT customer_id, segment FROM customer_segments(%(dimension)s, %(last)s)
+        UNION ALL
+        SELECT customer_id, segment FROM behavioural_segments(%(dimension)s, %(start)s)
+        WHERE %(dimension)s IN ('value_tier', 'rfm', 'usage')
+    ) s
     WHERE %(segment)s::text IS NULL OR segment = %(segment)s::text
 ),
 base AS (
@@ -49,7 +59,12 @@ ORDER BY segment;
 
 -- name: renewals
 WITH seg AS (
-    SELECT customer_id, segment FROM customer_segments(%(dimension)s, %(last)s)
+    SELECT customer_id, segment FROM (
+        SELECT customer_id, segment FROM customer_segments(%(dimension)s, %(last)s)
+        UNION ALL
+        SELECT customer_id, segment FROM behavioural_segments(%(dimension)s, %(start)s)
+        WHERE %(dimension)s IN ('value_tier', 'rfm', 'usage')
+    ) s
     WHERE %(segment)s::text IS NULL OR segment = %(segment)s::text
 )
 SELECT seg.segment,
@@ -68,7 +83,12 @@ ORDER BY seg.segment;
 
 -- name: revenue_retention
 WITH seg AS (
-    SELECT customer_id, segment FROM customer_segments(%(dimension)s, %(last)s)
+    SELECT customer_id, segment FROM (
+        SELECT customer_id, segment FROM customer_segments(%(dimension)s, %(last)s)
+        UNION ALL
+        SELECT customer_id, segment FROM behavioural_segments(%(dimension)s, %(start)s)
+        WHERE %(dimension)s IN ('value_tier', 'rfm', 'usage')
+    ) s
     WHERE %(segment)s::text IS NULL OR segment = %(segment)s::text
 ),
 cohort AS (
@@ -92,7 +112,12 @@ ORDER BY segment;
 
 -- name: purchases
 WITH seg AS (
-    SELECT customer_id, segment FROM customer_segments(%(dimension)s, %(last)s)
+    SELECT customer_id, segment FROM (
+        SELECT customer_id, segment FROM customer_segments(%(dimension)s, %(last)s)
+        UNION ALL
+        SELECT customer_id, segment FROM behavioural_segments(%(dimension)s, %(start)s)
+        WHERE %(dimension)s IN ('value_tier', 'rfm', 'usage')
+    ) s
     WHERE %(segment)s::text IS NULL OR segment = %(segment)s::text
 ),
 lines AS (
@@ -144,7 +169,12 @@ ORDER BY segment;
 
 -- name: nps
 WITH seg AS (
-    SELECT customer_id, segment FROM customer_segments(%(dimension)s, %(last)s)
+    SELECT customer_id, segment FROM (
+        SELECT customer_id, segment FROM customer_segments(%(dimension)s, %(last)s)
+        UNION ALL
+        SELECT customer_id, segment FROM behavioural_segments(%(dimension)s, %(start)s)
+        WHERE %(dimension)s IN ('value_tier', 'rfm', 'usage')
+    ) s
     WHERE %(segment)s::text IS NULL OR segment = %(segment)s::text
 ),
 latest AS (
@@ -208,9 +238,15 @@ registered AS (
     SELECT DISTINCT ON (serial) serial, id AS machine_id, online FROM machines ORDER BY serial, id
 ),
 segs AS (
-    -- Every customer's segment(s) as of each period's last day.
+    -- Every customer's segment(s) in each period: attributes as of its last day, behavioural
+    -- segments as of its first (one branch is empty: customer_segments knows no behavioural
+    -- kind, and the second branch is planned away for any other dimension).
     SELECT p.n, cs.customer_id, cs.segment
     FROM periods p CROSS JOIN LATERAL customer_segments(%(dimension)s, p.last) cs
+    UNION ALL
+    SELECT p.n, bs.customer_id, bs.segment
+    FROM periods p CROSS JOIN LATERAL behavioural_segments(%(dimension)s, p.start) bs
+    WHERE %(dimension)s IN ('value_tier', 'rfm', 'usage')
 ),
 fleet AS (
     -- The installed base as it is now (a deleted machine was sold and is not ours to measure),

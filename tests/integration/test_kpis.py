@@ -519,3 +519,131 @@ async def test_demo_world_kpis_are_consistent(database_url: str, conn: Conn,
     got = whole[(q, "nps")]
     assert got.denominator == len(scores)
     assert got.value is not None and abs(got.value - expected) < Decimal("1e-15")
+
+
+async def member(conn: Conn, cust: int, kind: str, assigned: str, segment: str) -> None:
+    """A behavioural segment assigned by hand (as analytics.segments.assign_segments stores it)."""
+    await conn.execute("INSERT INTO segment_memberships (customer_id, kind, assigned_on, segment,"
+                       " inputs) VALUES (%(c)s, %(k)s, %(d)s, %(s)s, '{}')",
+                       {"c": cust, "k": kind, "d": assigned, "s": segment})
+
+
+def by_segment(table: list[kpi.KpiValue], name: str, period: Period) -> dict[str, kpi.KpiValue]:
+    return {v.segment: v for v in table if v.kpi == name and v.period == period}
+
+
+async def test_behavioural_cuts_take_membership_on_the_first_day(
+        conn: Conn, business: dict[str, int]) -> None:
+    # RFM memberships; Q1 2026 reads each customer's latest one on or before 2026-01-01:
+    #   A 'at risk' 2025-10-01, then 'lost' 2026-02-01 (inside Q1: not yet known)  -> at risk
+    #   B 'champions' 2025-12-15                                                    -> champions
+    #   C 'at risk' 2026-01-01 (the first day itself counts)                        -> at risk
+    #   F 'champions' 2025-06-01, then 'loyal' 2026-03-15 (inside Q1)               -> champions
+    #   D, E none                                                                   -> unassigned
+    # Q4 2025 reads 2025-10-01: A at risk, F champions, B C D E unassigned.
+    c = business
+    await member(conn, c["A"], "rfm", "2025-10-01", "at risk")
+    await member(conn, c["A"], "rfm", "2026-02-01", "lost")
+    await member(conn, c["B"], "rfm", "2025-12-15", "champions")
+    await member(conn, c["C"], "rfm", "2026-01-01", "at risk")
+    await member(conn, c["F"], "rfm", "2025-06-01", "champions")
+    await member(conn, c["F"], "rfm", "2026-03-15", "loyal")
+    # Value tiers: B 'A', F 'B' (2025-12-31); the others unassigned.
+    await member(conn, c["B"], "value_tier", "2025-12-31", "A")
+    await member(conn, c["F"], "value_tier", "2025-12-31", "B")
+    await conn.commit()
+
+    q4 = Q1.previous()
+    table = await kpi.kpi_table(conn, [q4, Q1], Cut("rfm"), reporting_currency=EUR,
+                                window_days=90)
+    # Retention Q1 (window 90; start A, B, C, F; end B, D, F): at risk A, C -> 0 of 2 (with
+    # the last day's memberships A would be 'lost' and at risk 0 of 1); champions B, F -> 2
+    # of 2 (F would be 'loyal'); unassigned D, E: nobody at start, D new -> undefined.
+    retention = by_segment(table, "retention_rate", Q1)
+    assert sorted(retention) == ["at risk", "champions", "unassigned"]
+    assert vnd(retention["at risk"]) == (Decimal(0), 0, 2)
+    assert vnd(retention["champions"]) == (Decimal(1), 2, 2)
+    assert vnd(retention["unassigned"]) == (None, 0, 0)
+    assert retention["unassigned"].counts["customers_new"] == 1
+    # Revenue per customer Q1: champions served B, F: (550 + 250) / 2 = 400; at risk A, C
+    # served with no Q1 revenue: 0 / 2; unassigned D 1200 / 1.
+    revenue = by_segment(table, "revenue_per_customer", Q1)
+    assert vnd(revenue["champions"]) == (Decimal(400), 800, 2)
+    assert vnd(revenue["at risk"]) == (Decimal(0), 0, 2)
+    assert vnd(revenue["unassigned"]) == (Decimal(1200), 1200, 1)
+    # Renewals Q1: F upgraded, B2 lapsed, both champions: 1 of 2.
+    assert vnd(by_segment(table, "renewal_rate", Q1)["champions"]) == (Decimal("0.5"), 1, 2)
+    # NPS Q1: champions B k1 10, k2 8, F 9: 100 x (2 - 0) / 3; unassigned D's 6: -100.
+    nps = by_segment(table, "nps", Q1)
+    assert nps["champions"].denominator == 3
+    assert nps["champions"].value is not None
+    assert nps["champions"].value.quantize(Decimal("0.01")) == Decimal("66.67")
+    assert vd(nps["unassigned"]) == (Decimal(-100), 1)
+    # Q4 2025 from its own first day (2025-10-01). Active on 2025-09-30 (window 90): A
+    # (contract), B (contracts), F (contract); on 2025-12-31 A, B, C, F. At risk A: 1 of 1;
+    # champions F: 1 of 1; unassigned B of B (C new): 1 of 1. Renewals: A lapsed (at risk).
+    retention_q4 = by_segment(table, "retention_rate", q4)
+    assert {s: nd(v) for s, v in retention_q4.items()} == {
+        "at risk": (1, 1), "champions": (1, 1), "unassigned": (1, 1)}
+    assert vnd(by_segment(table, "renewal_rate", q4)["at risk"]) == (Decimal(0), 0, 1)
+    assert "at risk" not in {v.segment for v in table
+                             if v.kpi == "renewal_rate" and v.period == Q1
+                             and v.value is not None}
+
+    # Value tier, one segment at a time: repeat purchase Q1, B bought on 01-10 and 02-15
+    # (tier A): 1 of 1; F once, 03-10 (tier B): 0 of 1. GRR of tier A (B): Q4 700, Q1 550 ->
+    # 550 / 700.
+    a = await kpi.repeat_purchase_rate(conn, Q1, cut=Cut("value_tier", "A"),
+                                       reporting_currency=EUR)
+    b = await kpi.repeat_purchase_rate(conn, Q1, cut=Cut("value_tier", "B"),
+                                       reporting_currency=EUR)
+    assert (vnd(a), vnd(b)) == ((Decimal(1), 1, 1), (Decimal(0), 0, 1))
+    grr = await kpi.gross_revenue_retention(conn, Q1, cut=Cut("value_tier", "A"),
+                                            reporting_currency=EUR, window_days=90)
+    assert nd(grr) == (550, 700)
+    with pytest.raises(ValueError, match="unknown cut dimension"):
+        Cut("recency")  # type: ignore[arg-type]
+
+
+async def test_machine_side_kpis_by_usage_profile(conn: Conn, fleet: dict[str, int]) -> None:
+    # Usage profiles: X 'heavy' 2026-01-01, 'declining' 2026-02-01 (February's first day),
+    # 'idle' 2026-02-15 (inside February: not yet known); Y 'steady' 2025-12-01; Z none.
+    # January: X heavy, Y steady, Z unassigned; February: X declining, Y steady, Z unassigned.
+    x, y = fleet["X"], fleet["Y"]
+    await member(conn, x, "usage", "2026-01-01", "heavy")
+    await member(conn, x, "usage", "2026-02-01", "declining")
+    await member(conn, x, "usage", "2026-02-15", "idle")
+    await member(conn, y, "usage", "2025-12-01", "steady")
+    await conn.commit()
+    jan = Period("month", date(2026, 1, 1))
+
+    for source in ("telemetry", "rollup"):
+        if source == "rollup":
+            await refresh_machine_days(conn)
+        # Both months in one run: each period reads its own first day's memberships.
+        table = await kpi.kpi_table(conn, [jan, FEB], Cut("usage"), reporting_currency=EUR)
+        # January utilisation, X's machines (heavy): M1 186 / 744, M2 96 / 384 (since 01-16)
+        # = 282 / 1128 = 0.25. Y's M3 was not commissioned yet.
+        u_jan = by_segment(table, "utilisation", jan)
+        assert vnd(u_jan["heavy"]) == (Decimal("0.25"), 282, 1128), source
+        assert u_jan["steady"].value is None, source
+        # February: X declining (M1 168 + M2 336) / 1344 = 0.375; Y steady M3 84 / 336.
+        u_feb = by_segment(table, "utilisation", FEB)
+        assert vnd(u_feb["declining"]) == (Decimal("0.375"), 504, 1344), source
+        assert vnd(u_feb["steady"]) == (Decimal("0.25"), 84, 336), source
+        # Nobody was heavy on February's first day, and X's idle came after it.
+        assert "heavy" not in u_feb and "idle" not in u_feb, source
+        # Parts capture February: X bought 250 + 200 + 48 unnamed = 498 of 2 x 504 = 1008
+        # implied; Y USD 100 x 0.9 = 90 of 2 x 84 = 168.
+        parts = by_segment(table, "parts_capture", FEB)
+        assert nd(parts["declining"]) == (498, 1008), source
+        assert nd(parts["steady"]) == (90, 168), source
+        # Silent by 2026-03-01 (14 days): X M7 of M1, M2, M7; Y M5 (sold) of M3, M5; Z M6 of
+        # M6.
+        silent = by_segment(table, "silent_machines", FEB)
+        assert {s: nd(v) for s, v in silent.items() if v.denominator} == {
+            "declining": (1, 3), "steady": (1, 2), "unassigned": (1, 1)}, source
+        # Engagement February (test_engagement_index): X 100 (declining), Y 40 (steady).
+        engagement = by_segment(table, "engagement_index", FEB)
+        assert (engagement["declining"].value, engagement["steady"].value) == (
+            Decimal(100), Decimal(40)), source
