@@ -60,6 +60,8 @@ async def run_exclusive(pool: AsyncConnectionPool, name: str, job: Job) -> JobRu
             logger.info("job %s is running elsewhere; skipped", name)
             return JobRun(name, "skipped", "running elsewhere")
         try:
+            # Under the lock no other run of this job is alive: one still 'running' died.
+            await conn.execute(_q()["abandon_runs"], {"job": name})
             cur = await conn.execute(_q()["start_run"], {"job": name})
             started = await cur.fetchone()
             assert started is not None
@@ -67,11 +69,16 @@ async def run_exclusive(pool: AsyncConnectionPool, name: str, job: Job) -> JobRu
             try:
                 detail = await job(conn)
             except (OemrError, psycopg.Error, ValueError, ArithmeticError) as exc:
-                # What a job can run into with data it has not seen before; anything else is a
-                # bug and should be loud.
+                # What a job can run into with data it has not seen before.
                 logger.exception("job %s failed", name)
                 await _finish(conn, run_id, "failed", f"{type(exc).__name__}: {exc}")
                 return JobRun(name, "failed", str(exc), run_id)
+            except BaseException as exc:
+                # Anything else is a bug (or a cancellation) and stays loud, but its run row
+                # must not say 'running' for ever.
+                if not conn.closed:
+                    await _finish(conn, run_id, "failed", f"{type(exc).__name__}: {exc}")
+                raise
             await _finish(conn, run_id, "succeeded", detail)
             logger.info("job %s: %s", name, detail)
             return JobRun(name, "succeeded", detail, run_id)

@@ -12,6 +12,13 @@ counted (``max - min`` within the day would lose it), a counter that went down w
 counts from zero again, and the hours over a gap in the data fall on the day the machine came
 back. A machine's very first sample has nothing to count from.
 
+Late data: the watermark follows the newest data seen, so a gateway that uploads a buffer of
+older samples after a longer outage lands before the refresh's window. The daily analytics job
+therefore also re-rolls the last ``RESWEEP`` days (``since``), which catches backfills up to a
+week late; older backfills need a refresh with ``since`` by hand (``oem-retention analytics
+run`` does not do it). A per-day "data arrived" mark written by the ingester would make this
+exact; it is not built yet.
+
 Continuous aggregates: on a server with the Timescale license (``core.timescale.Capabilities.
 continuous_aggregates``) the same numbers could come from a continuous aggregate over
 ``telemetry``, refreshed by a TimescaleDB policy; docs/churn-risk.md sketches it. The servers we
@@ -36,6 +43,8 @@ Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 # Late samples (a machine's clock, the ingester's accepted skew of an hour, a broker backlog)
 # land on days already rolled up: the refresh looks back this far before its watermark.
 DEFAULT_LOOKBACK = timedelta(hours=2)
+# The daily job re-rolls this many days back, for gateways that upload old data late.
+RESWEEP = timedelta(days=7)
 _EPOCH = date(1970, 1, 1)
 
 

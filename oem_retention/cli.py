@@ -460,7 +460,7 @@ def analytics_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")]
     from analytics.churn import train
     from analytics.customer_value import value_customers
     from analytics.jobs import Connection, run_exclusive
-    from analytics.rollups import refresh_machine_days
+    from analytics.rollups import RESWEEP, refresh_machine_days
     from analytics.segments import assign_segments
     from core.db import make_pool
 
@@ -483,8 +483,9 @@ def analytics_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")]
         from analytics.churn import score_customers
 
         today = datetime.now(UTC).date()
-        # Scores read machine_days: bring it up to date first (refreshes wait for each other).
-        await refresh_machine_days(conn)
+        # Scores read machine_days: bring it up to date first (refreshes wait for each other),
+        # re-rolling the last week for data that arrived late.
+        await refresh_machine_days(conn, since=today - RESWEEP)
         if "churn" not in model:
             await retrain(conn)
         value = await value_customers(conn, on=today,

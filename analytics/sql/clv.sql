@@ -98,7 +98,7 @@ WITH live AS (
       AND starts_on <= %(on)s
 ),
 ordered AS (
-    SELECT customer_id, starts_on, ends_on,
+    SELECT customer_id, id, starts_on, ends_on,
            max(ends_on) OVER (PARTITION BY customer_id ORDER BY starts_on, ends_on, id
                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach
     FROM live
@@ -106,7 +106,9 @@ ordered AS (
 numbered AS (
     SELECT customer_id, starts_on, ends_on,
            sum(CASE WHEN reach IS NULL OR starts_on > reach + %(grace)s THEN 1 ELSE 0 END)
-               OVER (PARTITION BY customer_id ORDER BY starts_on, ends_on
+               -- The same order as `ordered` (id breaks ties): a chain starts where reach
+               -- was computed to break.
+               OVER (PARTITION BY customer_id ORDER BY starts_on, ends_on, id
                      ROWS UNBOUNDED PRECEDING) AS chain
     FROM ordered
 ),
@@ -167,7 +169,7 @@ WITH live AS (
       AND starts_on <= %(on)s
 ),
 ordered AS (
-    SELECT customer_id, starts_on, ends_on,
+    SELECT customer_id, id, starts_on, ends_on,
            max(ends_on) OVER (PARTITION BY customer_id ORDER BY starts_on, ends_on, id
                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach
     FROM live
@@ -175,7 +177,9 @@ ordered AS (
 numbered AS (
     SELECT customer_id, starts_on, ends_on,
            sum(CASE WHEN reach IS NULL OR starts_on > reach + %(grace)s THEN 1 ELSE 0 END)
-               OVER (PARTITION BY customer_id ORDER BY starts_on, ends_on
+               -- The same order as `ordered` (id breaks ties): a chain starts where reach
+               -- was computed to break.
+               OVER (PARTITION BY customer_id ORDER BY starts_on, ends_on, id
                      ROWS UNBOUNDED PRECEDING) AS chain
     FROM ordered
 ),

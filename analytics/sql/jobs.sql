@@ -7,6 +7,12 @@ SELECT pg_try_advisory_lock(%(lock_class)s::integer, hashtext(%(job)s::text))
 -- name: unlock
 SELECT pg_advisory_unlock(%(lock_class)s::integer, hashtext(%(job)s::text))
 
+-- name: abandon_runs
+UPDATE analytics_job_runs
+SET status = 'failed', finished_at = now(),
+    detail = 'interrupted: the process ended before the run finished'
+WHERE job = %(job)s AND status = 'running'
+
 -- name: start_run
 INSERT INTO analytics_job_runs (job) VALUES (%(job)s) RETURNING id
 

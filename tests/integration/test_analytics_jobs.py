@@ -66,3 +66,20 @@ async def test_a_failing_job_is_recorded_and_does_not_hold_its_lock(
     assert await rows(conn, "SELECT status, left(detail, 30) FROM analytics_job_runs"
                             " ORDER BY id") == [
         ("failed", "DivisionByZero: division by ze"), ("succeeded", "computed")]
+
+
+async def test_a_run_that_died_is_marked_and_a_bug_is_recorded_and_raised(
+        pools: Pools, conn: Connection) -> None:
+    # A run row left 'running' by a process that died.
+    await conn.execute("INSERT INTO analytics_job_runs (job) VALUES ('rollups')")
+    await conn.commit()
+
+    async def buggy(_conn: Connection) -> str:
+        raise KeyError("feature")
+
+    with pytest.raises(KeyError):
+        await run_exclusive(pools[0], "rollups", buggy)
+    assert await rows(conn, "SELECT status, detail FROM analytics_job_runs ORDER BY id") == [
+        ("failed", "interrupted: the process ended before the run finished"),
+        ("failed", "KeyError: 'feature'")]
+    assert (await run_exclusive(pools[1], "rollups", _done("fine"))).status == "succeeded"
