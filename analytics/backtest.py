@@ -10,7 +10,9 @@ world's truth.json). docs/churn-risk.md explains the figures; in short:
 - precision and recall at the alert rate: on each scoring day the top ``alert_rate`` share of
   customers by probability is flagged;
 - flagged ahead: of the churners that at least one scoring day saw 90 days or more before their
-  churn (and within the horizon), the share flagged on such a day;
+  churn (and within the horizon), the share flagged on such a day; a churner no such day scored
+  (not on the books then, by the population's account) counts as missed, and their number is
+  reported on its own (``unscored_churners``) so a gap in the population shows;
 - median lead time: for flagged churners, churn day minus the first scoring day (within the
   horizon before the churn) that flagged them.
 """
@@ -62,9 +64,10 @@ class Evaluation:
     brier: float | None
     precision: float | None
     recall: float | None
-    churners: int  # churners seen 90+ days ahead by a scoring day
+    churners: int  # churners a scoring day came 90+ days ahead of (scored then or not)
     flagged_ahead: int
     median_lead_days: float | None
+    unscored_churners: int = 0  # of ``churners``: not scored on any such day, counted missed
 
     @property
     def flagged_ahead_share(self) -> float | None:
@@ -79,6 +82,9 @@ def evaluate(scored: Sequence[Scored], churned: Mapping[str, date], *, horizon_d
     A score on day T counts as positive when the customer churns in (T, T + horizon]; customers
     that churned by T are left out (they are gone). AUC, Brier, precision and recall use the
     days whose horizon ends by ``data_end``; the lead-time figures use every scoring day.
+    A churner that a scoring day came 90+ days ahead of but that no such day scored is counted
+    as missed in ``churners`` (the share is of every churner the system could have warned of)
+    and, besides, in ``unscored_churners``.
     """
     from sklearn.metrics import brier_score_loss, roc_auc_score
 
@@ -105,21 +111,24 @@ def evaluate(scored: Sequence[Scored], churned: Mapping[str, date], *, horizon_d
     hits = sum(1 for a, t in zip(alerts, y, strict=True) if a and t)
     precision = hits / sum(alerts) if any(alerts) else None
     recall = hits / int(y.sum()) if y.sum() else None
-    churners = ahead = 0
+    churners = ahead = unscored = 0
     leads: list[int] = []
+    seen = {(s.customer, s.on) for s in live}
     for customer, when in churned.items():
         days = [d for d in by_day if d < when <= d + timedelta(days=horizon_days)]
         early = [d for d in days if (when - d).days >= ahead_days]
         if not early:
             continue
         churners += 1
+        if not any((customer, d) in seen for d in early):
+            unscored += 1
         if any((customer, d) in flagged for d in early):
             ahead += 1
         hit = [d for d in days if (customer, d) in flagged]
         if hit:
             leads.append((when - min(hit)).days)
     return Evaluation(len(covered), int(y.sum()), auc, brier, precision, recall, churners, ahead,
-                      float(statistics.median(leads)) if leads else None)
+                      float(statistics.median(leads)) if leads else None, unscored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +162,8 @@ class BacktestReport:
                 f" ROC AUC {_f(e.roc_auc, '.3f')}, Brier {_f(e.brier, '.4f')};"
                 f" at a {self.alert_rate:.0%} alert rate precision {_f(e.precision, '.1%')},"
                 f" recall {_f(e.recall, '.1%')}; flagged >= {AHEAD_DAYS} days ahead"
-                f" {e.flagged_ahead}/{e.churners} ({_f(share, '.1%')});"
+                f" {e.flagged_ahead}/{e.churners} ({_f(share, '.1%')},"
+                f" {e.unscored_churners} never scored, counted missed);"
                 f" median lead {_f(e.median_lead_days, '.0f')} days")
         return out
 

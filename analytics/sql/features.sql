@@ -1,7 +1,8 @@
 -- Churn features per customer at a cut-off day T (analytics/features.py, docs/churn-risk.md).
 -- Only what was known on T is read: rows dated after T are left out, an invoice paid after T
 -- is open on T, and a contract's term, value and tier on T come from its renewal history
--- (a renewal's changes take effect on the new term, the day after previous_ends_on).
+-- (a renewal's changes take effect on the new term, the day after previous_ends_on), and a
+-- customer or machine deleted (archived) after T was there on T.
 -- Parameters: %(t)s (date), %(reporting)s (currency code).
 
 -- name: features_at
@@ -81,7 +82,9 @@ population AS (
     -- invoice within the last 365 days (the same definition as churn in churn_dates).
     SELECT c.id AS customer_id, c.external_id, c.customer_since, c.size_class, c.key_account
     FROM customers c, p
-    WHERE c.deleted_at IS NULL
+    -- A deletion after T does not count on T: ERPs archive churned customers (the Odoo
+    -- connector marks them deleted), and dropping them would train on the survivors.
+    WHERE (c.deleted_at IS NULL OR c.deleted_at::date > p.t)
       AND (EXISTS (SELECT 1 FROM contract k WHERE k.customer_id = c.id)
            OR (NOT EXISTS (SELECT 1 FROM service_contracts sc
                            WHERE sc.customer_id = c.id AND sc.deleted_at IS NULL
@@ -90,16 +93,21 @@ population AS (
                            AND v.last_invoice > p.t - 365)))
 ),
 fleet AS (
-    SELECT im.customer_id, im.installed_base_id, im.machine_id, im.commissioned_on,
+    -- The installed base on T: installed_base itself, not the installed_machines view, which
+    -- drops the rows deleted by today (a machine archived with its churned customer was there
+    -- on T). Joined by serial to the ingester's machine, as the view does.
+    SELECT ib.customer_id, ib.id AS installed_base_id, m.id AS machine_id, ib.commissioned_on,
            mm.service_interval_hours, mm.service_interval_days,
            to_reporting(mm.parts_value_per_1000h, mm.currency, p.t, p.rc) AS parts_per_1000h
-    FROM installed_machines im
+    FROM installed_base ib
     CROSS JOIN p
-    LEFT JOIN LATERAL (SELECT * FROM machine_models m
-                       WHERE m.model = im.model AND m.deleted_at IS NULL
-                       ORDER BY m.id LIMIT 1) mm ON true
-    WHERE im.customer_id IN (SELECT customer_id FROM population)
-      AND (im.commissioned_on IS NULL OR im.commissioned_on <= p.t)
+    LEFT JOIN machines m ON m.serial = ib.serial
+    LEFT JOIN LATERAL (SELECT * FROM machine_models mo
+                       WHERE mo.model = ib.model AND mo.deleted_at IS NULL
+                       ORDER BY mo.id LIMIT 1) mm ON true
+    WHERE ib.customer_id IN (SELECT customer_id FROM population)
+      AND (ib.deleted_at IS NULL OR ib.deleted_at::date > p.t)
+      AND (ib.commissioned_on IS NULL OR ib.commissioned_on <= p.t)
 ),
 machine_use AS (
     SELECT f.customer_id, f.installed_base_id, f.machine_id, f.service_interval_hours,

@@ -198,3 +198,44 @@ async def test_features_at_t_do_not_change_when_later_data_arrives(
                   if not np.allclose(known.values[:, j], full.values[:, j], equal_nan=True)}
     assert mismatched == set()
     assert known.annual_values == full.annual_values
+
+
+async def _customer(conn: Connection, ext: str, *, key_account: bool = False,
+                    deleted_at: datetime | None = None) -> int:
+    cur = await conn.execute(
+        "INSERT INTO customers (source, external_id, name, key_account, customer_since,"
+        " deleted_at) VALUES ('t', %s, %s, %s, '2023-01-01', %s) RETURNING id",
+        (ext, ext, key_account, deleted_at))
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_a_customer_archived_after_t_is_on_the_books_at_t(database_url: str) -> None:
+    # ERPs archive churned customers (the Odoo connector marks them deleted): the population and
+    # the fleet at T must not depend on a deletion after T, or training learns from survivors.
+    archived = datetime(2026, 1, 15, tzinfo=UTC)
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        arch = await _customer(conn, "ARCH", deleted_at=archived)
+        gone = await _customer(conn, "GONE", deleted_at=datetime(2025, 3, 1, tzinfo=UTC))
+        for cid, ext in ((arch, "ARCH"), (gone, "GONE")):
+            await conn.execute(
+                "INSERT INTO service_contracts (source, external_id, customer_id, scope, tier,"
+                " starts_on, ends_on, annual_value, currency, status) VALUES ('t', %s, %s,"
+                " 'customer', 'standard', '2024-01-01', '2025-12-31', 1000, 'EUR', 'expired')",
+                (f"K-{ext}", cid))
+            await conn.execute(
+                "INSERT INTO invoices (source, external_id, customer_id, issued_on, due_on,"
+                " paid_on, currency, net_amount, status) VALUES ('t', %s, %s, '2025-01-05',"
+                " '2025-02-04', '2025-02-01', 'EUR', 1000, 'paid')", (f"I-{ext}", cid))
+        await conn.execute(
+            "INSERT INTO installed_base (source, external_id, serial, model, customer_id,"
+            " commissioned_on, deleted_at) VALUES ('t', 'M-1', 'S-1', 'X', %s, '2024-01-01', %s),"
+            " ('t', 'M-2', 'S-2', 'X', %s, '2024-01-01', '2025-06-01')", (arch, archived, arch))
+        await conn.commit()
+        features = await features_at(conn, date(2025, 9, 1))
+        churned = await churn_dates(conn, date(2026, 5, 1))
+    # GONE was deleted before T: the data of T says nothing else, it stays out.
+    assert features.external_ids == ["ARCH"]
+    assert features.row(0)["machines"] == 1  # M-1 was there on T, M-2 was gone
+    assert churned[arch] == date(2025, 12, 31)

@@ -116,3 +116,14 @@ def test_backtest_figures_worked_out_by_hand() -> None:
     # A is seen 90+ days ahead only on d1 (120 days), and flagged then: lead 120 days.
     # B's churn is beyond both horizons, so it is not counted.
     assert (e.churners, e.flagged_ahead, e.median_lead_days) == (1, 1, 120)
+
+
+def test_a_churner_never_scored_counts_as_missed_and_is_reported() -> None:
+    # B churned but was never on the books on a scoring day (e.g. left out of the population):
+    # it stays in the "flagged ahead" denominator as missed, and is counted on its own.
+    days = [date(2025, 1, 1), date(2025, 2, 1)]
+    scored = [Scored(c, d, p) for d in days for c, p in (("A", 0.9), ("C", 0.1), ("D", 0.2))]
+    churned = {"A": date(2025, 5, 1), "B": date(2025, 5, 15)}
+    e = evaluate(scored, churned, horizon_days=180, alert_rate=0.34, data_end=date(2026, 1, 1))
+    assert (e.churners, e.flagged_ahead, e.unscored_churners) == (2, 1, 1)
+    assert e.flagged_ahead_share == pytest.approx(0.5)
