@@ -45,6 +45,7 @@ from analytics.features import (
     data_span,
     features_at,
 )
+from analytics.kpi import DIMENSIONS
 from core.sql import queries
 
 logger = logging.getLogger(__name__)
@@ -470,24 +471,32 @@ class SegmentRisk:
 
 
 async def revenue_at_risk(conn: Connection, *, on: date) -> dict[int, Decimal | None]:
-    """Per customer, from its latest stored score on or before ``on``: value x probability."""
+    """Per customer scored on the latest scoring day on or before ``on``: value x probability.
+
+    Only that day's scores: a customer no longer scored (churned) is no longer at risk.
+    """
     cur = await conn.execute(_sql()["revenue_at_risk"], {"on": on})
     return {int(r[0]): (None if r[8] is None else Decimal(r[8]).quantize(Decimal("0.01")))
             for r in await cur.fetchall()}
 
 
-SEGMENTS = ("all", "industry", "country", "size_class", "key_account")
+# The KPIs' cuts, with their segments and labels (docs/kpis.md).
+SEGMENTS: tuple[str, ...] = DIMENSIONS
 
 
 async def revenue_at_risk_by_segment(conn: Connection, *, segment: str = "all",
                                      since: date, until: date) -> list[SegmentRisk]:
-    """Per month and segment: each customer's last stored score of the month, summed.
+    """Per month and segment: the scores of the month's last scoring day, summed.
 
-    Revenue at risk = annual contract value in force x churn probability.
+    Revenue at risk = annual contract value in force x churn probability. ``segment`` names
+    the cut (one of ``SEGMENTS``, the KPIs' dimensions); a customer's segment is the KPIs'
+    (customer_segments, behavioural_segments) as of the scoring day. A customer not scored on
+    the month's last scoring day had churned and is left out. In a cut where a customer can be
+    in several segments (``model``), it counts in each.
     """
     if segment not in SEGMENTS:
         raise ValueError(f"segment {segment!r}: one of {', '.join(SEGMENTS)}")
     cur = await conn.execute(_sql()["revenue_at_risk_by_segment"],
-                             {"segment": segment, "since": since, "until": until})
+                             {"dimension": segment, "since": since, "until": until})
     return [SegmentRisk(r[0], r[1], r[2], int(r[3]), r[4], r[5], float(r[6]))
             for r in await cur.fetchall()]

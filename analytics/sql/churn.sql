@@ -13,41 +13,52 @@ ON CONFLICT (customer_id, scored_on) DO UPDATE SET
     currency = excluded.currency, created_at = now()
 
 -- name: revenue_at_risk
--- Per customer, its latest score on or before %(on)s: annual contract value x probability.
-SELECT DISTINCT ON (s.customer_id)
-       s.customer_id, c.external_id, c.name, s.scored_on, s.probability, s.method,
+-- The scores of the latest scoring day on or before %(on)s: annual contract value x probability.
+-- Only that day's: a customer not scored on it was no longer on the books (churned), and an
+-- older score of it is no longer at risk.
+SELECT s.customer_id, c.external_id, c.name, s.scored_on, s.probability, s.method,
        s.annual_value, s.currency, s.annual_value * s.probability::numeric AS revenue_at_risk
 FROM churn_scores s
 JOIN customers c ON c.id = s.customer_id
-WHERE s.scored_on <= %(on)s
-ORDER BY s.customer_id, s.scored_on DESC
+WHERE s.scored_on = (SELECT max(scored_on) FROM churn_scores WHERE scored_on <= %(on)s)
+ORDER BY s.customer_id
 
 -- name: revenue_at_risk_by_segment
--- Per month and segment: each customer's last score in the month, summed. %(segment)s is one of
--- all, industry, country, size_class, key_account; months from %(since)s to %(until)s.
-WITH last_in_month AS (
-    SELECT DISTINCT ON (s.customer_id, date_trunc('month', s.scored_on))
-           date_trunc('month', s.scored_on)::date AS month, s.customer_id, s.probability,
-           s.annual_value, s.currency
-    FROM churn_scores s
-    WHERE s.scored_on >= %(since)s AND s.scored_on <= %(until)s
-    ORDER BY s.customer_id, date_trunc('month', s.scored_on), s.scored_on DESC
+-- Per month and segment: the scores of the month's last scoring day, summed (a customer not
+-- scored that day had churned). %(dimension)s is a KPI cut (analytics.kpi.DIMENSIONS), with the
+-- KPIs' segments and labels: customer_segments (migration 007) and, for value_tier, rfm and
+-- usage, behavioural_segments (migration 011), both as of the scoring day, what was known when
+-- the score was made. A customer in several segments (two machine models) counts in each; one
+-- in none (no machine, in the model cut) is 'none', so the segments still add up to every score.
+-- Months from %(since)s to %(until)s.
+WITH last_day AS (
+    SELECT date_trunc('month', scored_on)::date AS month, max(scored_on) AS scored_on
+    FROM churn_scores
+    WHERE scored_on >= %(since)s AND scored_on <= %(until)s
+    GROUP BY 1
+),
+scores AS (
+    SELECT d.month, d.scored_on, s.customer_id, s.probability, s.annual_value, s.currency
+    FROM last_day d
+    JOIN churn_scores s ON s.scored_on = d.scored_on
+),
+seg AS (
+    SELECT d.scored_on, cs.customer_id, cs.segment
+    FROM last_day d CROSS JOIN LATERAL customer_segments(%(dimension)s, d.scored_on) cs
+    UNION ALL
+    SELECT d.scored_on, bs.customer_id, bs.segment
+    FROM last_day d CROSS JOIN LATERAL behavioural_segments(%(dimension)s, d.scored_on) bs
+    WHERE %(dimension)s IN ('value_tier', 'rfm', 'usage')
 )
 SELECT l.month,
-       CASE %(segment)s WHEN 'all' THEN 'all'
-                        WHEN 'industry' THEN coalesce(c.industry, 'unknown')
-                        WHEN 'country' THEN coalesce(c.country::text, 'unknown')
-                        WHEN 'size_class' THEN coalesce(c.size_class, 'unknown')
-                        WHEN 'key_account' THEN CASE WHEN c.key_account THEN 'key account'
-                                                     ELSE 'other' END
-       END AS segment,
+       coalesce(g.segment, 'none') AS segment,
        l.currency,
        count(*) AS customers,
        sum(l.annual_value) AS annual_value,
-       sum(l.annual_value * l.probability::numeric) AS revenue_at_risk,
+       round(sum(l.annual_value * l.probability::numeric), 2) AS revenue_at_risk,
        avg(l.probability) AS mean_probability
-FROM last_in_month l
-JOIN customers c ON c.id = l.customer_id
+FROM scores l
+LEFT JOIN seg g ON g.scored_on = l.scored_on AND g.customer_id = l.customer_id
 GROUP BY 1, 2, 3
 ORDER BY 1, 2, 3
 

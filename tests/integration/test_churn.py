@@ -239,3 +239,67 @@ async def test_a_customer_archived_after_t_is_on_the_books_at_t(database_url: st
     assert features.external_ids == ["ARCH"]
     assert features.row(0)["machines"] == 1  # M-1 was there on T, M-2 was gone
     assert churned[arch] == date(2025, 12, 31)
+
+
+async def _score(conn: Connection, customer: int, on: date, p: float, value: int) -> None:
+    await conn.execute(
+        "INSERT INTO churn_scores (customer_id, scored_on, horizon_days, probability, method,"
+        " reasons, model_version, annual_value, currency)"
+        " VALUES (%s, %s, 180, %s, 'rules', '[]', 'rules-v1', %s, 'EUR')",
+        (customer, on, p, value))
+
+
+async def test_revenue_at_risk_reads_only_the_latest_scoring_day(database_url: str) -> None:
+    # LEFT churned after 1 Jan and was not scored on 1 Feb: its January score is not at risk
+    # on 15 Feb any more.
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        stay = await _customer(conn, "STAY")
+        left = await _customer(conn, "LEFT")
+        await _score(conn, stay, date(2026, 1, 1), 0.5, 1000)
+        await _score(conn, left, date(2026, 1, 1), 0.8, 2000)
+        await _score(conn, stay, date(2026, 2, 1), 0.25, 1000)
+        await conn.commit()
+        assert await revenue_at_risk(conn, on=date(2026, 2, 15)) == {stay: Decimal("250.00")}
+        assert await revenue_at_risk(conn, on=date(2026, 1, 31)) == {
+            stay: Decimal("500.00"), left: Decimal("1600.00")}
+        # Per month likewise: the month's last scoring day.
+        month = await revenue_at_risk_by_segment(conn, segment="all", since=date(2026, 1, 1),
+                                                 until=date(2026, 2, 28))
+    assert [(r.month, r.customers, r.revenue_at_risk) for r in month] == [
+        (date(2026, 1, 1), 2, Decimal("2100.00")), (date(2026, 2, 1), 1, Decimal("250.00"))]
+
+
+async def test_revenue_at_risk_is_cut_by_the_kpi_segments(database_url: str) -> None:
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        key = await _customer(conn, "KEY", key_account=True)
+        other = await _customer(conn, "OTHER")
+        await conn.execute(
+            "INSERT INTO service_contracts (source, external_id, customer_id, scope, tier,"
+            " starts_on, ends_on, annual_value, currency, status) VALUES ('t', 'K1', %s,"
+            " 'customer', 'premium', '2025-01-01', '2026-12-31', 1000, 'EUR', 'active')", (key,))
+        await conn.execute(
+            "INSERT INTO installed_base (source, external_id, serial, model, customer_id,"
+            " commissioned_on) VALUES ('t', 'M-1', 'S-1', 'MX', %s, '2024-01-01'),"
+            " ('t', 'M-2', 'S-2', 'MY', %s, '2024-01-01')", (key, key))
+        await conn.execute(
+            "INSERT INTO segment_memberships (customer_id, kind, segment, assigned_on, inputs)"
+            " VALUES (%s, 'value_tier', 'high', '2025-12-01', '{}')", (key,))
+        on = date(2026, 1, 1)
+        await _score(conn, key, on, 0.5, 1000)
+        await _score(conn, other, on, 0.1, 3000)
+        await conn.commit()
+
+        async def cut(segment: str) -> dict[str, tuple[int, Decimal | None]]:
+            got = await revenue_at_risk_by_segment(conn, segment=segment, since=on, until=on)
+            return {r.segment: (r.customers, r.revenue_at_risk) for r in got}
+
+        # The KPIs' labels (customer_segments, migration 007) and cuts, not our own.
+        assert await cut("key_account") == {"true": (1, Decimal("500.00")),
+                                            "false": (1, Decimal("300.00"))}
+        assert await cut("tier") == {"premium": (1, Decimal("500.00")),
+                                     "none": (1, Decimal("300.00"))}
+        # A customer with two models is in both model segments; one without machines in 'none'.
+        assert await cut("model") == {"MX": (1, Decimal("500.00")), "MY": (1, Decimal("500.00")),
+                                      "none": (1, Decimal("300.00"))}
+        assert await cut("value_tier") == {"high": (1, Decimal("500.00")),
+                                           "unassigned": (1, Decimal("300.00"))}
