@@ -426,8 +426,10 @@ async def spend_per_transaction(conn: Conn, period: Period, *, cut: Cut | None =
                                 window_days: int = DEFAULT_WINDOW_DAYS) -> KpiValue:
     """After-sales revenue per invoice (transaction).
 
-    Over the invoices issued in the period whose after-sales lines sum to more than zero: the
-    total of those sums / their number.
+    Over the invoices issued in the period whose after-sales lines sum to more than zero (as
+    invoiced): the total of those sums in the reporting currency / their number. Invoices
+    without an exchange rate for their currency are left out of both and counted in
+    ``counts["transactions_unconverted"]``.
     """
     return await _one(conn, "purchases", "spend_per_transaction", period, cut,
                       reporting_currency=reporting_currency, window_days=window_days)
@@ -528,8 +530,10 @@ async def silent_machines(conn: Conn, period: Period, *, cut: Cut | None = None,
                           silent_days: int = DEFAULT_SILENT_DAYS) -> KpiValue:
     """Share of machines gone silent: no telemetry in the ``silent_days`` before the period's end.
 
-    Over the machines that ever reported. ``counts`` splits them by what is known, first match:
-    sold (deleted from the installed base), offline (Sparkplug DEATH), contract_lapsed (the
+    Over the machines that ever reported, each once (a resold machine has several
+    installed-base rows: the live one names the customer, else the latest deleted one).
+    ``counts`` splits them by what is known, first match: sold (deleted from the installed base
+    by the period's end), offline (Sparkplug DEATH), contract_lapsed (the
     customer had a contract and has none live), customer_inactive (not an active customer),
     unknown (off or disconnected: nothing tells which).
     """

@@ -122,6 +122,9 @@ WITH seg AS (
 ),
 lines AS (
     SELECT i.id AS invoice_id, i.customer_id, i.issued_on, l.kind,
+           -- Counting tests the sign as invoiced (a currency without a rate must not drop a
+           -- buyer); only sums use the converted amount (NULL without a rate).
+           l.net_amount AS invoiced,
            to_reporting(l.net_amount, i.currency, i.issued_on, %(rep)s) AS amount
     FROM invoices i JOIN invoice_lines l ON l.invoice_id = i.id
     WHERE i.deleted_at IS NULL AND l.deleted_at IS NULL
@@ -131,16 +134,19 @@ lines AS (
 per_customer AS (
     SELECT customer_id,
            count(DISTINCT issued_on) FILTER (
-               WHERE kind IN ('spare_parts', 'field_service') AND amount > 0) AS purchase_days,
-           count(DISTINCT kind) FILTER (WHERE kind <> 'other' AND amount > 0) AS kinds
+               WHERE kind IN ('spare_parts', 'field_service') AND invoiced > 0) AS purchase_days,
+           count(DISTINCT kind) FILTER (WHERE kind <> 'other' AND invoiced > 0) AS kinds
     FROM lines GROUP BY customer_id
 ),
 per_invoice AS (
-    SELECT customer_id, invoice_id, sum(amount) AS amount
+    -- An invoice has one currency: the sign of its lines' sum as invoiced decides whether it is
+    -- a transaction; amount is NULL when a line could not be converted.
+    SELECT customer_id, invoice_id,
+           CASE WHEN bool_and(amount IS NOT NULL) THEN sum(amount) END AS amount
     FROM lines
     WHERE kind IN ('service_contract', 'field_service', 'spare_parts', 'retrofit')
     GROUP BY customer_id, invoice_id
-    HAVING sum(amount) > 0
+    HAVING sum(invoiced) > 0
 ),
 buying AS (
     SELECT seg.segment,
@@ -152,7 +158,9 @@ buying AS (
     GROUP BY seg.segment
 ),
 spend AS (
-    SELECT seg.segment, count(*) AS transactions, sum(pi.amount) AS spend
+    -- Spend per transaction over the transactions known in the reporting currency.
+    SELECT seg.segment, count(pi.amount) AS transactions,
+           count(*) - count(pi.amount) AS transactions_unconverted, sum(pi.amount) AS spend
     FROM seg JOIN per_invoice pi USING (customer_id)
     GROUP BY seg.segment
 )
@@ -162,7 +170,9 @@ SELECT segment,
        coalesce(b.multi_kind_customers, 0) AS multi_kind_customers,
        coalesce(b.single_kind_customers, 0) AS single_kind_customers,
        b.multi_kind_customers::numeric / nullif(b.single_kind_customers, 0) AS upsell_ratio,
-       coalesce(s.transactions, 0) AS transactions, coalesce(s.spend, 0) AS spend,
+       coalesce(s.transactions, 0) AS transactions,
+       coalesce(s.transactions_unconverted, 0) AS transactions_unconverted,
+       coalesce(s.spend, 0) AS spend,
        s.spend / nullif(s.transactions, 0) AS spend_per_transaction
 FROM buying b FULL JOIN spend s USING (segment)
 ORDER BY segment;
@@ -465,7 +475,10 @@ agg AS (
            sum(services_due) AS services_due,
            -- A service counts up to the whole services due (rounded up): a month that made
            -- 0.3 of a service due and had the service is on plan, not 0.3 of it.
-           sum(least(services, ceil(services_due))) AS services_on_plan,
+           -- Only machines with a plan: least() skips a NULL due, so a machine without one
+           -- would add all its services to the numerator and nothing to the denominator.
+           sum(least(services, ceil(services_due))) FILTER (WHERE services_due IS NOT NULL)
+               AS services_on_plan,
            count(*) FILTER (WHERE overdue) AS machines_overdue,
            sum(faults) AS faults,
            sum(parts_bought) FILTER (WHERE parts_implied IS NOT NULL) AS parts_bought_attributed,
@@ -562,12 +575,16 @@ ORDER BY x.n, cs.segment;
 -- Before the rollup's first refresh: the machine's last telemetry (any metric) before the end.
 ever AS (
     -- Every machine of the installed base (deleted ones too: a deleted machine is a sold one)
-    -- that the ingester knows by serial, as of each period's end.
-    SELECT p.*, ib.id AS installed_base_id, ib.model, ib.customer_id, ib.deleted_at,
+    -- that the ingester knows by serial, as of each period's end, once: a resold machine has
+    -- several rows of one serial (the old owners' deleted, the new one's live). The live row
+    -- names its customer, else the latest deleted one (the last owner we knew).
+    SELECT DISTINCT ON (p.n, r.machine_id)
+           p.*, ib.id AS installed_base_id, ib.model, ib.customer_id, ib.deleted_at,
            r.machine_id, r.online
     FROM installed_base ib
     JOIN registered r USING (serial)
     JOIN periods p ON ib.commissioned_on IS NULL OR ib.commissioned_on <= p.last
+    ORDER BY p.n, r.machine_id, ib.deleted_at DESC NULLS FIRST, ib.id DESC
 ),
 heard AS MATERIALIZED (
     SELECT e.*, t.time IS NOT NULL AS reported,
@@ -581,11 +598,15 @@ heard AS MATERIALIZED (
 -- From the rollup: a counter sample on a day of the window (the window is whole UTC days: the
 -- period ends at midnight) or, only for machines without one, any telemetry in it.
 ever AS (
-    SELECT p.*, ib.id AS installed_base_id, ib.model, ib.customer_id, ib.deleted_at,
+    -- One row per machine and period (see heard_telemetry): the live row, else the latest
+    -- deleted one.
+    SELECT DISTINCT ON (p.n, r.machine_id)
+           p.*, ib.id AS installed_base_id, ib.model, ib.customer_id, ib.deleted_at,
            r.machine_id, r.online
     FROM installed_base ib
     JOIN registered r USING (serial)
     JOIN periods p ON ib.commissioned_on IS NULL OR ib.commissioned_on <= p.last
+    ORDER BY p.n, r.machine_id, ib.deleted_at DESC NULLS FIRST, ib.id DESC
 ),
 first_sample AS MATERIALIZED (
     SELECT r.machine_id, s.day
@@ -621,7 +642,8 @@ classified AS (
            CASE WHEN %(dimension)s = 'model' THEN h.model ELSE cs.segment END AS segment,
            -- What is known, worked out for silent machines only.
            CASE WHEN h.recent THEN NULL
-                WHEN h.deleted_at IS NOT NULL THEN 'sold'
+                -- Sold by the period's end: a sale after it was not yet known then.
+                WHEN h.deleted_at < h.end_ts THEN 'sold'
                 WHEN h.online IS FALSE THEN 'offline'
                 WHEN EXISTS (SELECT 1 FROM service_contracts sc
                              WHERE sc.customer_id = h.customer_id AND sc.deleted_at IS NULL

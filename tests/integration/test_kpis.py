@@ -24,7 +24,7 @@ service every 336 h or 28 days, parts EUR 2,000 per 1,000 h (so EUR 2 per hour).
               Jan 96 (over 384 calendar hours), Feb 336
            M7 reports only a spindle load on 2026-02-01 (no counter)
     Y  FR  M3 (commissioned 2026-02-15) counter 02-16 0, 02-27 84: Feb 84 over 336 calendar h
-           M5 (deleted from the installed base: sold), telemetry until 2026-01-10
+           M5 (deleted from the installed base 2026-01-20: sold), telemetry until 2026-01-10
     Z  DE  contract 2025-01-01..2025-12-31 (expired); M6 telemetry until 2026-01-05
 """
 
@@ -278,6 +278,26 @@ async def test_purchase_kpis(conn: Conn, business: dict[str, int]) -> None:
     assert vnd(s) == (Decimal("512.5"), 2050, 4)
 
 
+async def test_purchase_counts_do_not_need_an_exchange_rate(
+        conn: Conn, business: dict[str, int]) -> None:
+    # G (DE) buys in CHF, which has no exchange rate: spare_parts 100 on 2026-01-12,
+    # field_service 50 on 2026-02-12. Counting looks at the sign of the amount as invoiced, so
+    # G is a buyer on two days with two kinds. Repeat: B, G of B, F, G = 2 / 3. Upsell: B, D, G
+    # several kinds, F one = 3 / 1. Spend: only amounts known in EUR; G's two invoices are
+    # transactions without a reporting amount, left out of 2050 / 4.
+    g = await customer(conn, "G", "DE")
+    await invoice(conn, g, "2026-01-12", [("spare_parts", "100")], currency="CHF")
+    await invoice(conn, g, "2026-02-12", [("field_service", "50")], currency="CHF")
+    await conn.commit()
+    r = await kpi.repeat_purchase_rate(conn, Q1, reporting_currency=EUR)
+    assert nd(r) == (2, 3)
+    u = await kpi.upsell_ratio(conn, Q1, reporting_currency=EUR)
+    assert vnd(u) == (Decimal(3), 3, 1)
+    s = await kpi.spend_per_transaction(conn, Q1, reporting_currency=EUR)
+    assert vnd(s) == (Decimal("512.5"), 2050, 4)
+    assert s.counts["transactions_unconverted"] == 2
+
+
 async def test_nps(conn: Conn, business: dict[str, int]) -> None:
     # Latest answer per contact in Q1: k1 10 (its 3 is superseded), k2 8, k3 6, F's anonymous
     # 9 (its Q4 0 is outside, its deleted 0 gone): promoters 2, passive 1, detractor 1.
@@ -304,13 +324,16 @@ async def test_kpi_table_lists_every_kpi_per_segment(conn: Conn,
 
 
 async def machine(conn: Conn, cust: int, serial: str, commissioned: str, *,
-                  deleted: bool = False, model: str = "VMC") -> tuple[int, int]:
-    """An installed-base row and the ingester's machine of the same serial: (ib id, machine id)."""
+                  deleted_on: str | None = None, model: str = "VMC") -> tuple[int, int]:
+    """An installed-base row and the ingester's machine of the same serial: (ib id, machine id).
+
+    ``deleted_on``: the day the row was deleted (the machine sold), at 00:00 UTC.
+    """
     ib = int(await _one(
         conn, "INSERT INTO installed_base (source, external_id, serial, model, customer_id,"
         " commissioned_on, deleted_at) VALUES ('t', %(s)s, %(s)s, %(m)s, %(c)s, %(d)s,"
-        " CASE WHEN %(del)s THEN now() END) RETURNING id",
-        {"s": serial, "m": model, "c": cust, "d": commissioned, "del": deleted}))
+        " %(del)s::date::timestamp AT TIME ZONE 'UTC') RETURNING id",
+        {"s": serial, "m": model, "c": cust, "d": commissioned, "del": deleted_on}))
     mid = int(await _one(conn, "INSERT INTO machines (tenant, serial, protocol) VALUES"
                          " ('t', %(s)s, 'json') RETURNING id", {"s": serial}))
     return ib, mid
@@ -352,7 +375,7 @@ async def fleet(conn: Conn) -> dict[str, int]:
                              ("2026-02-10T12:00Z", 200), ("2026-02-20T12:00Z", 432)])
     ib3, m3 = await machine(conn, y, "M3", "2026-02-15")
     await samples(conn, m3, [("2026-02-16T00:00Z", 0), ("2026-02-27T12:00Z", 84)])
-    _, m5 = await machine(conn, y, "M5", "2019-01-01", deleted=True)
+    _, m5 = await machine(conn, y, "M5", "2019-01-01", deleted_on="2026-01-20")
     await samples(conn, m5, [("2026-01-10T10:00Z", 40)], metric=100)
     _, m6 = await machine(conn, z, "M6", "2019-01-01")
     await samples(conn, m6, [("2026-01-05T10:00Z", 40)], metric=100)
@@ -432,6 +455,24 @@ async def test_machine_side_kpis(conn: Conn, fleet: dict[str, int]) -> None:
     assert rows["M7"].hours is None
 
 
+async def test_adherence_leaves_out_machines_without_a_plan(conn: Conn,
+                                                            fleet: dict[str, int]) -> None:
+    # M9 (X) of model LATHE, which has no machine_models row: 100 h and 2 services in February.
+    # Without a plan nothing is due, so its services are not on plan either: adherence stays
+    # 2 / 2.5 = 0.8 (test_machine_side_kpis), with 3 machines with a plan and 2 services done.
+    _, m9 = await machine(conn, fleet["X"], "M9", "2020-01-01", model="LATHE")
+    await samples(conn, m9, [("2026-01-31T12:00Z", 10), ("2026-02-27T12:00Z", 110)])
+    await event(conn, m9, "2026-02-05T09:00Z", "maintenance")
+    await event(conn, m9, "2026-02-06T09:00Z", "maintenance")
+    await conn.commit()
+    for source in ("telemetry", "rollup"):
+        if source == "rollup":
+            await refresh_machine_days(conn)
+        a = await kpi.maintenance_adherence(conn, FEB, reporting_currency=EUR)
+        assert vnd(a) == (Decimal("0.8"), 2, Decimal("2.5")), source
+        assert (a.counts["machines_with_plan"], a.counts["services_done"]) == (3, 2), source
+
+
 async def test_silent_machines(conn: Conn, fleet: dict[str, int]) -> None:
     # As of 2026-03-01 00:00, 14 days: M5 (last 01-10, sold), M6 (01-05, Z's contract lapsed),
     # M7 (02-01, X active, nothing known: unknown) are silent; M1, M2, M3 are not. 3 of 6.
@@ -442,6 +483,37 @@ async def test_silent_machines(conn: Conn, fleet: dict[str, int]) -> None:
     # With 30 days only M5 (50 days) and M6 (55 days) are silent.
     s30 = await kpi.silent_machines(conn, FEB, reporting_currency=EUR, silent_days=30)
     assert nd(s30) == (2, 6)
+
+
+async def test_silent_machines_count_a_resold_machine_once(conn: Conn,
+                                                          fleet: dict[str, int]) -> None:
+    # M1 was first Z's, who sold it (its row deleted 2019-12-31) before X got it: two
+    # installed-base rows, one machine. It counts once, as X's (the live row): 3 of 6 as in
+    # test_silent_machines, and X (DE) has M1, M2, M7, Z (DE) M6: 2 silent of 4 in DE.
+    await conn.execute("INSERT INTO installed_base (source, external_id, serial, model,"
+                       " customer_id, commissioned_on, deleted_at) VALUES ('t', 'old-M1', 'M1',"
+                       " 'VMC', %(z)s, '2019-01-01', '2019-12-31T00:00Z')", {"z": fleet["Z"]})
+    await conn.commit()
+    s = await kpi.silent_machines(conn, FEB, reporting_currency=EUR)
+    assert vnd(s) == (Decimal("0.5"), 3, 6)
+    de = await kpi.silent_machines(conn, FEB, cut=Cut("country", "DE"), reporting_currency=EUR)
+    assert nd(de) == (2, 4)
+
+
+async def test_silent_machine_sold_after_the_period_is_not_sold_in_it(
+        conn: Conn, fleet: dict[str, int]) -> None:
+    # M5's row deleted 2026-04-01 instead: in February it was still Y's and Y had not sold it.
+    # Y is active (an invoice on 02-22) and has no contract: M5 is silent for a reason unknown.
+    # Still 3 of 6; sold 0, unknown M5 and M7. In April it is sold.
+    await conn.execute("UPDATE installed_base SET deleted_at = '2026-04-01T00:00Z'"
+                       " WHERE serial = 'M5'")
+    await conn.commit()
+    s = await kpi.silent_machines(conn, FEB, reporting_currency=EUR)
+    assert vnd(s) == (Decimal("0.5"), 3, 6)
+    assert (s.counts["silent_sold"], s.counts["silent_unknown"]) == (0, 2)
+    april = await kpi.silent_machines(conn, Period("month", date(2026, 4, 1)),
+                                      reporting_currency=EUR)
+    assert april.counts["silent_sold"] == 1
 
 
 async def test_engagement_index(conn: Conn, fleet: dict[str, int]) -> None:
