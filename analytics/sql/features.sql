@@ -162,8 +162,10 @@ machines AS (
            count(*) AS machines,
            sum(h90) AS h90, sum(h_prev90) AS h_prev90, sum(h_ly90) AS h_ly90,
            sum(h30) AS h30, sum(h_prev30) AS h_prev30, sum(h180) AS h180,
-           sum(s180) AS s180, sum(due180) AS due180,
-           sum(s_prev365) FILTER (WHERE has_prev) AS s_prev365,
+           -- Only machines with a service plan: services of one without would count as
+           -- done with nothing due and push adherence up.
+           sum(s180) FILTER (WHERE due180 IS NOT NULL) AS s180, sum(due180) AS due180,
+           sum(s_prev365) FILTER (WHERE has_prev AND due_prev365 IS NOT NULL) AS s_prev365,
            sum(due_prev365) FILTER (WHERE has_prev) AS due_prev365,
            sum(floor(greatest(hours_since_service / nullif(service_interval_hours, 0),
                               days_since_service::float8 / nullif(service_interval_days, 0))))

@@ -303,3 +303,32 @@ async def test_revenue_at_risk_is_cut_by_the_kpi_segments(database_url: str) -> 
                                       "none": (1, Decimal("300.00"))}
         assert await cut("value_tier") == {"high": (1, Decimal("500.00")),
                                            "unassigned": (1, Decimal("300.00"))}
+
+
+async def test_maintenance_adherence_counts_only_machines_with_a_service_plan(
+        conn: Connection) -> None:
+    """Two machines, 2,000 h each in the last 180 days; the PX model is serviced every 1,000 h
+    (2 due, 1 done), the LATHE has no plan (3 services): adherence is 1 / 2 = 0.5, not 4 / 2."""
+    t = date(2026, 3, 1)
+    await conn.execute("""
+        INSERT INTO customers (source, external_id, name) VALUES ('t', 'C', 'C');
+        INSERT INTO machine_models (source, external_id, model, service_interval_hours)
+            VALUES ('t', 'M', 'PX', 1000);
+        INSERT INTO service_contracts (source, external_id, customer_id, scope, starts_on,
+                                       ends_on, annual_value, currency, status)
+            SELECT 't', 'SC', id, 'customer', '2025-06-01', '2026-05-31', 1000, 'EUR', 'active'
+            FROM customers;
+        INSERT INTO installed_base (source, external_id, serial, model, customer_id)
+            SELECT 't', 'IB' || n, 'SN' || n, CASE n WHEN 1 THEN 'PX' ELSE 'LATHE' END, id
+            FROM customers, generate_series(1, 2) AS n;
+        INSERT INTO machines (tenant, serial, protocol)
+            VALUES ('t', 'SN1', 'json'), ('t', 'SN2', 'json');
+        INSERT INTO machine_days (machine_id, day, operating_hours, services)
+            SELECT m.id, DATE '2026-01-01' + d, 2000.0 / 50,
+                   CASE WHEN m.serial = 'SN1' AND d = 10 THEN 1
+                        WHEN m.serial = 'SN2' AND d IN (5, 15, 25) THEN 1 ELSE 0 END
+            FROM machines m, generate_series(0, 49) AS d""")
+    await conn.commit()
+    features = await features_at(conn, t)
+    adherence = features.values[0][FEATURE_NAMES.index("maint_adherence_180")]
+    assert adherence == pytest.approx(0.5)
