@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import psycopg
@@ -99,12 +99,15 @@ async def refresh_machine_days(conn: Connection, since: date | None = None, *,
     q = _sql()
     async with conn.transaction():
         await conn.execute(q["no_jit"])
+        await conn.execute(q["custom_plans"])
         await conn.execute(q["lock"])
         if since is None:
             cur = await conn.execute(q["watermark"])
             row = await cur.fetchone()
             since = _EPOCH if row is None else (row[0] - lookback).astimezone(UTC).date()
-        cur = await conn.execute(q["refresh_machine_days"], {"from_day": since})
+        # A timestamp computed here, not in SQL, so the planner sees the window's start.
+        from_ts = datetime.combine(since, time.min, tzinfo=UTC)
+        cur = await conn.execute(q["refresh_machine_days"], {"from_ts": from_ts})
         changed = cur.rowcount
         cur = await conn.execute(q["latest_seen"], {"from_day": since})
         latest = await cur.fetchone()

@@ -14,27 +14,35 @@ SET LOCAL jit = off
 -- name: watermark
 SELECT through FROM rollup_watermarks WHERE rollup = 'machine_days'
 
+-- name: custom_plans
+-- The window start is a parameter: only a plan made for its value lets TimescaleDB leave out
+-- the chunks before it. psycopg prepares a statement run often, and a generic plan would
+-- scan every chunk again.
+SET LOCAL plan_cache_mode = force_custom_plan
+
 -- name: refresh_machine_days
--- Recompute every machine-day from %(from_day)s (a UTC day) on. A row is written only where
+-- Recompute every machine-day from %(from_ts)s (a UTC midnight) on. A row is written only where
 -- its values changed, so refreshed_at tells which days a refresh really moved.
-WITH bounds AS (
-    SELECT (%(from_day)s::date)::timestamp AT TIME ZONE 'UTC' AS t0
-),
-counter AS (
-    SELECT t.machine_id, t.time, t.value,
-           lag(t.value) OVER (PARTITION BY t.machine_id ORDER BY t.time) AS prev
-    FROM telemetry t, bounds b
-    WHERE t.metric_id = 1 AND t.time >= b.t0
+-- Every hypertable is compared with %(from_ts)s itself, not with a value from a CTE: a constant
+-- known when planning is what lets TimescaleDB exclude the chunks before the window.
+WITH prev_counter AS MATERIALIZED (
+    -- Each machine's last counter value before the window, one index lookup per machine (on
+    -- the first run there is nothing before the window and no chunk to look in).
+    SELECT m.id AS machine_id, p.value
+    FROM machines m
+    CROSS JOIN LATERAL (SELECT t.value FROM telemetry t
+                        WHERE t.machine_id = m.id AND t.metric_id = 1
+                          AND t.time < %(from_ts)s::timestamptz
+                        ORDER BY t.time DESC LIMIT 1) p
 ),
 counter_steps AS (
-    -- The first sample of a machine in the window continues from its last one before it
-    -- (looked up only for that row: COALESCE evaluates the subquery lazily).
-    SELECT c.machine_id, c.time, c.value,
-           coalesce(c.prev, (SELECT p.value FROM telemetry p
-                             WHERE p.machine_id = c.machine_id AND p.metric_id = 1
-                               AND p.time < c.time
-                             ORDER BY p.time DESC LIMIT 1)) AS prev
-    FROM counter c
+    -- The first sample of a machine in the window continues from its last one before it:
+    -- lag's default stands only where there is no earlier row in the window.
+    SELECT t.machine_id, t.time, t.value,
+           lag(t.value, 1, pc.value) OVER (PARTITION BY t.machine_id ORDER BY t.time) AS prev
+    FROM telemetry t
+    LEFT JOIN prev_counter pc ON pc.machine_id = t.machine_id
+    WHERE t.metric_id = 1 AND t.time >= %(from_ts)s::timestamptz
 ),
 hours AS (
     -- A counter that went down was reset: it counts from zero again. A machine's very first
@@ -49,17 +57,17 @@ hours AS (
 states AS (
     SELECT s.machine_id, s.time, s.state,
            lead(s.time) OVER (PARTITION BY s.machine_id ORDER BY s.time) AS until
-    FROM machine_states s, bounds b
-    WHERE s.time >= b.t0
+    FROM machine_states s
+    WHERE s.time >= %(from_ts)s::timestamptz
 ),
 state_in_force AS (
     -- The state a machine was in when the window opened, up to its first transition in it.
-    SELECT f.machine_id, b.t0 AS time,
+    SELECT f.machine_id, %(from_ts)s::timestamptz AS time,
            (SELECT p.state FROM machine_states p
-            WHERE p.machine_id = f.machine_id AND p.time < b.t0
+            WHERE p.machine_id = f.machine_id AND p.time < %(from_ts)s::timestamptz
             ORDER BY p.time DESC LIMIT 1) AS state,
            f.first AS until
-    FROM (SELECT machine_id, min(time) AS first FROM states GROUP BY 1) f, bounds b
+    FROM (SELECT machine_id, min(time) AS first FROM states GROUP BY 1) f
 ),
 intervals AS (
     -- The latest transition has no end yet: it counts from the refresh that sees the next one.
@@ -93,8 +101,8 @@ events AS (
            count(*) FILTER (WHERE e.kind = 'fault') AS faults,
            count(*) FILTER (WHERE e.kind = 'maintenance') AS services,
            max(e.time) AS last_seen
-    FROM machine_events e, bounds b
-    WHERE e.time >= b.t0
+    FROM machine_events e
+    WHERE e.time >= %(from_ts)s::timestamptz
     GROUP BY 1, 2
 ),
 parts AS (
