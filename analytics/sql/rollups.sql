@@ -28,21 +28,24 @@ SET LOCAL plan_cache_mode = force_custom_plan
 WITH prev_counter AS MATERIALIZED (
     -- Each machine's last counter value before the window, one index lookup per machine (on
     -- the first run there is nothing before the window and no chunk to look in).
-    SELECT m.id AS machine_id, p.value
+    SELECT m.id AS machine_id, p.time, p.value
     FROM machines m
-    CROSS JOIN LATERAL (SELECT t.value FROM telemetry t
+    CROSS JOIN LATERAL (SELECT t.time, t.value FROM telemetry t
                         WHERE t.machine_id = m.id AND t.metric_id = 1
                           AND t.time < %(from_ts)s::timestamptz
                         ORDER BY t.time DESC LIMIT 1) p
 ),
 counter_steps AS (
-    -- The first sample of a machine in the window continues from its last one before it:
-    -- lag's default stands only where there is no earlier row in the window.
-    SELECT t.machine_id, t.time, t.value,
-           lag(t.value, 1, pc.value) OVER (PARTITION BY t.machine_id ORDER BY t.time) AS prev
-    FROM telemetry t
-    LEFT JOIN prev_counter pc ON pc.machine_id = t.machine_id
-    WHERE t.metric_id = 1 AND t.time >= %(from_ts)s::timestamptz
+    -- The first sample of a machine in the window continues from its last one before it, put
+    -- in front of the window's samples and dropped after the step (a union, not a join of every
+    -- sample with its machine's row).
+    SELECT machine_id, time, value, before,
+           lag(value) OVER (PARTITION BY machine_id ORDER BY time) AS prev
+    FROM (SELECT t.machine_id, t.time, t.value, false AS before
+          FROM telemetry t
+          WHERE t.metric_id = 1 AND t.time >= %(from_ts)s::timestamptz
+          UNION ALL
+          SELECT machine_id, time, value, true FROM prev_counter) c
 ),
 hours AS (
     -- A counter that went down was reset: it counts from zero again. A machine's very first
@@ -52,7 +55,7 @@ hours AS (
                     WHEN value >= prev THEN value - prev
                     ELSE value END) AS operating_hours,
            count(*) AS samples, max(time) AS last_seen
-    FROM counter_steps GROUP BY 1, 2
+    FROM counter_steps WHERE NOT before GROUP BY 1, 2
 ),
 states AS (
     SELECT s.machine_id, s.time, s.state,
