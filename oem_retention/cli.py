@@ -354,21 +354,12 @@ def _day(value: str | None) -> Any:
         raise typer.BadParameter(f"expected a day as YYYY-MM-DD, got {value!r}") from None
 
 
-async def _analytics_day(settings: Settings, on: Any, model: Any = None) -> dict[str, Any]:
-    """Rollups, customer value and churn scores for one day; what each step did."""
-    from analytics.churn import score_customers
-    from analytics.customer_value import value_customers
-    from analytics.rollups import refresh_machine_days
-    from analytics.segments import assign_segments
+async def _analytics_day(settings: Settings, on: Any) -> Any:
+    from analytics.daily import run_daily
 
-    currency = settings.reporting_currency
     async with await psycopg.AsyncConnection.connect(settings.database_url,
                                                      autocommit=True) as conn:
-        rollup = await refresh_machine_days(conn)
-        value = await value_customers(conn, on=on, reporting_currency=currency)
-        segments = await assign_segments(conn, on=on, reporting_currency=currency)
-        scores = await score_customers(conn, on=on, model=model, reporting_currency=currency)
-    return {"rollup": rollup, "value": value, "segments": segments, "scores": scores}
+        return await run_daily(conn, on=on, reporting_currency=settings.reporting_currency)
 
 
 @analytics_app.command("run")
@@ -386,13 +377,13 @@ def analytics_run(
     except (OemrError, psycopg.Error, ValueError) as exc:
         console.print(f"[red]analytics run failed:[/red] {exc}")
         raise typer.Exit(1) from exc
-    rollup, value, scores = done["rollup"], done["value"], done["scores"]
+    rollup, value, scores = done.rollup, done.value, done.scores
     console.print(f"rollups: {rollup.rows_changed:,} machine-days written from {rollup.from_day}")
     console.print(f"customer value on {day}: {value.customers:,} customers; parts"
                   f" {value.parts_method}, contracts {value.contract_method}")
     for note in value.notes:
         console.print(f"  [yellow]{note}[/yellow]")
-    for kind, counts in done["segments"].counts.items():
+    for kind, counts in done.segments.counts.items():
         console.print(f"segments by {kind}: " + ", ".join(
             f"{segment} {n:,}" for segment, n in sorted(counts.items(), key=lambda c: -c[1])))
     if not scores:
@@ -458,10 +449,9 @@ def analytics_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")]
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
     from analytics.churn import train
-    from analytics.customer_value import value_customers
+    from analytics.daily import run_daily
     from analytics.jobs import Connection, run_exclusive
-    from analytics.rollups import RESWEEP, refresh_machine_days
-    from analytics.segments import assign_segments
+    from analytics.rollups import refresh_machine_days
     from core.db import make_pool
 
     _logging(verbose)
@@ -480,20 +470,12 @@ def analytics_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")]
         return f"trained until {today}: {m.churn_events_} churn events, method {m.method_}"
 
     async def daily(conn: Connection) -> str:
-        from analytics.churn import score_customers
-
-        today = datetime.now(UTC).date()
-        # Scores read machine_days: bring it up to date first (refreshes wait for each other),
-        # re-rolling the last week for data that arrived late.
-        await refresh_machine_days(conn, since=today - RESWEEP)
         if "churn" not in model:
             await retrain(conn)
-        value = await value_customers(conn, on=today,
-                                      reporting_currency=settings.reporting_currency)
-        await assign_segments(conn, on=today, reporting_currency=settings.reporting_currency)
-        scores = await score_customers(conn, on=today, model=model["churn"],
-                                       reporting_currency=settings.reporting_currency)
-        return f"{value.customers} customers valued and segmented, {len(scores)} scored"
+        done = await run_daily(conn, on=datetime.now(UTC).date(), model=model["churn"],
+                               reporting_currency=settings.reporting_currency)
+        return (f"{done.rollup.rows_changed} machine-days re-rolled, {done.value.customers}"
+                f" customers valued and segmented, {len(done.scores)} scored")
 
     async def main() -> None:
         stop = asyncio.Event()

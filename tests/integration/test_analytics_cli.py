@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import date
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 import orjson
@@ -87,3 +87,40 @@ def test_a_bad_day_is_refused_plainly(database_url: str) -> None:
     assert done.returncode == 2
     assert "expected a day as YYYY-MM-DD, got '01.05.2026'" in " ".join(
         (done.stdout + done.stderr).split())
+
+
+async def test_the_daily_run_rolls_up_data_that_arrived_days_late(
+        world_db: tuple[str, Path]) -> None:
+    """A gateway uploads a buffered sample from three days back after the rollup's watermark
+    has moved on: the daily run re-rolls the last week and counts it."""
+    from analytics.daily import run_daily
+    from analytics.rollups import refresh_machine_days
+
+    url, _ = world_db
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await refresh_machine_days(conn)
+        # A machine and a recent day it sent nothing (a weekend), with samples on both sides.
+        cur = await conn.execute("""
+            SELECT md.machine_id, d::date
+            FROM machine_days md,
+                 generate_series(%(end)s::date - 6, %(end)s::date - 2, interval '1 day') AS d
+            WHERE md.day = %(end)s::date - 7 AND md.operating_hours > 0
+              AND NOT EXISTS (SELECT 1 FROM machine_days x
+                              WHERE x.machine_id = md.machine_id AND x.day = d::date)
+              AND EXISTS (SELECT 1 FROM machine_days y
+                          WHERE y.machine_id = md.machine_id AND y.day > d::date)
+            ORDER BY 1, 2 LIMIT 1""", {"end": END})
+        row = await cur.fetchone()
+        assert row is not None
+        machine_id, day = row
+        await conn.execute("""
+            INSERT INTO telemetry (time, machine_id, metric_id, value)
+            SELECT %(at)s, %(m)s, 1, value + 0.5 FROM telemetry
+            WHERE machine_id = %(m)s AND metric_id = 1 AND time < %(at)s
+            ORDER BY time DESC LIMIT 1""",
+            {"at": datetime.combine(day, time(12), UTC), "m": machine_id})
+        assert (await refresh_machine_days(conn)).from_day > day  # the watermark's window
+        await run_daily(conn, on=END, reporting_currency="EUR")
+        cur = await conn.execute("SELECT operating_hours, samples FROM machine_days"
+                                 " WHERE machine_id = %s AND day = %s", (machine_id, day))
+        assert await cur.fetchone() == (0.5, 1)

@@ -1,0 +1,47 @@
+"""The daily analytics run: usage rolled up, customers valued and segmented, churn risk scored.
+
+One function for the scheduled job and for ``oem-retention analytics run``, so both do the same
+thing in the same order: the scores read what the rollup, the values and the segments of that day
+wrote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import psycopg
+
+from analytics.churn import ChurnModel, ChurnScore, score_customers
+from analytics.customer_value import ValueRun, value_customers
+from analytics.rollups import RESWEEP, RollupRefresh, refresh_machine_days
+from analytics.segments import SegmentRun, assign_segments
+
+Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class DailyRun:
+    """What one daily run did, step by step."""
+
+    rollup: RollupRefresh
+    value: ValueRun
+    segments: SegmentRun
+    scores: list[ChurnScore]
+
+
+async def run_daily(conn: Connection, *, on: date, reporting_currency: str,
+                    model: ChurnModel | None = None) -> DailyRun:
+    """Roll up, value, segment and score for day ``on``.
+
+    The rollup re-rolls the ``RESWEEP`` days before ``on`` as well as what is new: a gateway
+    that uploads buffered data days late lands before the refresh's watermark. ``model``: a
+    trained churn model (the weekly job's); None trains one on the history up to ``on``.
+    """
+    rollup = await refresh_machine_days(conn, since=on - RESWEEP)
+    value = await value_customers(conn, on=on, reporting_currency=reporting_currency)
+    segments = await assign_segments(conn, on=on, reporting_currency=reporting_currency)
+    scores = await score_customers(conn, on=on, model=model,
+                                   reporting_currency=reporting_currency)
+    return DailyRun(rollup, value, segments, scores)
