@@ -43,6 +43,10 @@ def test_up_runs_ingester_simulator_and_analytics_and_stops_on_ctrl_c(
                        for child in children)
     finally:
         if proc.poll() is None:
+            # A failed assertion must not leave up's children running (they would publish and
+            # ingest into the next tests' broker): kill the whole tree.
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                child.kill()
             proc.kill()
         log.close()
     output = (tmp_path / "up.log").read_text()
