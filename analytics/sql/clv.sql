@@ -81,42 +81,18 @@ ORDER BY customer_id
 -- Per customer: its contract relationship, counted by customer, not by contract row. A live
 -- contract is one not draft, not cancelled, not deleted (as active_customers, migration 007),
 -- started on or before the cut-off; its end is taken no later than the cut-off (what comes after
--- is not known then). The customer's live contracts, in order of start, form chains: a contract
--- starting within %(grace)s days after the latest end so far continues the chain (Odoo renews a
--- subscription by a new order, often a few days late; co-termed machine contracts overlap), a
--- later one starts a new chain. The relationship of the sBG cohorts is the first chain; the
+-- is not known then). The customer's live contracts form chains (contract_chains, migration 012:
+-- a contract starting within %(grace)s days after the latest end continues one). The
+-- relationship of the sBG cohorts is the first chain; the
 -- relationship valued is the chain live at the cut-off (ending on it, since ends are capped).
 -- Renewals so far = whole years from the start of the chain live at the cut-off (anniversaries
 -- passed), the sBG's period count. contract_renewals adds the recorded renewal decisions
 -- (renewed, upgraded, downgraded; not deleted; decided by the cut-off) on any of the customer's
 -- contracts, for the record only: a chain of Odoo orders and one long contract with yearly
 -- renewal rows both count one relationship.
-WITH live AS (
-    SELECT id, customer_id, starts_on, least(ends_on, %(on)s::date) AS ends_on
-    FROM service_contracts
-    WHERE deleted_at IS NULL AND status NOT IN ('draft', 'cancelled')
-      AND starts_on <= %(on)s
-),
-ordered AS (
-    SELECT customer_id, id, starts_on, ends_on,
-           max(ends_on) OVER (PARTITION BY customer_id ORDER BY starts_on, ends_on, id
-                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach
-    FROM live
-),
-numbered AS (
-    SELECT customer_id, starts_on, ends_on,
-           sum(CASE WHEN reach IS NULL OR starts_on > reach + %(grace)s THEN 1 ELSE 0 END)
-               -- The same order as `ordered` (id breaks ties): a chain starts where reach
-               -- was computed to break.
-               OVER (PARTITION BY customer_id ORDER BY starts_on, ends_on, id
-                     ROWS UNBOUNDED PRECEDING) AS chain
-    FROM ordered
-),
-chains AS (
-    SELECT customer_id, chain, min(starts_on) AS started_on, max(ends_on) AS ended_on,
-           count(*) AS contracts
-    FROM numbered
-    GROUP BY customer_id, chain
+WITH chains AS (
+    SELECT customer_id, chain, started_on, ended_on, contracts
+    FROM contract_chains(%(on)s::date, %(grace)s::integer)
 ),
 current_value AS (
     SELECT customer_id,
@@ -162,31 +138,10 @@ ORDER BY f.customer_id
 -- only while it has passed by the cut-off for every member (31 December of Y plus k years on or
 -- before it), so every count is complete; a cohort with no anniversary passed yet carries no
 -- information about renewals and is left out.
-WITH live AS (
-    SELECT id, customer_id, starts_on, least(ends_on, %(on)s::date) AS ends_on
-    FROM service_contracts
-    WHERE deleted_at IS NULL AND status NOT IN ('draft', 'cancelled')
-      AND starts_on <= %(on)s
-),
-ordered AS (
-    SELECT customer_id, id, starts_on, ends_on,
-           max(ends_on) OVER (PARTITION BY customer_id ORDER BY starts_on, ends_on, id
-                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach
-    FROM live
-),
-numbered AS (
-    SELECT customer_id, starts_on, ends_on,
-           sum(CASE WHEN reach IS NULL OR starts_on > reach + %(grace)s THEN 1 ELSE 0 END)
-               -- The same order as `ordered` (id breaks ties): a chain starts where reach
-               -- was computed to break.
-               OVER (PARTITION BY customer_id ORDER BY starts_on, ends_on, id
-                     ROWS UNBOUNDED PRECEDING) AS chain
-    FROM ordered
-),
-first_chain AS (
-    SELECT customer_id, min(starts_on) AS started_on, max(ends_on) AS ended_on
-    FROM numbered WHERE chain = 1
-    GROUP BY customer_id
+WITH first_chain AS (
+    SELECT customer_id, started_on, ended_on
+    FROM contract_chains(%(on)s::date, %(grace)s::integer)
+    WHERE chain = 1
 ),
 cohort AS (
     SELECT extract(year FROM started_on)::integer AS cohort, started_on, ended_on
