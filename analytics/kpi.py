@@ -177,7 +177,7 @@ def _machine_text(name: str, *, rollup: bool) -> str:
     source = "rollup" if rollup else "telemetry"
     parts: tuple[str, ...]
     if name == "silent_machines":
-        parts = ("periods", "machine_fleet", f"heard_{source}", name)
+        parts = ("periods", "machine_fleet", "machine_owners", f"heard_{source}", name)
     else:
         parts = ("periods", "machine_fleet", f"machine_hours_{source}", "machine_period", name)
     return "\n".join(blocks[part] for part in parts)

@@ -571,8 +571,7 @@ WHERE %(segment)s::text IS NULL OR cs.segment = %(segment)s::text
 GROUP BY x.n, cs.segment
 ORDER BY x.n, cs.segment;
 
--- name: heard_telemetry
--- Before the rollup's first refresh: the machine's last telemetry (any metric) before the end.
+-- name: machine_owners
 ever AS (
     -- Every machine of the installed base (deleted ones too: a deleted machine is a sold one)
     -- that the ingester knows by serial, as of each period's end, once: a resold machine has
@@ -586,6 +585,9 @@ ever AS (
     JOIN periods p ON ib.commissioned_on IS NULL OR ib.commissioned_on <= p.last
     ORDER BY p.n, r.machine_id, ib.deleted_at DESC NULLS FIRST, ib.id DESC
 ),
+
+-- name: heard_telemetry
+-- Before the rollup's first refresh: the machine's last telemetry (any metric) before the end.
 heard AS MATERIALIZED (
     SELECT e.*, t.time IS NOT NULL AS reported,
            t.time >= e.end_ts - make_interval(days => %(silent_days)s) AS recent
@@ -597,17 +599,6 @@ heard AS MATERIALIZED (
 -- name: heard_rollup
 -- From the rollup: a counter sample on a day of the window (the window is whole UTC days: the
 -- period ends at midnight) or, only for machines without one, any telemetry in it.
-ever AS (
-    -- One row per machine and period (see heard_telemetry): the live row, else the latest
-    -- deleted one.
-    SELECT DISTINCT ON (p.n, r.machine_id)
-           p.*, ib.id AS installed_base_id, ib.model, ib.customer_id, ib.deleted_at,
-           r.machine_id, r.online
-    FROM installed_base ib
-    JOIN registered r USING (serial)
-    JOIN periods p ON ib.commissioned_on IS NULL OR ib.commissioned_on <= p.last
-    ORDER BY p.n, r.machine_id, ib.deleted_at DESC NULLS FIRST, ib.id DESC
-),
 first_sample AS MATERIALIZED (
     SELECT r.machine_id, s.day
     FROM registered r
