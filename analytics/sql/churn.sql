@@ -26,9 +26,8 @@ ORDER BY s.customer_id
 -- name: revenue_at_risk_by_segment
 -- Per month and segment: the scores of the month's last scoring day, summed (a customer not
 -- scored that day had churned). %(dimension)s is a KPI cut (analytics.kpi.DIMENSIONS), with the
--- KPIs' segments and labels: customer_segments (migration 007) and, for value_tier, rfm and
--- usage, behavioural_segments (migration 011), both as of the scoring day, what was known when
--- the score was made. A customer in several segments (two machine models) counts in each; one
+-- KPIs' segments and labels (period_segments, migration 013), as of the scoring day, what was
+-- known when the score was made. A customer in several segments (two machine models) counts in each; one
 -- in none (no machine, in the model cut) is 'none', so the segments still add up to every score.
 -- Months from %(since)s to %(until)s.
 WITH last_day AS (
@@ -43,12 +42,9 @@ scores AS (
     JOIN churn_scores s ON s.scored_on = d.scored_on
 ),
 seg AS (
-    SELECT d.scored_on, cs.customer_id, cs.segment
-    FROM last_day d CROSS JOIN LATERAL customer_segments(%(dimension)s, d.scored_on) cs
-    UNION ALL
-    SELECT d.scored_on, bs.customer_id, bs.segment
-    FROM last_day d CROSS JOIN LATERAL behavioural_segments(%(dimension)s, d.scored_on) bs
-    WHERE %(dimension)s IN ('value_tier', 'rfm', 'usage')
+    SELECT d.scored_on, ps.customer_id, ps.segment
+    FROM last_day d
+    CROSS JOIN LATERAL period_segments(%(dimension)s, d.scored_on, d.scored_on) ps
 )
 SELECT l.month,
        coalesce(g.segment, 'none') AS segment,

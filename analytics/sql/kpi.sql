@@ -5,20 +5,13 @@
 -- window (active-customer window in days), dimension, segment (NULL: every segment), rep
 -- (reporting currency), per_year (periods per year), silent_days.
 -- Shared definitions are the functions of core/migrations/007_kpi_definitions.sql.
--- A customer's segment: for an attribute dimension (customer_segments, migration 007) as of the
--- period's last day; for a behavioural kind (value_tier, rfm, usage: behavioural_segments,
--- migration 011) as of its first day, what was known when the period began (a customer churning
--- in the period would otherwise count as 'lost'/'idle' in its own period). The business queries
+-- A customer's segment: period_segments (migration 013): attributes as of the period's last day,
+-- behavioural kinds (value_tier, rfm, usage) as of its first. The business queries
 -- run once per period (start, last); the machine-side ones take each period's own days.
 
 -- name: customer_base
 WITH seg AS (
-    SELECT customer_id, segment FROM (
-        SELECT customer_id, segment FROM customer_segments(%(dimension)s, %(last)s)
-        UNION ALL
-        SELECT customer_id, segment FROM behavioural_segments(%(dimension)s, %(start)s)
-        WHERE %(dimension)s IN ('value_tier', 'rfm', 'usage')
-    ) s
+    SELECT customer_id, segment FROM period_segments(%(dimension)s, %(start)s, %(last)s)
     WHERE %(segment)s::text IS NULL OR segment = %(segment)s::text
 ),
 base AS (
@@ -59,12 +52,7 @@ ORDER BY segment;
 
 -- name: renewals
 WITH seg AS (
-    SELECT customer_id, segment FROM (
-        SELECT customer_id, segment FROM customer_segments(%(dimension)s, %(last)s)
-        UNION ALL
-        SELECT customer_id, segment FROM behavioural_segments(%(dimension)s, %(start)s)
-        WHERE %(dimension)s IN ('value_tier', 'rfm', 'usage')
-    ) s
+    SELECT customer_id, segment FROM period_segments(%(dimension)s, %(start)s, %(last)s)
     WHERE %(segment)s::text IS NULL OR segment = %(segment)s::text
 )
 SELECT seg.segment,
@@ -83,12 +71,7 @@ ORDER BY seg.segment;
 
 -- name: revenue_retention
 WITH seg AS (
-    SELECT customer_id, segment FROM (
-        SELECT customer_id, segment FROM customer_segments(%(dimension)s, %(last)s)
-        UNION ALL
-        SELECT customer_id, segment FROM behavioural_segments(%(dimension)s, %(start)s)
-        WHERE %(dimension)s IN ('value_tier', 'rfm', 'usage')
-    ) s
+    SELECT customer_id, segment FROM period_segments(%(dimension)s, %(start)s, %(last)s)
     WHERE %(segment)s::text IS NULL OR segment = %(segment)s::text
 ),
 cohort AS (
@@ -112,12 +95,7 @@ ORDER BY segment;
 
 -- name: purchases
 WITH seg AS (
-    SELECT customer_id, segment FROM (
-        SELECT customer_id, segment FROM customer_segments(%(dimension)s, %(last)s)
-        UNION ALL
-        SELECT customer_id, segment FROM behavioural_segments(%(dimension)s, %(start)s)
-        WHERE %(dimension)s IN ('value_tier', 'rfm', 'usage')
-    ) s
+    SELECT customer_id, segment FROM period_segments(%(dimension)s, %(start)s, %(last)s)
     WHERE %(segment)s::text IS NULL OR segment = %(segment)s::text
 ),
 lines AS (
@@ -179,12 +157,7 @@ ORDER BY segment;
 
 -- name: nps
 WITH seg AS (
-    SELECT customer_id, segment FROM (
-        SELECT customer_id, segment FROM customer_segments(%(dimension)s, %(last)s)
-        UNION ALL
-        SELECT customer_id, segment FROM behavioural_segments(%(dimension)s, %(start)s)
-        WHERE %(dimension)s IN ('value_tier', 'rfm', 'usage')
-    ) s
+    SELECT customer_id, segment FROM period_segments(%(dimension)s, %(start)s, %(last)s)
     WHERE %(segment)s::text IS NULL OR segment = %(segment)s::text
 ),
 latest AS (
@@ -248,15 +221,9 @@ registered AS (
     SELECT DISTINCT ON (serial) serial, id AS machine_id, online FROM machines ORDER BY serial, id
 ),
 segs AS (
-    -- Every customer's segment(s) in each period: attributes as of its last day, behavioural
-    -- segments as of its first (one branch is empty: customer_segments knows no behavioural
-    -- kind, and the second branch is planned away for any other dimension).
-    SELECT p.n, cs.customer_id, cs.segment
-    FROM periods p CROSS JOIN LATERAL customer_segments(%(dimension)s, p.last) cs
-    UNION ALL
-    SELECT p.n, bs.customer_id, bs.segment
-    FROM periods p CROSS JOIN LATERAL behavioural_segments(%(dimension)s, p.start) bs
-    WHERE %(dimension)s IN ('value_tier', 'rfm', 'usage')
+    -- Every customer's segment(s) in each period (period_segments, migration 013).
+    SELECT p.n, ps.customer_id, ps.segment
+    FROM periods p CROSS JOIN LATERAL period_segments(%(dimension)s, p.start, p.last) ps
 ),
 fleet AS (
     -- The installed base as it is now (a deleted machine was sold and is not ours to measure),
