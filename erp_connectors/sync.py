@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 import psycopg
+from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
@@ -561,7 +562,8 @@ async def _sweep(conn: Connection, *, run_id: int, source: str, entity: str, rea
     """Mark deleted the rows of a source/entity a complete read did not see; how many."""
     with _database_boundary(f"sync of {source}/{entity}"):
         async with conn.transaction():
-            cur = await conn.execute(_q()[f"sweep_{entity}"], {"source": source})
+            sweep = sql.SQL(_q()["sweep"]).format(table=sql.Identifier(ENTITIES[entity].table))
+            cur = await conn.execute(sweep, {"source": source})
             deleted = cur.rowcount
             if read:
                 await conn.execute(_q()["sweep_pending"], {"source": source, "entity": entity})

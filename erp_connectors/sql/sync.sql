@@ -424,67 +424,12 @@ WHERE (t.customer_id, t.contact_id, t.answered_at, t.score, t.comment, t.source_
       (EXCLUDED.customer_id, EXCLUDED.contact_id, EXCLUDED.answered_at, EXCLUDED.score,
        EXCLUDED.comment, EXCLUDED.source_updated_at, EXCLUDED.deleted_at IS NULL)
 
--- name: sweep_customers
-UPDATE customers AS t SET deleted_at = now(), synced_at = now()
+-- name: sweep
+-- After a complete read: what the source no longer has is marked deleted. {table} is an entity's
+-- table (a key of ENTITIES, composed with psycopg.sql.Identifier, never a user's string).
+UPDATE {table} AS t SET deleted_at = now(), synced_at = now()
 WHERE t.source = %(source)s AND t.deleted_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
-
--- name: sweep_sites
-UPDATE sites AS t SET deleted_at = now(), synced_at = now()
-WHERE t.source = %(source)s AND t.deleted_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
-
--- name: sweep_contacts
-UPDATE contacts AS t SET deleted_at = now(), synced_at = now()
-WHERE t.source = %(source)s AND t.deleted_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
-
--- name: sweep_machine_models
-UPDATE machine_models AS t SET deleted_at = now(), synced_at = now()
-WHERE t.source = %(source)s AND t.deleted_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
-
--- name: sweep_installed_base
-UPDATE installed_base AS t SET deleted_at = now(), synced_at = now()
-WHERE t.source = %(source)s AND t.deleted_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
-
--- name: sweep_service_contracts
-UPDATE service_contracts AS t SET deleted_at = now(), synced_at = now()
-WHERE t.source = %(source)s AND t.deleted_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
-
--- name: sweep_contract_renewals
-UPDATE contract_renewals AS t SET deleted_at = now(), synced_at = now()
-WHERE t.source = %(source)s AND t.deleted_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
-
--- name: sweep_invoices
-UPDATE invoices AS t SET deleted_at = now(), synced_at = now()
-WHERE t.source = %(source)s AND t.deleted_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
-
--- name: sweep_invoice_lines
-UPDATE invoice_lines AS t SET deleted_at = now(), synced_at = now()
-WHERE t.source = %(source)s AND t.deleted_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
-
--- name: sweep_orders
-UPDATE orders AS t SET deleted_at = now(), synced_at = now()
-WHERE t.source = %(source)s AND t.deleted_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
-
--- name: sweep_order_lines
-UPDATE order_lines AS t SET deleted_at = now(), synced_at = now()
-WHERE t.source = %(source)s AND t.deleted_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
-
--- name: sweep_survey_responses
-UPDATE survey_responses AS t SET deleted_at = now(), synced_at = now()
-WHERE t.source = %(source)s AND t.deleted_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.external_id = t.external_id)
-
--- Records waiting for a parent (migration 005).
 
 -- name: pending_records
 SELECT external_id, record, line_number FROM sync_pending
