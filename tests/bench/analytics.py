@@ -60,7 +60,7 @@ from core.settings import Settings
 from core.sql import queries
 from erp_connectors.files import sync_files
 from erp_connectors.rates import load_exchange_rates
-from tests.bench.ingest import fresh_database
+from tests.bench.ingest import fresh_database, kept_database
 from tests.world import World, load_history, write_world
 
 END = date(2026, 5, 1)
@@ -395,6 +395,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--explain-over", type=float, default=1.0, metavar="SECONDS")
     parser.add_argument("--explain-lines", type=int, default=60,
                         help="lines of each plan printed (then its JIT summary)")
+    parser.add_argument("--database", metavar="NAME",
+                        help="keep the loaded world in this database and reuse it on the next"
+                             " run (default: a fresh database, dropped afterwards)")
     parser.add_argument("--no-jit", action="store_true",
                         help="SET jit = off for the measuring session (to compare)")
     args = parser.parse_args(argv)
@@ -407,6 +410,14 @@ def main(argv: list[str] | None = None) -> None:
     say(f"analytics bench: world seed {SEED}, {customers:,} customers, {args.machines:,}"
         f" machines, {args.years} year(s) to {END}, drawn in {time.perf_counter() - started:.1f}"
         f" s; reporting currency {settings.reporting_currency}")
+    if args.database:
+        url, fresh = kept_database(settings, args.database)
+        if fresh:
+            asyncio.run(load_world(url, world, process_days=args.process_days))
+        else:
+            say(f"reusing the world loaded in database {args.database}")
+        asyncio.run(measure(url, world, args, settings.reporting_currency))
+        return
     with fresh_database(settings) as url:
         asyncio.run(load_world(url, world, process_days=args.process_days))
         asyncio.run(measure(url, world, args, settings.reporting_currency))

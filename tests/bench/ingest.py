@@ -676,6 +676,18 @@ def fresh_database(settings: Settings) -> Iterator[str]:
                 sql.Identifier(name)))
 
 
+def kept_database(settings: Settings, name: str) -> tuple[str, bool]:
+    """A database of this name, migrated; True if it was created now (and is empty)."""
+    admin = psycopg.conninfo.make_conninfo(settings.database_url, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = psycopg.conninfo.make_conninfo(settings.database_url, dbname=name)
+    migrate.migrate(url)
+    return url, not exists
+
+
 # -- 2. write limit --------------------------------------------------------------------------
 
 
