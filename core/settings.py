@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     ingest_writers: int = Field(default=2, ge=1, le=8)
     ingest_max_payload_bytes: int = Field(default=256 * 1024, ge=64)
     ingest_max_clock_skew_s: int = Field(default=3600, ge=0)
+    # Rows older than this (by the ingester's clock) when written mark their UTC day for the
+    # rollup to recompute (rollup_late_days, migration 015). Rows on time are left to the
+    # rollup's watermark refresh, which looks back 2 h: this plus ingest_max_clock_skew_s (a
+    # machine clock ahead lets the watermark run ahead) must stay within that lookback.
+    ingest_late_after_s: int = Field(default=3600, ge=1)
     ingest_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     sparkplug_host_id: str | None = "oemr"
     sparkplug_group_filter: str = "+"

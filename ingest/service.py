@@ -79,7 +79,9 @@ class Ingester:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.counters = Counters()
-        self._all_stores = [Store(settings.database_url) for _ in range(settings.ingest_writers)]
+        late_after = timedelta(seconds=settings.ingest_late_after_s)
+        self._all_stores = [Store(settings.database_url, late_after=late_after)
+                            for _ in range(settings.ingest_writers)]
         self._stores: asyncio.Queue[Store] = asyncio.Queue()
         for store in self._all_stores:
             self._stores.put_nowait(store)

@@ -5,6 +5,13 @@ duplicate rows. The fast path COPYs straight into the hypertables; the unique in
 duplicate, and that batch is then written again through a staging table with
 ``ON CONFLICT DO NOTHING``. Batches holding messages the broker marked as redeliveries (DUP) take
 the staging path at once.
+
+Late data: rows older than ``late_after`` by the ingester's clock may land on days the analytics
+rollup has already rolled up, so the transaction that writes them also marks their UTC days in
+``rollup_late_days`` (migration 015 has the why and the consumer's protocol). Late is judged by
+the ingester's clock, the one its future-skew check bounds data times with: the rollup's window
+follows data times, not the database's clock, and asking the database for its time would cost a
+statement on every batch.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -88,8 +95,9 @@ def _machine_key(ref: MachineRef) -> tuple[str, ...]:
 class Store:
     """The ingester's own database connection and its id caches."""
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, *, late_after: timedelta) -> None:
         self._conninfo = conninfo
+        self._late_after = late_after
         self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
         self._q = queries("ingest", "sql/store.sql")
         self._machines: dict[tuple[str, ...], int] = {}
@@ -223,7 +231,9 @@ class Store:
 
     async def _write(self, conn: psycopg.AsyncConnection[tuple[Any, ...]], batch: Batch, *,
                      staged: bool) -> Written:
-        telemetry, n_telemetry, states, n_states = self._encode(batch.decoded)
+        cutoff = datetime.now(UTC) - self._late_after
+        late: list[datetime] = []
+        telemetry, n_telemetry, states, n_states = self._encode(batch.decoded, cutoff, late)
         q = self._q
         async with conn.transaction():
             stored_telemetry = await self._copy(
@@ -232,14 +242,23 @@ class Store:
             stored_states = await self._copy(
                 conn, states, n_states, q["copy_states_stage"] if staged
                 else q["copy_states"], q["merge_states_stage"] if staged else None)
-            events = await self._events(conn, batch.decoded)
+            events = await self._events(conn, batch.decoded, cutoff, late)
             await self._connectivity(conn, batch.decoded)
             await self._gaps(conn, batch.decoded)
             dead = await self._dead_letters(conn, batch.dead_letters)
+            if late:
+                # Last: a writer marking a day another batch has just marked waits for that
+                # batch's commit, so the day's row is held locked no longer than needed.
+                await self._mark_late_days(conn, late)
         return Written(stored_telemetry, stored_states, events, dead)
 
-    def _encode(self, decoded: list[Decoded]) -> tuple[bytes, int, bytes, int]:
-        """Binary COPY data of the telemetry and state rows, and their counts."""
+    def _encode(self, decoded: list[Decoded], cutoff: datetime,
+                late: list[datetime]) -> tuple[bytes, int, bytes, int]:
+        """Binary COPY data of the telemetry and state rows, and their counts.
+
+        The times of samples before ``cutoff`` are appended to ``late``: one comparison per
+        sample here, where the batch is walked anyway.
+        """
         machines, metrics = self._machines, self._metrics
         pack_sample, pack_state = pgcopy.TELEMETRY_ROW.pack, pgcopy.STATE_ROW.pack
         telemetry = bytearray(pgcopy.HEADER)
@@ -249,6 +268,8 @@ class Store:
             for s in item.samples:
                 machine_id = machines[_machine_key(s.machine)]
                 us = (s.time - pgcopy.EPOCH) // _MICROSECOND
+                if s.time < cutoff:
+                    late.append(s.time)
                 for name, value in s.values.items():
                     telemetry += pack_sample(4, 8, us, 4, machine_id, 4, metrics[name], 8, value)
                 n_telemetry += len(s.values)
@@ -275,10 +296,12 @@ class Store:
             return max(cur.rowcount, 0)
 
     async def _events(self, conn: psycopg.AsyncConnection[tuple[Any, ...]],
-                      decoded: list[Decoded]) -> int:
+                      decoded: list[Decoded], cutoff: datetime, late: list[datetime]) -> int:
+        """Insert the events; the times of those before ``cutoff`` are appended to ``late``."""
         events = [e for item in decoded for e in item.events]
         if not events:
             return 0
+        late.extend(e.time for e in events if e.time < cutoff)
         cur = await conn.execute(self._q["insert_events"], {
             "times": [e.time for e in events],
             "machines": [self._machines[_machine_key(e.machine)] for e in events],
@@ -310,6 +333,18 @@ class Store:
             "causes": [g.cause for g in gaps], "expected": [g.expected_seq for g in gaps],
             "received": [g.received_seq for g in gaps], "missing": [g.missing for g in gaps],
             "rebirth": [g.rebirth_requested for g in gaps]})
+
+    async def _mark_late_days(self, conn: psycopg.AsyncConnection[tuple[Any, ...]],
+                              late: list[datetime]) -> None:
+        earliest: dict[date, datetime] = {}
+        for time in late:
+            day = time.astimezone(UTC).date()
+            if day not in earliest or time < earliest[day]:
+                earliest[day] = time
+        # Sorted: two writers lock the days' rows in the same order.
+        days = sorted(earliest)
+        await conn.execute(self._q["mark_late_days"], {
+            "days": days, "earliest": [earliest[d] for d in days]})
 
     async def _dead_letters(self, conn: psycopg.AsyncConnection[tuple[Any, ...]],
                             letters: list[DeadLetter]) -> int:

@@ -78,3 +78,15 @@ SELECT * FROM unnest(%(topics)s::text[], %(payloads)s::bytea[], %(sizes)s::int[]
 ON CONFLICT (digest) DO UPDATE
 SET times_received = dead_letters.times_received + excluded.times_received,
     last_received_at = now()
+
+-- name: mark_late_days
+-- UTC days of rows older than the ingester's late_after, for the rollup to recompute
+-- (rollup_late_days, migration 015). Inserted in the order given (sorted days), so writers
+-- marking the same days lock them in the same order.
+INSERT INTO rollup_late_days AS d (day, earliest)
+SELECT day, earliest FROM unnest(%(days)s::date[], %(earliest)s::timestamptz[]) AS x(day, earliest)
+ORDER BY day
+ON CONFLICT (day) DO UPDATE SET
+    earliest = least(d.earliest, excluded.earliest),
+    marked_at = excluded.marked_at,
+    marked_xid = excluded.marked_xid

@@ -107,6 +107,8 @@ EXPECTED_COLUMNS = {
     # 011: behavioural segment memberships
     "segment_memberships": ["customer_id", "kind", "assigned_on", "segment", "inputs",
                             "created_at"],
+    # 015: UTC days with late data, for the rollup to recompute
+    "rollup_late_days": ["day", "earliest", "marked_at", "marked_xid"],
     # views
     "dead_letter_sources": ["source", "distinct_messages", "times_received", "first_received_at",
                             "last_received_at", "latest_reason", "latest_topic"],

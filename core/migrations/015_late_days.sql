@@ -1,0 +1,68 @@
+-- Late data for the daily rollup: UTC days that received telemetry, machine states or machine
+-- events after they may already have been rolled up into machine_days.
+--
+-- Why: the rollup refresh recomputes only the days from its watermark (the newest data time it
+-- has seen) less a lookback of hours, and the daily job re-rolls one week. A gateway that
+-- uploads its buffer after a longer outage, or a broker backlog drained after days, writes rows
+-- on days no refresh will look at again. The ingester knows when it writes such rows: in the
+-- same transaction as the rows, it marks their days here, and the refresh recomputes the marked
+-- days and deletes the marks it handled. No mark is written for rows that arrive on time (the
+-- ingester's hot path adds no statement).
+--
+-- Written by ingest/store.py, for every batch holding rows whose time is more than
+-- OEMR_INGEST_LATE_AFTER_S (default 1 h) before the ingester's clock: one upsert per distinct
+-- UTC day of those rows, over the three tables together. A row on time is therefore one at most
+-- late_after old; it is still taken in by the next watermark refresh as long as late_after +
+-- the accepted clock skew of machines ahead of the server (OEMR_INGEST_MAX_CLOCK_SKEW_S, 1 h,
+-- which lets the watermark run ahead of the wall clock) <= the refresh's lookback (2 h). At the
+-- defaults the two are equal: the margin is what the fastest machine clock stays under the
+-- accepted hour (seconds with NTP). A refresh with a shorter lookback needs a shorter late_after.
+-- A mark is written whether or not the rows were new (a redelivered batch marks again): at worst
+-- a day is recomputed for nothing.
+--
+--   day        the UTC day ((time AT TIME ZONE 'UTC')::date) of one or more late rows
+--   earliest   the earliest time of the late rows marked on that day, since the mark was made
+--   marked_at  when it was last marked (the marking transaction's start), for people
+--   marked_xid the transaction that last marked it: the consumer's handle, see below
+--
+-- Protocol for the consumer (the rollup refresh), so that marks written while it runs are never
+-- lost. The refresh runs in one READ COMMITTED transaction (the default):
+--
+--   (1) SELECT day, earliest, marked_xid FROM rollup_late_days;
+--   (2) recompute machine_days for those days, in statements after (1);
+--   (3) DELETE FROM rollup_late_days d
+--       USING unnest(%(days)s::date[], %(xids)s::xid8[]) AS h(day, xid)
+--       WHERE d.day = h.day AND d.marked_xid = h.xid;
+--
+-- In (3), pass the (day, marked_xid) pairs read in (1) for the days recomputed in (2); a day
+-- the refresh recomputed anyway (inside its watermark window, or all of them on a first run)
+-- counts as handled. Why it is safe: the ingester upserts a day's mark in the transaction that
+-- wrote its rows, and a second transaction marking the same day waits on the first's row lock
+-- until it commits, so every transaction that ever marked a day committed no later than the one
+-- named in marked_xid. If (1) saw marked_xid = X, X had committed, so did every earlier marker,
+-- and (2), whose snapshot is later, sees all their rows. A transaction that marks the day after
+-- (1) sets another marked_xid, so (3) leaves its mark for the next refresh; if it is still open
+-- when (3) runs, (3) waits for it and then re-checks the new row version (READ COMMITTED's rule
+-- for a concurrently updated row), with the same result. A marking transaction that comes
+-- after (3) waits for the refresh to commit, then inserts a fresh mark. Do not compare
+-- marked_at with the refresh's start instead: an ingest transaction that began before the refresh
+-- but commits after (2)'s snapshot has an older marked_at, and its mark would be deleted with its
+-- rows never rolled up. Run (3) last, just before commit: from then on, ingest batches marking a
+-- deleted day wait for the refresh's commit.
+--
+-- What the consumer must also know:
+-- - A late row changes more than its own day: the operating-hours increment and the state
+--   interval that end at the same machine's next later sample or state fall on that row's day,
+--   which can be a later day that is neither marked nor in the window (a buffer of older data
+--   arriving after newer data from the same machine). `earliest` tells from when to look.
+-- - Raw telemetry older than OEMR_TELEMETRY_RETENTION may have been dropped (core/timescale.py
+--   drops only what the rollup has taken in): recomputing such a day from what is left would
+--   replace its rollup with the late rows alone.
+-- - The history bulk loader (tests/world, demo and tests only) writes no marks: it loads into a
+--   database before its first rollup, which covers every day.
+CREATE TABLE rollup_late_days (
+    day        date        PRIMARY KEY,
+    earliest   timestamptz NOT NULL,
+    marked_at  timestamptz NOT NULL DEFAULT now(),
+    marked_xid xid8        NOT NULL DEFAULT pg_current_xact_id()
+);
