@@ -20,14 +20,19 @@ SELECT through FROM rollup_watermarks WHERE rollup = 'machine_days'
 -- scan every chunk again.
 SET LOCAL plan_cache_mode = force_custom_plan
 
+-- name: work_mem
+-- A slice's counter samples are sorted per machine in memory (a two-month slice of a
+-- 5,000-machine fleet sampled hourly is ~3 M rows); the default would spill them to disk.
+SET LOCAL work_mem = '256MB'
+
 -- name: refresh_machine_days
--- Recompute every machine-day from %(from_ts)s (a UTC midnight) on. A row is written only where
--- its values changed, so refreshed_at tells which days a refresh really moved.
--- Every hypertable is compared with %(from_ts)s itself, not with a value from a CTE: a constant
--- known when planning is what lets TimescaleDB exclude the chunks before the window.
+-- Recompute every machine-day of the slice [%(from_ts)s, %(to_ts)s) (UTC midnights). A row is
+-- written only where its values changed, so refreshed_at tells which days a refresh really moved.
+-- Every hypertable is compared with the slice's bounds themselves, not with values from a CTE:
+-- constants known when planning are what let TimescaleDB exclude the chunks outside it.
 WITH prev_counter AS MATERIALIZED (
-    -- Each machine's last counter value before the window, one index lookup per machine (on
-    -- the first run there is nothing before the window and no chunk to look in).
+    -- Each machine's last counter value before the slice, one index lookup per machine (on
+    -- the first run there is nothing before the slice and no chunk to look in).
     SELECT m.id AS machine_id, p.time, p.value
     FROM machines m
     CROSS JOIN LATERAL (SELECT t.time, t.value FROM telemetry t
@@ -36,14 +41,15 @@ WITH prev_counter AS MATERIALIZED (
                         ORDER BY t.time DESC LIMIT 1) p
 ),
 counter_steps AS (
-    -- The first sample of a machine in the window continues from its last one before it, put
-    -- in front of the window's samples and dropped after the step (a union, not a join of every
+    -- The first sample of a machine in the slice continues from its last one before it, put
+    -- in front of the slice's samples and dropped after the step (a union, not a join of every
     -- sample with its machine's row).
     SELECT machine_id, time, value, before,
            lag(value) OVER (PARTITION BY machine_id ORDER BY time) AS prev
     FROM (SELECT t.machine_id, t.time, t.value, false AS before
           FROM telemetry t
           WHERE t.metric_id = 1 AND t.time >= %(from_ts)s::timestamptz
+            AND t.time < %(to_ts)s::timestamptz
           UNION ALL
           SELECT machine_id, time, value, true FROM prev_counter) c
 ),
@@ -57,28 +63,44 @@ hours AS (
            count(*) AS samples, max(time) AS last_seen
     FROM counter_steps WHERE NOT before GROUP BY 1, 2
 ),
-states AS (
-    SELECT s.machine_id, s.time, s.state,
-           lead(s.time) OVER (PARTITION BY s.machine_id ORDER BY s.time) AS until
-    FROM machine_states s
-    WHERE s.time >= %(from_ts)s::timestamptz
+in_force AS MATERIALIZED (
+    -- The state each machine was in when the slice opened (its last report before it).
+    SELECT m.id AS machine_id, p.state
+    FROM machines m
+    CROSS JOIN LATERAL (SELECT s.state FROM machine_states s
+                        WHERE s.machine_id = m.id AND s.time < %(from_ts)s::timestamptz
+                        ORDER BY s.time DESC LIMIT 1) p
 ),
-state_in_force AS (
-    -- The state a machine was in when the window opened, up to its first transition in it.
-    SELECT f.machine_id, %(from_ts)s::timestamptz AS time,
-           (SELECT p.state FROM machine_states p
-            WHERE p.machine_id = f.machine_id AND p.time < %(from_ts)s::timestamptz
-            ORDER BY p.time DESC LIMIT 1) AS state,
-           f.first AS until
-    FROM (SELECT machine_id, min(time) AS first FROM states GROUP BY 1) f
+transitions AS (
+    SELECT s.machine_id, s.time, s.state,
+           lead(s.time) OVER (PARTITION BY s.machine_id ORDER BY s.time) AS next
+    FROM (SELECT machine_id, time, state FROM machine_states
+          WHERE time >= %(from_ts)s::timestamptz AND time < %(to_ts)s::timestamptz
+          UNION ALL
+          SELECT machine_id, %(from_ts)s::timestamptz, state FROM in_force) s
+),
+open_until AS (
+    -- A running or fault state with no later report in the slice lasts to the slice's end if
+    -- the machine was heard of after it, else until it was last heard of (its latest counter
+    -- sample or state report): a machine that went quiet is not counted as running on.
+    SELECT o.machine_id, o.time,
+           least(%(to_ts)s::timestamptz,
+                 greatest(o.time, heard.counter, heard.state)) AS until
+    FROM transitions o
+    CROSS JOIN LATERAL (
+        SELECT (SELECT t.time FROM telemetry t
+                WHERE t.machine_id = o.machine_id AND t.metric_id = 1
+                ORDER BY t.time DESC LIMIT 1) AS counter,
+               (SELECT s.time FROM machine_states s
+                WHERE s.machine_id = o.machine_id
+                ORDER BY s.time DESC LIMIT 1) AS state) heard
+    WHERE o.next IS NULL AND o.state IN ('running', 'fault')
 ),
 intervals AS (
-    -- The latest transition has no end yet: it counts from the refresh that sees the next one.
-    SELECT machine_id, time, state, until FROM states
-    WHERE state IN ('running', 'fault') AND until > time
-    UNION ALL
-    SELECT machine_id, time, state, until FROM state_in_force
-    WHERE state IN ('running', 'fault') AND until > time
+    SELECT t.machine_id, t.time, t.state, coalesce(t.next, o.until) AS until
+    FROM transitions t
+    LEFT JOIN open_until o ON o.machine_id = t.machine_id AND o.time = t.time AND t.next IS NULL
+    WHERE t.state IN ('running', 'fault')
 ),
 state_hours AS (
     -- An interval over midnight is split between its days.
@@ -93,11 +115,14 @@ state_hours AS (
     CROSS JOIN LATERAL generate_series(time_bucket('1 day', i.time),
                                        i.until - interval '1 microsecond',
                                        interval '24 hours') AS d(bucket)
+    WHERE i.until > i.time
     GROUP BY 1, 2
 ),
 state_seen AS (
     SELECT machine_id, time_bucket('1 day', time) AS bucket, max(time) AS last_seen
-    FROM states GROUP BY 1, 2
+    FROM machine_states
+    WHERE time >= %(from_ts)s::timestamptz AND time < %(to_ts)s::timestamptz
+    GROUP BY 1, 2
 ),
 events AS (
     SELECT e.machine_id, time_bucket('1 day', e.time) AS bucket,
@@ -105,7 +130,7 @@ events AS (
            count(*) FILTER (WHERE e.kind = 'maintenance') AS services,
            max(e.time) AS last_seen
     FROM machine_events e
-    WHERE e.time >= %(from_ts)s::timestamptz
+    WHERE e.time >= %(from_ts)s::timestamptz AND e.time < %(to_ts)s::timestamptz
     GROUP BY 1, 2
 ),
 parts AS (
@@ -137,6 +162,33 @@ WHERE (md.operating_hours, md.running_hours, md.fault_hours, md.samples, md.faul
        md.last_seen)
       IS DISTINCT FROM (excluded.operating_hours, excluded.running_hours, excluded.fault_hours,
                         excluded.samples, excluded.faults, excluded.services, excluded.last_seen)
+
+-- name: data_span
+-- The first and the last UTC day that can hold data from %(from_ts)s on, from the chunks'
+-- time ranges (the catalog, not a scan: no index leads with time).
+SELECT (time_bucket('1 day', greatest(min(range_start), %(from_ts)s::timestamptz))
+            AT TIME ZONE 'UTC')::date,
+       (time_bucket('1 day', max(range_end) - interval '1 microsecond') AT TIME ZONE 'UTC')::date
+FROM timescaledb_information.chunks
+WHERE hypertable_schema = current_schema()
+  AND hypertable_name IN ('telemetry', 'machine_states', 'machine_events')
+  AND range_end > %(from_ts)s::timestamptz
+
+-- name: late_days
+-- Days the ingester marked as written late (migration 015 states the protocol), split into
+-- those a refresh may recompute and those whose following days' raw telemetry may be gone
+-- (older than %(keep)s, the retention; NULL: none is dropped).
+SELECT day, marked_xid,
+       %(keep)s::interval IS NULL OR day >= (now() - %(keep)s::interval)::date AS usable
+FROM rollup_late_days
+ORDER BY day
+
+-- name: handled_late_days
+-- Last, just before commit: a mark made again since it was read has another marked_xid and
+-- stays for the next refresh.
+DELETE FROM rollup_late_days d
+USING unnest(%(days)s::date[], %(xids)s::xid8[]) AS h(day, xid)
+WHERE d.day = h.day AND d.marked_xid = h.xid
 
 -- name: latest_seen
 SELECT max(last_seen) FROM machine_days WHERE day >= %(from_day)s

@@ -127,3 +127,77 @@ async def test_late_data_before_the_lookback_needs_since(conn: Connection) -> No
     assert days[(a, date(2026, 3, 3))][0] == pytest.approx(3.0)
     assert days[(a, date(2026, 3, 3))][3] == 4
     assert done.rows_changed == 1
+
+
+async def test_slices_and_helpers_give_the_same_days(conn: Connection, database_url: str
+                                                     ) -> None:
+    a, b = await _machines(conn)
+    await _load(conn, a, COUNTER_A, STATES_A, EVENTS_A)
+    await _load(conn, b, COUNTER_B)
+    whole = await refresh_machine_days(conn)
+    expected = await _days(conn)
+    await conn.execute("DELETE FROM machine_days")
+    await conn.commit()
+    # One day per statement, on two connections: every interval over midnight and every
+    # counter step from the day before crosses a slice's edge.
+    async with await psycopg.AsyncConnection.connect(database_url) as helper:
+        sliced = await refresh_machine_days(conn, since=date(2026, 3, 1), helpers=[helper],
+                                            slice_days=1)
+    got = await _days(conn)
+    assert got.keys() == expected.keys()
+    for key, values in expected.items():
+        assert got[key][:3] == pytest.approx(values[:3]), key
+        assert got[key][3:] == values[3:], key
+    assert sliced.rows_changed == whole.rows_changed
+    assert sliced.through == whole.through
+
+
+async def test_a_state_without_a_next_report_lasts_until_the_machine_was_last_heard(
+        conn: Connection) -> None:
+    a, _ = await _machines(conn)
+    # Running from 10:00 on day 2 until it is switched off at 12:00 on day 4; hourly counter
+    # samples the whole time. Refreshed as the data arrives, day by day.
+    await _load(conn, a, [(at(2, h), float(h)) for h in range(10, 24)],
+                [(at(2, 10), "running")])
+    first = await refresh_machine_days(conn)
+    days = await _days(conn)
+    # Last heard at 23:00: 13 running hours so far, not 14 (nor none, as before).
+    assert days[(a, date(2026, 3, 2))][1] == pytest.approx(13.0)
+    await _load(conn, a, [(at(3, h), 14.0 + h) for h in range(24)])
+    await refresh_machine_days(conn)
+    days = await _days(conn)
+    assert days[(a, date(2026, 3, 2))][1] == pytest.approx(14.0)
+    assert days[(a, date(2026, 3, 3))][1] == pytest.approx(23.0)
+    await _load(conn, a, [(at(4, h), 38.0 + h) for h in range(13)], [(at(4, 12), "off")])
+    last = await refresh_machine_days(conn)
+    days = await _days(conn)
+    running = {d: v[1] for (m, d), v in days.items() if m == a}
+    assert running == pytest.approx({date(2026, 3, 2): 14.0, date(2026, 3, 3): 24.0,
+                                     date(2026, 3, 4): 12.0})
+    assert first.through == at(2, 23)
+    assert last.from_day == date(2026, 3, 3)
+
+
+async def test_a_day_marked_late_is_recomputed_and_its_mark_dropped(conn: Connection) -> None:
+    a, _ = await _machines(conn)
+    await _load(conn, a, COUNTER_A)
+    await refresh_machine_days(conn)
+    # The ingester writes a late sample for day 3 and marks the day (ingest/store.py does both
+    # in one transaction; the mark is written here as it would).
+    await _load(conn, a, [(at(3, 11), 2.0)])
+    await conn.execute("INSERT INTO rollup_late_days (day, earliest) VALUES (%s, %s)",
+                       (date(2026, 3, 3), at(3, 11)))
+    # A mark older than the raw telemetry kept is dropped, not followed.
+    await conn.execute("INSERT INTO rollup_late_days (day, earliest) VALUES ('2020-01-01',"
+                       " '2020-01-01 05:00+00')")
+    await conn.commit()
+    done = await refresh_machine_days(conn, keep_raw="5 years")
+    days = await _days(conn)
+    # Day 3 gains the hour to 11:00 (+0.5); day 5's first step now starts at 2.0, not 1.5.
+    assert done.from_day == date(2026, 3, 3)
+    assert days[(a, date(2026, 3, 3))][0] == pytest.approx(3.0)
+    assert days[(a, date(2026, 3, 5))][0] == pytest.approx(3.5)
+    assert done.rows_changed == 2
+    assert await rows(conn, "SELECT day FROM rollup_late_days") == []
+    again = await refresh_machine_days(conn)
+    assert (again.from_day, again.rows_changed) == (date(2026, 3, 5), 0)
