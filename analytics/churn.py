@@ -23,6 +23,7 @@ customer's own values.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -198,6 +199,10 @@ class ChurnModel:
         "model" or "rules".
     churn_events_
         Churned customers in the training data.
+    training_rows_
+        Rows (customer, cut-off) it was fitted on.
+    features_
+        The feature names of its columns (a stored model outlives a change of the features).
     baseline_
         Training medians per feature: the reference of the attribution.
     estimator_
@@ -220,6 +225,8 @@ class ChurnModel:
     trained_until: date | None = None
     method_: Method = field(default="rules", init=False)
     churn_events_: int = field(default=0, init=False)
+    training_rows_: int = field(default=0, init=False)
+    features_: tuple[str, ...] = field(default=(), init=False, repr=False)
     baseline_: Array = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
     empty_: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool),
                                           init=False, repr=False)
@@ -231,6 +238,8 @@ class ChurnModel:
         """Fit on rows (customer, cut-off) with labels; ``groups`` names each row's customer."""
         positives = {g for g, label_ in zip(groups, y, strict=True) if label_}
         self.churn_events_ = len(positives)
+        self.training_rows_ = len(y)
+        self.features_ = FEATURE_NAMES  # X's columns, as everything that calls fit builds it
         # A column no row has a value in (no surveys anywhere yet) is a constant 0: the
         # booster's binning cannot take a column without values.
         self.empty_ = np.asarray(np.isnan(X).all(axis=0), dtype=np.bool_)
@@ -392,12 +401,25 @@ async def train(conn: Connection, *, cutoff: date, horizon_days: int = DEFAULT_H
     async with conn.transaction():  # read-only: ends the reads' transaction on return
         data = await training_set(conn, cutoff=cutoff, horizon_days=horizon_days,
                                   reporting_currency=reporting_currency)
-    model = ChurnModel(horizon_days=horizon_days, min_churn_events=min_churn_events,
-                       trained_until=cutoff)
-    model.fit(data.X, data.y, groups=data.customers)
+    # The fit is CPU-bound (a minute on a large history): in a worker thread, so the event loop
+    # and a scheduler's other jobs go on meanwhile (the booster's compiled loops release the
+    # GIL, and Python hands it over every few milliseconds anyway).
+    model = await asyncio.to_thread(fit_model, data, cutoff=cutoff, horizon_days=horizon_days,
+                                    min_churn_events=min_churn_events)
     logger.info("churn model trained until %s: %s rows, %s churn events, method %s",
                 cutoff, len(data.y), model.churn_events_, model.method_)
     return model
+
+
+def fit_model(data: TrainingSet, *, cutoff: date, horizon_days: int = DEFAULT_HORIZON_DAYS,
+              min_churn_events: int = MIN_CHURN_EVENTS) -> ChurnModel:
+    """Fit a model on a training set read up to ``cutoff`` (CPU-bound, no database).
+
+    ``train`` reads the set and runs this in a worker thread.
+    """
+    model = ChurnModel(horizon_days=horizon_days, min_churn_events=min_churn_events,
+                       trained_until=cutoff)
+    return model.fit(data.X, data.y, groups=data.customers)
 
 
 def score_features(model: ChurnModel, features: FeatureSet, *,

@@ -2,7 +2,7 @@
 
 One function for the scheduled job and for ``oem-retention analytics run``, so both do the same
 thing in the same order: the scores read what the rollup, the values and the segments of that day
-wrote.
+wrote, with the stored churn model every process shares (analytics.churn_models).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 
 from analytics.churn import ChurnModel, ChurnScore, score_customers
+from analytics.churn_models import scoring_model
 from analytics.customer_value import ValueRun, value_customers
 from analytics.rollups import RESWEEP, RollupRefresh, refresh_machine_days
 from analytics.segments import SegmentRun, assign_segments
@@ -29,6 +30,8 @@ class DailyRun:
     value: ValueRun
     segments: SegmentRun
     scores: list[ChurnScore]
+    model: ChurnModel  # the scores' model
+    model_trained: bool  # none was stored: this run trained (and stored) it
 
 
 async def run_daily(conn: Connection, *, on: date, reporting_currency: str,
@@ -36,12 +39,17 @@ async def run_daily(conn: Connection, *, on: date, reporting_currency: str,
     """Roll up, value, segment and score for day ``on``.
 
     The rollup re-rolls the ``RESWEEP`` days before ``on`` as well as what is new: a gateway
-    that uploads buffered data days late lands before the refresh's watermark. ``model``: a
-    trained churn model (the weekly job's); None trains one on the history up to ``on``.
+    that uploads buffered data days late lands before the refresh's watermark. ``model``: the
+    churn model to score with; None: the newest stored one trained on data up to ``on``
+    (the weekly job's), or, with none stored, one trained on the history up to ``on`` and
+    stored.
     """
     rollup = await refresh_machine_days(conn, since=on - RESWEEP)
     value = await value_customers(conn, on=on, reporting_currency=reporting_currency)
     segments = await assign_segments(conn, on=on, reporting_currency=reporting_currency)
+    trained = False
+    if model is None:
+        model, trained = await scoring_model(conn, on=on, reporting_currency=reporting_currency)
     scores = await score_customers(conn, on=on, model=model,
                                    reporting_currency=reporting_currency)
-    return DailyRun(rollup, value, segments, scores)
+    return DailyRun(rollup, value, segments, scores, model, trained)

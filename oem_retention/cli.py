@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -368,7 +368,11 @@ def analytics_run(
     = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Refresh the usage rollups, value every customer and score churn risk for one day."""
+    """Refresh the usage rollups, value every customer and score churn risk for one day.
+
+    Churn risk is scored with the newest stored churn model trained on data up to that day (the
+    weekly retraining's, which every process shares); with none, one is trained and stored.
+    """
     _logging(verbose, level=logging.WARNING)
     settings = _settings()
     day = _day(on)
@@ -386,6 +390,10 @@ def analytics_run(
     for kind, counts in done.segments.counts.items():
         console.print(f"segments by {kind}: " + ", ".join(
             f"{segment} {n:,}" for segment, n in sorted(counts.items(), key=lambda c: -c[1])))
+    m = done.model
+    console.print(f"churn model {m.version_} ({m.method_}, trained until {m.trained_until}),"
+                  + (" trained now and stored: none was stored yet" if done.model_trained
+                     else " as stored"))
     if not scores:
         console.print("no customers to score")
         return
@@ -448,7 +456,7 @@ def analytics_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")]
     """Rollups every 15 minutes, customer value and churn scores daily, retraining weekly."""
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-    from analytics.churn import train
+    from analytics.churn_models import newest_trained_until, train_and_save
     from analytics.daily import run_daily
     from analytics.jobs import Connection, run_exclusive
     from analytics.rollups import refresh_machine_days
@@ -456,7 +464,6 @@ def analytics_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")]
 
     _logging(verbose)
     settings = _settings()
-    model: dict[str, Any] = {}
 
     async def rollups(conn: Connection) -> str:
         done = await refresh_machine_days(conn)
@@ -464,18 +471,19 @@ def analytics_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")]
 
     async def retrain(conn: Connection) -> str:
         today = datetime.now(UTC).date()
-        model["churn"] = await train(conn, cutoff=today,
-                                     reporting_currency=settings.reporting_currency)
-        m = model["churn"]
-        return f"trained until {today}: {m.churn_events_} churn events, method {m.method_}"
+        m, model_id = await train_and_save(conn, cutoff=today,
+                                           reporting_currency=settings.reporting_currency)
+        return (f"trained until {today}: {m.churn_events_} churn events, method {m.method_};"
+                f" stored as model {model_id}")
 
     async def daily(conn: Connection) -> str:
-        if "churn" not in model:
-            await retrain(conn)
-        done = await run_daily(conn, on=datetime.now(UTC).date(), model=model["churn"],
+        # The stored model, whichever process trained it: every scheduler scores alike.
+        done = await run_daily(conn, on=datetime.now(UTC).date(),
                                reporting_currency=settings.reporting_currency)
         return (f"{done.rollup.rows_changed} machine-days re-rolled, {done.value.customers}"
-                f" customers valued and segmented, {len(done.scores)} scored")
+                f" customers valued and segmented, {len(done.scores)} scored with"
+                f" {done.model.version_}"
+                f"{' (trained now: none was stored)' if done.model_trained else ''}")
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -485,10 +493,25 @@ def analytics_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")]
         async with make_pool(settings, min_size=1, name="oemr-analytics") as pool:
             scheduler = AsyncIOScheduler(timezone="UTC")
             now = datetime.now(UTC)
+            # The job store is in memory: a process that was down on Monday night would not
+            # know it missed the retraining. With no model stored, the first daily trains one.
+            try:
+                async with pool.connection() as conn:
+                    trained_until = await newest_trained_until(conn)
+            except psycopg.Error as exc:
+                logging.getLogger(__name__).warning(
+                    "no catch-up of the churn model's retraining: %s", exc)
+                trained_until = None
+            catch_up = ({"next_run_time": now} if trained_until is not None
+                        and now.date() - trained_until >= timedelta(days=7) else {})
+            # A turn up to its grace late still runs (APScheduler's default is one second).
             for name, job, trigger, kwargs in (
-                    ("rollups", rollups, "interval", {"minutes": 15, "next_run_time": now}),
-                    ("daily", daily, "cron", {"hour": 2, "minute": 0, "next_run_time": now}),
-                    ("retrain", retrain, "cron", {"day_of_week": "mon", "hour": 3})):
+                    ("rollups", rollups, "interval", {"minutes": 15, "next_run_time": now,
+                                                      "misfire_grace_time": 15 * 60}),
+                    ("daily", daily, "cron", {"hour": 2, "minute": 0, "next_run_time": now,
+                                              "misfire_grace_time": 3600}),
+                    ("retrain", retrain, "cron", {"day_of_week": "mon", "hour": 3,
+                                                  "misfire_grace_time": 3600, **catch_up})):
                 scheduler.add_job(run_exclusive, trigger, args=(pool, name, job), id=name,
                                   max_instances=1, coalesce=True, **kwargs)
             scheduler.start()

@@ -60,3 +60,31 @@ ORDER BY 1, 2, 3
 
 -- name: customer_external_ids
 SELECT id, external_id FROM customers
+
+-- Trained models (migration 014, analytics/churn_models.py). The newest is the one trained on
+-- the latest data, then the last stored; %(trained_by)s (NULL: any) leaves out models that read
+-- data after that day.
+
+-- name: save_model
+INSERT INTO churn_models (version, method, trained_until, horizon_days, churn_events,
+                          training_rows, sklearn_version, model)
+VALUES (%(version)s, %(method)s, %(trained_until)s, %(horizon_days)s, %(churn_events)s,
+        %(training_rows)s, %(sklearn_version)s, %(model)s)
+RETURNING id
+
+-- name: prune_models
+-- All but the newest %(keep)s.
+DELETE FROM churn_models
+WHERE id NOT IN (SELECT id FROM churn_models
+                 ORDER BY trained_until DESC, id DESC
+                 LIMIT %(keep)s)
+
+-- name: latest_model
+SELECT id, version, sklearn_version, model
+FROM churn_models
+WHERE %(trained_by)s::date IS NULL OR trained_until <= %(trained_by)s::date
+ORDER BY trained_until DESC, id DESC
+LIMIT 1
+
+-- name: newest_trained_until
+SELECT max(trained_until) FROM churn_models

@@ -67,6 +67,17 @@ def test_run_stores_values_and_scores_and_shows_the_riskiest(world_db: tuple[str
                       " ON c.id = s.customer_id WHERE s.scored_on = %s"
                       " ORDER BY s.probability DESC, c.external_id LIMIT 1", (END,))
     assert top in out
+    # No model was stored: one was trained up to the day, stored and scored with.
+    version = scalar(url, "SELECT string_agg(DISTINCT model_version, ',') FROM churn_scores")
+    assert scalar(url, "SELECT array_agg(version || ' ' || trained_until) FROM churn_models"
+                  ) == [f"{version} {END}"]
+    assert f"churn model {version} (rules, trained until {END}), trained now and stored" in out
+    # The next run scores with the stored one.
+    again = cli(url, "run", "--on", END.isoformat())
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"churn model {version} (rules, trained until {END}), as stored" in " ".join(
+        again.stdout.split())
+    assert scalar(url, "SELECT count(*) FROM churn_models") == 1
 
 
 def test_backtest_prints_its_figures_against_data_and_truth(

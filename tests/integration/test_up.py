@@ -30,6 +30,13 @@ def test_up_runs_ingester_simulator_and_analytics_and_stops_on_ctrl_c(
         wait_for(lambda: scalar(database_url, "SELECT count(*) FROM analytics_job_runs"
                                               " WHERE job = 'rollups' AND status = 'succeeded'"
                                 ) >= 1, timeout=60)
+        # And runs the daily job at once, with a churn model it trained and stored (none was).
+        daily = wait_for(lambda: scalar(database_url, "SELECT status || ': ' || detail"
+                                                      " FROM analytics_job_runs WHERE job ="
+                                                      " 'daily' AND status <> 'running'"),
+                         timeout=120)
+        assert daily.startswith("succeeded: ") and "trained now: none was stored" in daily
+        assert scalar(database_url, "SELECT count(*) FROM churn_models") == 1
         ingester = next(c for c in children if "ingest" in c.cmdline())
         ingester.kill()
         # The supervisor restarts it, and storing goes on.
