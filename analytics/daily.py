@@ -1,8 +1,9 @@
 """The daily analytics run: usage rolled up, customers valued and segmented, churn risk scored.
 
 One function for the scheduled job and for ``oem-retention analytics run``, so both do the same
-thing in the same order: the scores read what the rollup, the values and the segments of that day
-wrote, with the stored churn model every process shares (analytics.churn_models).
+thing in the same order: the scores and the KPI snapshot read what the rollup, the values and
+the segments of that day wrote, with the stored churn model every process shares
+(analytics.churn_models).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import psycopg
 from analytics.churn import ChurnModel, ChurnScore, score_customers
 from analytics.churn_models import scoring_model
 from analytics.customer_value import ValueRun, value_customers
+from analytics.kpi_snapshot import SnapshotRun, take_snapshot
 from analytics.rollups import RESWEEP, RollupRefresh, refresh_machine_days
 from analytics.segments import SegmentRun, assign_segments
 
@@ -32,17 +34,23 @@ class DailyRun:
     scores: list[ChurnScore]
     model: ChurnModel  # the scores' model
     model_trained: bool  # none was stored: this run trained (and stored) it
+    kpis: SnapshotRun
 
 
 async def run_daily(conn: Connection, *, on: date, reporting_currency: str,
-                    model: ChurnModel | None = None) -> DailyRun:
-    """Roll up, value, segment and score for day ``on``.
+                    model: ChurnModel | None = None,
+                    snapshot_on: date | None = None) -> DailyRun:
+    """Roll up, value, segment, score and take the KPI snapshot for day ``on``.
 
     The rollup re-rolls the ``RESWEEP`` days before ``on`` as well as what is new: a gateway
     that uploads buffered data days late lands before the refresh's watermark. ``model``: the
     churn model to score with; None: the newest stored one trained on data up to ``on``
     (the weekly job's), or, with none stored, one trained on the history up to ``on`` and
-    stored.
+    stored. ``snapshot_on``: the day of the KPI snapshot (:mod:`analytics.kpi_snapshot`),
+    default ``on``; the scheduler, running in the small hours, snapshots the day before.
+
+    The snapshot comes last: the scores are what the day's run is for and neither wait for it
+    nor are lost to it, and it reads none of them (a failed one can be taken again for its day).
     """
     rollup = await refresh_machine_days(conn, since=on - RESWEEP)
     value = await value_customers(conn, on=on, reporting_currency=reporting_currency)
@@ -52,4 +60,6 @@ async def run_daily(conn: Connection, *, on: date, reporting_currency: str,
         model, trained = await scoring_model(conn, on=on, reporting_currency=reporting_currency)
     scores = await score_customers(conn, on=on, model=model,
                                    reporting_currency=reporting_currency)
-    return DailyRun(rollup, value, segments, scores, model, trained)
+    kpis = await take_snapshot(conn, on=snapshot_on or on,
+                               reporting_currency=reporting_currency)
+    return DailyRun(rollup, value, segments, scores, model, trained, kpis)

@@ -12,6 +12,7 @@ import orjson
 import psycopg
 import pytest
 
+from analytics.kpi import DIMENSIONS
 from erp_connectors.files import sync_files
 from erp_connectors.rates import load_exchange_rates
 from tests.world import World, load_history, truth, write_world
@@ -61,6 +62,12 @@ def test_run_stores_values_and_scores_and_shows_the_riskiest(world_db: tuple[str
     assert "segments by rfm:" in out
     assert scalar(url, "SELECT count(DISTINCT kind) FROM segment_memberships"
                        " WHERE assigned_on = %s", (END,)) == 3
+    # The day's KPI snapshot: the whole base and every cut, each for six periods.
+    assert f"KPI snapshot on {END}:" in out
+    assert scalar(url, "SELECT count(DISTINCT dimension) FROM kpi_snapshots"
+                       " WHERE taken_on = %s", (END,)) == len(DIMENSIONS)
+    assert scalar(url, "SELECT count(DISTINCT (period_kind, period_start)) FROM kpi_snapshots"
+                       " WHERE taken_on = %s", (END,)) == 6
     assert f"highest churn risk on {END}" in out
     # The riskiest customer shown is the one with the highest stored probability.
     top = scalar(url, "SELECT c.external_id FROM churn_scores s JOIN customers c"

@@ -112,6 +112,10 @@ EXPECTED_COLUMNS = {
                      "training_rows", "sklearn_version", "trained_at", "model"],
     # 015: UTC days with late data, for the rollup to recompute
     "rollup_late_days": ["day", "earliest", "marked_at", "marked_xid"],
+    # 016: KPI snapshots
+    "kpi_snapshots": ["taken_on", "period_kind", "period_start", "period_last", "dimension",
+                      "segment", "kpi", "value", "numerator", "denominator", "unit", "counts",
+                      "currency", "created_at"],
     # views
     "dead_letter_sources": ["source", "distinct_messages", "times_received", "first_received_at",
                             "last_received_at", "latest_reason", "latest_topic"],
