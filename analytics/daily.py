@@ -39,7 +39,8 @@ class DailyRun:
 
 async def run_daily(conn: Connection, *, on: date, reporting_currency: str,
                     model: ChurnModel | None = None,
-                    snapshot_on: date | None = None) -> DailyRun:
+                    snapshot_on: date | None = None,
+                    keep_raw: str | None = None) -> DailyRun:
     """Roll up, value, segment, score and take the KPI snapshot for day ``on``.
 
     The rollup re-rolls the ``RESWEEP`` days before ``on`` as well as what is new: a gateway
@@ -51,8 +52,10 @@ async def run_daily(conn: Connection, *, on: date, reporting_currency: str,
 
     The snapshot comes last: the scores are what the day's run is for and neither wait for it
     nor are lost to it, and it reads none of them (a failed one can be taken again for its day).
+    ``keep_raw``: the raw telemetry's retention (``refresh_machine_days``: days marked late
+    before it are not recomputed).
     """
-    rollup = await refresh_machine_days(conn, since=on - RESWEEP)
+    rollup = await refresh_machine_days(conn, since=on - RESWEEP, keep_raw=keep_raw)
     value = await value_customers(conn, on=on, reporting_currency=reporting_currency)
     segments = await assign_segments(conn, on=on, reporting_currency=reporting_currency)
     trained = False

@@ -359,7 +359,8 @@ async def _analytics_day(settings: Settings, on: Any) -> Any:
 
     async with await psycopg.AsyncConnection.connect(settings.database_url,
                                                      autocommit=True) as conn:
-        return await run_daily(conn, on=on, reporting_currency=settings.reporting_currency)
+        return await run_daily(conn, on=on, reporting_currency=settings.reporting_currency,
+                               keep_raw=settings.telemetry_retention)
 
 
 @analytics_app.command("run")
@@ -440,7 +441,7 @@ def analytics_backtest(
                                                          autocommit=True) as conn:
             from analytics.rollups import refresh_machine_days
 
-            await refresh_machine_days(conn)
+            await refresh_machine_days(conn, keep_raw=settings.telemetry_retention)
             return await backtest(conn, cutoff=_day(cutoff), horizon_days=horizon,
                                   alert_rate=alert_rate, truth=known,
                                   reporting_currency=settings.reporting_currency)
@@ -468,10 +469,6 @@ def analytics_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")]
     _logging(verbose)
     settings = _settings()
 
-    async def rollups(conn: Connection) -> str:
-        done = await refresh_machine_days(conn)
-        return f"{done.rows_changed} machine-days from {done.from_day}"
-
     async def retrain(conn: Connection) -> str:
         today = datetime.now(UTC).date()
         m, model_id = await train_and_save(conn, cutoff=today,
@@ -486,7 +483,8 @@ def analytics_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")]
         # calendar hours, and, the ingester writing past the rollup's watermark, a period
         # through today would be read from raw telemetry (10x slower: docs/kpis.md).
         done = await run_daily(conn, on=today, snapshot_on=today - timedelta(days=1),
-                               reporting_currency=settings.reporting_currency)
+                               reporting_currency=settings.reporting_currency,
+                               keep_raw=settings.telemetry_retention)
         return (f"{done.rollup.rows_changed} machine-days re-rolled, {done.value.customers}"
                 f" customers valued and segmented, {len(done.scores)} scored with"
                 f" {done.model.version_}"
@@ -499,6 +497,15 @@ def analytics_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")]
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with make_pool(settings, min_size=1, name="oemr-analytics") as pool:
+
+            async def rollups(conn: Connection) -> str:
+                # A second connection computes slices too: the first refresh of a fleet's
+                # history (or one after late data) is long, and the server has cores for it.
+                async with pool.connection() as helper:
+                    done = await refresh_machine_days(conn, helpers=[helper],
+                                                      keep_raw=settings.telemetry_retention)
+                return f"{done.rows_changed} machine-days from {done.from_day}"
+
             scheduler = AsyncIOScheduler(timezone="UTC")
             now = datetime.now(UTC)
             # The job store is in memory: a process that was down on Monday night would not

@@ -14,10 +14,12 @@ Everything below runs in this process, on one connection, each measurement twice
 0. baseline: ``SELECT count(*), sum(value) FROM telemetry``, a sequential scan of the whole
    table, with parallel workers as the server is configured (the ratio's denominator) and, for
    reference, forced to a plain single-process scan;
-1. full recompute: ``refresh_machine_days(since=<first day>)``, ``kpi_table`` for the last 12
-   months (cut all, and by country), ``score_customers(on=end)`` with a model trained before
-   (``train``, timed apart: it is the weekly job) and ``value_customers(on=end)``; each part's
-   seconds and the total's ratio to (0). The very first refresh (into an empty
+1. full recompute: what the daily run computes, from scratch: ``refresh_machine_days(since=<first
+   day>, helpers=<--rollup-helpers connections>)``, then for the last day ``value_customers``,
+   ``assign_segments``, ``score_customers`` and ``take_snapshot`` (the day's KPIs); and apart,
+   not in the total, ``kpi_table`` for the last 12 months (cut all, and by country), a report a
+   user asks for. Scores use a model trained before (``train``, timed apart: the weekly job).
+   Each part's seconds and the total's ratio to (0). The very first refresh (into an empty
    ``machine_days``, before training, which reads it) is timed apart; the two recomputes after
    it compute every machine-day again and find them unchanged (a refresh writes changed rows
    only);
@@ -42,7 +44,7 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -53,8 +55,10 @@ import psycopg
 from analytics.churn import ChurnModel, score_customers, train
 from analytics.customer_value import value_customers
 from analytics.kpi import ALL, Cut, kpi_table
+from analytics.kpi_snapshot import take_snapshot
 from analytics.periods import Period
 from analytics.rollups import refresh_machine_days
+from analytics.segments import assign_segments
 from core import pgcopy
 from core.settings import Settings
 from core.sql import queries
@@ -155,6 +159,7 @@ async def baseline(conn: Conn) -> Baseline:
 @dataclass(slots=True)
 class Recompute:
     parts: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)  # timed, not in the total
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -174,26 +179,38 @@ def kpi_periods(end: date, months: int = KPI_MONTHS) -> list[Period]:
 
 
 async def recompute(conn: Conn, *, first_day: date, end: date, model: ChurnModel,
-                    currency: str, kpi_months: int = KPI_MONTHS) -> Recompute:
+                    currency: str, kpi_months: int = KPI_MONTHS,
+                    helpers: Sequence[Conn] = ()) -> Recompute:
+    """What the daily run computes, from scratch: every machine-day, then the day's values,
+    segments, scores and KPI snapshot; then, apart, a KPI table of ``kpi_months`` months."""
     out = Recompute()
     periods = kpi_periods(end, kpi_months)
-    done, out.parts["rollup"] = await timed(lambda: refresh_machine_days(conn, since=first_day))
-    out.notes.append(f"rollup from {done.from_day}: {done.rows_changed:,} machine-days written")
+    done, out.parts["rollup"] = await timed(lambda: refresh_machine_days(
+        conn, since=first_day, helpers=helpers))
+    out.notes.append(f"rollup from {done.from_day} on {1 + len(helpers)} connection(s):"
+                     f" {done.rows_changed:,} machine-days written")
     say(f"    rollup {out.parts['rollup']:.1f} s")
-    kpis, out.parts["kpi all"] = await timed(lambda: kpi_table(
-        conn, periods, ALL, reporting_currency=currency))
-    say(f"    kpi all {out.parts['kpi all']:.1f} s")
-    by_country, out.parts["kpi by country"] = await timed(lambda: kpi_table(
-        conn, periods, Cut("country"), reporting_currency=currency))
-    say(f"    kpi by country {out.parts['kpi by country']:.1f} s")
-    out.notes.append(f"KPIs {periods[0]}..{periods[-1]}: {len(kpis):,} values (all),"
-                     f" {len(by_country):,} (by country)")
-    scores, out.parts["scores"] = await timed(lambda: score_customers(
-        conn, on=end, model=model, reporting_currency=currency))
     value, out.parts["customer value"] = await timed(lambda: value_customers(
         conn, on=end, reporting_currency=currency))
+    _, out.parts["segments"] = await timed(lambda: assign_segments(
+        conn, on=end, reporting_currency=currency))
+    scores, out.parts["scores"] = await timed(lambda: score_customers(
+        conn, on=end, model=model, reporting_currency=currency))
+    snapshot, out.parts["kpi snapshot"] = await timed(lambda: take_snapshot(
+        conn, on=end, reporting_currency=currency))
+    say(f"    value {out.parts['customer value']:.1f} s, segments {out.parts['segments']:.1f} s,"
+        f" scores {out.parts['scores']:.1f} s, kpi snapshot {out.parts['kpi snapshot']:.1f} s")
     out.notes.append(f"{len(scores):,} customers scored ({model.method_});"
-                     f" {value.customers:,} valued ({value.parts_method}, {value.contract_method})")
+                     f" {value.customers:,} valued ({value.parts_method}, {value.contract_method});"
+                     f" KPI snapshot of {end}: {snapshot.values:,} values; by dimension "
+                     + ", ".join(f"{d} {t:.1f} s" for d, t in
+                                 snapshot.seconds_by_dimension.items()))
+    kpis, out.extra["kpi table, 12 months, all"] = await timed(lambda: kpi_table(
+        conn, periods, ALL, reporting_currency=currency))
+    by_country, out.extra["kpi table, 12 months, by country"] = await timed(lambda: kpi_table(
+        conn, periods, Cut("country"), reporting_currency=currency))
+    out.notes.append(f"KPI tables {periods[0]}..{periods[-1]}: {len(kpis):,} values (all),"
+                     f" {len(by_country):,} (by country)")
     return out
 
 
@@ -307,6 +324,9 @@ def print_table(base: Baseline, runs: list[Recompute], *, empty_s: float, train_
     say(f"{'(1) full recompute, total':<44}{first.total:>10.2f}{second.total:>10.2f}"
         f"{ratio:>9.2f}   target <= {TARGET_RATIO:g}: {_verdict(ratio <= TARGET_RATIO)}")
     say(f"    ratio to the plain scan: {second.total / base.plain_s:.2f}")
+    for part, seconds in second.extra.items():
+        say(f"{'    ' + part:<44}{first.extra[part]:>10.2f}{seconds:>10.2f}"
+            f"{seconds / base.parallel_s:>9.2f}")
     say(f"{'    rollup into an empty machine_days':<44}{'':>10}{empty_s:>10.2f}"
         f"{empty_s / base.parallel_s:>9.2f}")
     say(f"{'    churn model training (weekly job)':<44}{'':>10}{train_s:>10.2f}"
@@ -334,9 +354,13 @@ async def measure(url: str, world: World, args: argparse.Namespace, currency: st
         say(f"database: {telemetry:,} telemetry rows ({size}), {states:,} states,"
             f" {events:,} events, {machines:,} machines, {customers:,} customers")
         base = await baseline(conn)
+        helpers = [await psycopg.AsyncConnection.connect(url, autocommit=True)
+                   for _ in range(args.rollup_helpers)]
         # The first rollup before training: features read machine_days.
-        done, first_s = await timed(lambda: refresh_machine_days(conn, since=world.window_start))
-        say(f"first rollup (machine_days empty): {first_s:.1f} s, {done.rows_changed:,} rows")
+        done, first_s = await timed(lambda: refresh_machine_days(conn, since=world.window_start,
+                                                                 helpers=helpers))
+        say(f"first rollup: {first_s:.1f} s, {done.rows_changed:,} rows written (machine_days"
+            f" was empty unless the database was reused)")
         model, train_s = await timed(lambda: train(conn, cutoff=END,
                                                    reporting_currency=currency))
         say(f"churn model trained until {END} in {train_s:.1f} s: {model.method_},"
@@ -344,7 +368,8 @@ async def measure(url: str, world: World, args: argparse.Namespace, currency: st
         runs = []
         for n in (1, 2):
             run = await recompute(conn, first_day=world.window_start, end=END, model=model,
-                                  currency=currency, kpi_months=args.kpi_months)
+                                  currency=currency, kpi_months=args.kpi_months,
+                                  helpers=helpers)
             say(f"(1) full recompute {n}: " + ", ".join(
                 f"{part} {s:.1f} s" for part, s in run.parts.items()) + f"; {run.total:.1f} s")
             runs.append(run)
@@ -354,6 +379,8 @@ async def measure(url: str, world: World, args: argparse.Namespace, currency: st
             say(f"(2) new hour {n}: COPY {inc.copy_s:.3f} s, refresh {inc.refresh_s:.3f} s,"
                 f" scores {inc.score_s:.3f} s")
             increments.append(inc)
+        for helper in helpers:
+            await helper.close()
         no_jit = []
         if not args.no_jit:
             await conn.execute(_q()["jit_off"])
@@ -395,6 +422,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--explain-over", type=float, default=1.0, metavar="SECONDS")
     parser.add_argument("--explain-lines", type=int, default=60,
                         help="lines of each plan printed (then its JIT summary)")
+    parser.add_argument("--rollup-helpers", type=int, default=1, metavar="N",
+                        help="more connections computing rollup slices at once (default 1: two"
+                             " in all, one per core of the reference machine)")
     parser.add_argument("--database", metavar="NAME",
                         help="keep the loaded world in this database and reuse it on the next"
                              " run (default: a fresh database, dropped afterwards)")
