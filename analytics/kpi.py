@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -46,6 +46,8 @@ Conn = psycopg.AsyncConnection[Any]
 
 DEFAULT_WINDOW_DAYS = 365
 DEFAULT_SILENT_DAYS = 14
+# A running period is read from the rollup if its last refresh saw data this recent.
+RUNNING_LAG = timedelta(hours=1)
 
 
 def _sql() -> dict[str, str]:
@@ -188,19 +190,26 @@ async def _rollup_covers(conn: Conn, periods: Sequence[Period]) -> list[bool]:
 
     The rollup is filled only by its refresh job, which leaves a watermark (the latest data
     time it saw): a period ending by the watermark is covered, and so is any period when the
-    ingester stored nothing after it. Otherwise the period is read from raw telemetry.
+    ingester stored nothing after it, and a period not over yet while the watermark is less
+    than ``RUNNING_LAG`` old (its numbers are those of the last refresh, every 15 minutes).
+    Otherwise the period is read from raw telemetry.
     """
     cur = await conn.execute(_sql()["rollup_watermark"])
     row = await cur.fetchone()
     if row is None:
         return [False] * len(periods)
     through = row[0]
-    if all(period.end_ts <= through for period in periods):
+    # A period still running (today's month to date) is read as of the last refresh, when that
+    # was recent: the ingester always has newer data, and raw telemetry is ten times slower.
+    now = datetime.now(UTC)
+    live = through >= now - RUNNING_LAG
+    if all(period.end_ts <= through or (live and period.end_ts > now) for period in periods):
         return [True] * len(periods)
     cur = await conn.execute(_sql()["data_after"], {"through": through})
     newer = await cur.fetchone()
     complete = newer is not None and not newer[0]
-    return [complete or period.end_ts <= through for period in periods]
+    return [complete or period.end_ts <= through or (live and period.end_ts > now)
+            for period in periods]
 
 
 def _params(periods: Sequence[Period], cut: Cut, *, reporting_currency: str, window_days: int,

@@ -30,9 +30,10 @@ service every 336 h or 28 days, parts EUR 2,000 per 1,000 h (so EUR 2 per hour).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -719,3 +720,31 @@ async def test_machine_side_kpis_by_usage_profile(conn: Conn, fleet: dict[str, i
         engagement = by_segment(table, "engagement_index", FEB)
         assert (engagement["declining"].value, engagement["steady"].value) == (
             Decimal(100), Decimal(40)), source
+
+
+async def test_a_running_period_is_read_as_of_the_last_refresh(conn: Conn) -> None:
+    now = datetime.now(UTC)
+    if now.day == 1 and now.hour == 0 and now.minute < 4:
+        # The three samples below must fall in one month.
+        await asyncio.sleep((4 - now.minute) * 60)
+        now = datetime.now(UTC)
+    x = await customer(conn, "X", "DE")
+    _, m1 = await machine(conn, x, "M1", "2020-01-01")
+    await samples(conn, m1, [((now - timedelta(minutes=3)).isoformat(), 100.0),
+                             ((now - timedelta(minutes=2)).isoformat(), 100.25)])
+    await conn.commit()
+    await refresh_machine_days(conn)
+    # Newer data than the refresh saw: the ingester keeps writing between two refreshes.
+    await samples(conn, m1, [((now - timedelta(minutes=1)).isoformat(), 100.75)])
+    await conn.commit()
+    month = Period.containing("month", now.date()).to_date(now.date())
+    # Read from the rollup as of its refresh (0.25 h), not from raw telemetry (0.75 h).
+    u = await kpi.utilisation(conn, month, reporting_currency=EUR)
+    assert u.numerator == Decimal("0.25")
+    await refresh_machine_days(conn)
+    u = await kpi.utilisation(conn, month, reporting_currency=EUR)
+    assert u.numerator == Decimal("0.75")
+    # A period that is over and ends after the watermark is still read from raw telemetry.
+    last_month = month.previous()
+    assert (await kpi.utilisation(conn, last_month, reporting_currency=EUR)).numerator in (
+        None, Decimal("0"))
