@@ -110,35 +110,43 @@ fleet AS (
       AND (ib.commissioned_on IS NULL OR ib.commissioned_on <= p.t)
 ),
 machine_use AS (
+    -- Each machine's days summed in a lateral subquery over its own index range, not by joining
+    -- the fleet to machine_days and grouping the joined rows: that grouped by the fleet's
+    -- columns, whose parts_per_1000h (to_reporting, a SQL function the planner cannot inline)
+    -- was then computed once per machine-day (2 M calls, most of the query's time). ORDER BY
+    -- d.day: the sums of float hours add up day by day, in the order they always did.
     SELECT f.customer_id, f.installed_base_id, f.machine_id, f.service_interval_hours,
-           f.service_interval_days, f.parts_per_1000h, f.commissioned_on,
-           coalesce(sum(d.operating_hours) FILTER (WHERE d.day > p.t - 30), 0) AS h30,
-           coalesce(sum(d.operating_hours) FILTER (WHERE d.day > p.t - 90), 0) AS h90,
-           coalesce(sum(d.operating_hours) FILTER (WHERE d.day > p.t - 180
-                                                      AND d.day <= p.t - 90), 0) AS h_prev90,
-           coalesce(sum(d.operating_hours) FILTER (WHERE d.day > p.t - 120
-                                                      AND d.day <= p.t - 30), 0) AS h_prev30,
-           coalesce(sum(d.operating_hours) FILTER (WHERE d.day > p.t - 455
-                                                      AND d.day <= p.t - 365), 0) AS h_ly90,
-           coalesce(sum(d.operating_hours) FILTER (WHERE d.day > p.t - 180), 0) AS h180,
-           coalesce(sum(d.operating_hours) FILTER (WHERE d.day > p.t - 545
-                                                      AND d.day <= p.t - 180), 0) AS h_prev365,
-           coalesce(sum(d.services) FILTER (WHERE d.day > p.t - 180), 0) AS s180,
-           coalesce(sum(d.services) FILTER (WHERE d.day > p.t - 545
-                                               AND d.day <= p.t - 180), 0) AS s_prev365,
-           coalesce(sum(d.faults) FILTER (WHERE d.day > p.t - 90), 0) AS f90,
-           coalesce(sum(d.faults) FILTER (WHERE d.day > p.t - 455
-                                             AND d.day <= p.t - 90), 0) AS f_prev365,
-           min(d.day) AS first_day,
-           -- Data before the window's start counts as covered only from its first day.
-           count(*) FILTER (WHERE d.day > p.t - 545 AND d.day <= p.t - 180) > 0 AS has_prev,
-           max(d.day) FILTER (WHERE d.services > 0) AS last_service
+           f.service_interval_days, f.parts_per_1000h, f.commissioned_on, u.*
     FROM fleet f
     CROSS JOIN p
-    LEFT JOIN machine_days d ON d.machine_id = f.machine_id
-                            AND d.day > p.t - 730 AND d.day <= p.t
-    GROUP BY f.customer_id, f.installed_base_id, f.machine_id, f.service_interval_hours,
-             f.service_interval_days, f.parts_per_1000h, f.commissioned_on
+    CROSS JOIN LATERAL (
+        SELECT coalesce(sum(d.operating_hours ORDER BY d.day)
+                            FILTER (WHERE d.day > p.t - 30), 0) AS h30,
+               coalesce(sum(d.operating_hours ORDER BY d.day)
+                            FILTER (WHERE d.day > p.t - 90), 0) AS h90,
+               coalesce(sum(d.operating_hours ORDER BY d.day)
+                            FILTER (WHERE d.day > p.t - 180 AND d.day <= p.t - 90), 0) AS h_prev90,
+               coalesce(sum(d.operating_hours ORDER BY d.day)
+                            FILTER (WHERE d.day > p.t - 120 AND d.day <= p.t - 30), 0) AS h_prev30,
+               coalesce(sum(d.operating_hours ORDER BY d.day)
+                            FILTER (WHERE d.day > p.t - 455 AND d.day <= p.t - 365), 0) AS h_ly90,
+               coalesce(sum(d.operating_hours ORDER BY d.day)
+                            FILTER (WHERE d.day > p.t - 180), 0) AS h180,
+               coalesce(sum(d.operating_hours ORDER BY d.day)
+                            FILTER (WHERE d.day > p.t - 545 AND d.day <= p.t - 180), 0)
+                   AS h_prev365,
+               coalesce(sum(d.services) FILTER (WHERE d.day > p.t - 180), 0) AS s180,
+               coalesce(sum(d.services) FILTER (WHERE d.day > p.t - 545
+                                                   AND d.day <= p.t - 180), 0) AS s_prev365,
+               coalesce(sum(d.faults) FILTER (WHERE d.day > p.t - 90), 0) AS f90,
+               coalesce(sum(d.faults) FILTER (WHERE d.day > p.t - 455
+                                                 AND d.day <= p.t - 90), 0) AS f_prev365,
+               min(d.day) AS first_day,
+               -- Data before the window's start counts as covered only from its first day.
+               count(*) FILTER (WHERE d.day > p.t - 545 AND d.day <= p.t - 180) > 0 AS has_prev,
+               max(d.day) FILTER (WHERE d.services > 0) AS last_service
+        FROM machine_days d
+        WHERE d.machine_id = f.machine_id AND d.day > p.t - 730 AND d.day <= p.t) u
 ),
 machine_due AS (
     SELECT u.*,
