@@ -10,7 +10,10 @@ Operating hours of a day are the sum of the counter's increments between consecu
 each falling on the day of the sample that closes it: the hour before a day's first sample is
 counted (``max - min`` within the day would lose it), a counter that went down was reset and
 counts from zero again, and the hours over a gap in the data fall on the day the machine came
-back. A machine's very first sample has nothing to count from.
+back. A machine's very first sample has nothing to count from. Days whose counter only rose
+(the lowest reading not below the one the day continues from, the rise within the clock) are
+summed as highest less previous reading from one unsorted aggregate; the others, and the day
+after each, sample by sample (docs/churn-risk.md says what that leaves out).
 
 Late data: the watermark follows the newest data seen, so a gateway that uploads a buffer of
 older samples after a longer outage lands before the refresh's window. The ingester marks the
@@ -56,6 +59,8 @@ RESWEEP = timedelta(days=7)
 # Days per refresh statement: a slice's counter samples are sorted in memory (SET LOCAL
 # work_mem), where one statement over years of them sorted on disk.
 SLICE_DAYS = 61
+# A machine's last sample before a slice is looked for this far back first.
+NEAR = timedelta(days=7)
 _EPOCH = date(1970, 1, 1)
 
 
@@ -113,7 +118,8 @@ async def _refresh_slice(conn: Connection, q: dict[str, str], start: date, end: 
         await conn.execute(q["work_mem"])
         # Timestamps computed here, not in SQL, so the planner sees the slice's bounds.
         cur = await conn.execute(q["refresh_machine_days"],
-                                 {"from_ts": _ts(start), "to_ts": _ts(end)})
+                                 {"from_ts": _ts(start), "to_ts": _ts(end),
+                                  "near_ts": _ts(start - NEAR)})
         return cur.rowcount
 
     if not own_transaction:

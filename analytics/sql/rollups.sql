@@ -31,45 +31,100 @@ SET LOCAL work_mem = '256MB'
 -- Every hypertable is compared with the slice's bounds themselves, not with values from a CTE:
 -- constants known when planning are what let TimescaleDB exclude the chunks outside it.
 WITH prev_counter AS MATERIALIZED (
-    -- Each machine's last counter value before the slice, one index lookup per machine (on
-    -- the first run there is nothing before the slice and no chunk to look in).
-    SELECT m.id AS machine_id, p.time, p.value
+    -- Each machine's last counter value before the slice: looked for in the week before it
+    -- first (a constant range: the plan holds only its chunks), and over all earlier chunks
+    -- only for a machine with nothing there (each such lookup opens every chunk's index).
+    SELECT m.id AS machine_id, coalesce(near.value, far.value) AS value
     FROM machines m
-    CROSS JOIN LATERAL (SELECT t.time, t.value FROM telemetry t
-                        WHERE t.machine_id = m.id AND t.metric_id = 1
-                          AND t.time < %(from_ts)s::timestamptz
-                        ORDER BY t.time DESC LIMIT 1) p
+    LEFT JOIN LATERAL (SELECT t.value FROM telemetry t
+                       WHERE t.machine_id = m.id AND t.metric_id = 1
+                         AND t.time >= %(near_ts)s::timestamptz
+                         AND t.time < %(from_ts)s::timestamptz
+                       ORDER BY t.time DESC LIMIT 1) near ON true
+    LEFT JOIN LATERAL (SELECT t.value FROM telemetry t
+                       WHERE near.value IS NULL
+                         AND t.machine_id = m.id AND t.metric_id = 1
+                         AND t.time < %(near_ts)s::timestamptz
+                       ORDER BY t.time DESC LIMIT 1) far ON true
+    WHERE coalesce(near.value, far.value) IS NOT NULL
 ),
-counter_steps AS (
-    -- The first sample of a machine in the slice continues from its last one before it, put
-    -- in front of the slice's samples and dropped after the step (a union, not a join of every
-    -- sample with its machine's row).
-    SELECT machine_id, time, value, before,
-           lag(value) OVER (PARTITION BY machine_id ORDER BY time) AS prev
-    FROM (SELECT t.machine_id, t.time, t.value, false AS before
-          FROM telemetry t
-          WHERE t.metric_id = 1 AND t.time >= %(from_ts)s::timestamptz
-            AND t.time < %(to_ts)s::timestamptz
-          UNION ALL
-          SELECT machine_id, time, value, true FROM prev_counter) c
+counter_days AS (
+    -- One pass, no sort: each machine-day's lowest and highest reading. For a counter that only
+    -- rose, the day's operating hours are its highest reading less the last one before the day.
+    SELECT machine_id, time_bucket('1 day', time) AS bucket, min(value) AS low,
+           max(value) AS high, count(*) AS samples, min(time) AS first_time,
+           max(time) AS last_seen
+    FROM telemetry
+    WHERE metric_id = 1 AND time >= %(from_ts)s::timestamptz AND time < %(to_ts)s::timestamptz
+    GROUP BY 1, 2
+),
+chained AS (
+    -- The reading the day continues from: the previous machine-day's highest, or for the
+    -- slice's first day the machine's last sample before the slice (NULL: its first ever).
+    SELECT d.*,
+           CASE WHEN lag(d.high) OVER w IS NULL THEN p.value ELSE lag(d.high) OVER w END
+               AS prev_reading
+    FROM counter_days d
+    LEFT JOIN prev_counter p USING (machine_id)
+    WINDOW w AS (PARTITION BY d.machine_id ORDER BY d.bucket)
+),
+judged AS (
+    -- A day is not simple when its counter went down (a reset): below the reading it continues
+    -- from, or rising more than the clock allows from lowest to highest (an operating-hours
+    -- counter cannot). The day after one is not simple either: its previous reading is that
+    -- day's last, not its highest.
+    SELECT c.*, lag(c.reset) OVER (PARTITION BY c.machine_id ORDER BY c.bucket) AS after_reset
+    FROM (SELECT chained.*,
+                 (low < prev_reading
+                  OR high - low > extract(epoch FROM last_seen - first_time) / 3600.0 + 1e-6)
+                     AS reset
+          FROM chained) c
+),
+exact AS (
+    -- Days that are not simple: the sum of the counter's steps, sample by sample, as the
+    -- definition says (a step down counts from zero), from the machine's last sample before
+    -- the day.
+    SELECT j.machine_id, j.bucket,
+           sum(CASE WHEN s.prev IS NULL THEN 0
+                    WHEN s.value >= s.prev THEN s.value - s.prev
+                    ELSE s.value END) FILTER (WHERE s.time >= j.bucket) AS operating_hours
+    FROM judged j
+    CROSS JOIN LATERAL (
+        SELECT u.time, u.value, lag(u.value) OVER (ORDER BY u.time) AS prev
+        FROM (SELECT t.time, t.value FROM telemetry t
+              WHERE t.machine_id = j.machine_id AND t.metric_id = 1
+                AND t.time >= j.bucket AND t.time < j.bucket + interval '1 day'
+              UNION ALL
+              (SELECT t.time, t.value FROM telemetry t
+               WHERE t.machine_id = j.machine_id AND t.metric_id = 1 AND t.time < j.bucket
+               ORDER BY t.time DESC LIMIT 1)) u
+    ) s
+    WHERE j.reset OR j.after_reset
+    GROUP BY 1, 2
 ),
 hours AS (
-    -- A counter that went down was reset: it counts from zero again. A machine's very first
-    -- sample has nothing to count from.
-    SELECT machine_id, time_bucket('1 day', time) AS bucket,
-           sum(CASE WHEN prev IS NULL THEN 0
-                    WHEN value >= prev THEN value - prev
-                    ELSE value END) AS operating_hours,
-           count(*) AS samples, max(time) AS last_seen
-    FROM counter_steps WHERE NOT before GROUP BY 1, 2
+    -- A machine's very first sample has nothing to count from.
+    SELECT j.machine_id, j.bucket,
+           coalesce(e.operating_hours, j.high - coalesce(j.prev_reading, j.low))
+               AS operating_hours,
+           j.samples, j.last_seen
+    FROM judged j
+    LEFT JOIN exact e ON e.machine_id = j.machine_id AND e.bucket = j.bucket
 ),
 in_force AS MATERIALIZED (
-    -- The state each machine was in when the slice opened (its last report before it).
-    SELECT m.id AS machine_id, p.state
+    -- The state each machine was in when the slice opened (its last report before it), looked
+    -- for the same way.
+    SELECT m.id AS machine_id, coalesce(near.state, far.state) AS state
     FROM machines m
-    CROSS JOIN LATERAL (SELECT s.state FROM machine_states s
-                        WHERE s.machine_id = m.id AND s.time < %(from_ts)s::timestamptz
-                        ORDER BY s.time DESC LIMIT 1) p
+    LEFT JOIN LATERAL (SELECT s.state FROM machine_states s
+                       WHERE s.machine_id = m.id AND s.time >= %(near_ts)s::timestamptz
+                         AND s.time < %(from_ts)s::timestamptz
+                       ORDER BY s.time DESC LIMIT 1) near ON true
+    LEFT JOIN LATERAL (SELECT s.state FROM machine_states s
+                       WHERE near.state IS NULL
+                         AND s.machine_id = m.id AND s.time < %(near_ts)s::timestamptz
+                       ORDER BY s.time DESC LIMIT 1) far ON true
+    WHERE coalesce(near.state, far.state) IS NOT NULL
 ),
 transitions AS (
     SELECT s.machine_id, s.time, s.state,

@@ -201,3 +201,19 @@ async def test_a_day_marked_late_is_recomputed_and_its_mark_dropped(conn: Connec
     assert await rows(conn, "SELECT day FROM rollup_late_days") == []
     again = await refresh_machine_days(conn)
     assert (again.from_day, again.rows_changed) == (date(2026, 3, 5), 0)
+
+
+async def test_after_a_reset_the_next_day_continues_from_the_last_reading(
+        conn: Connection) -> None:
+    a, _ = await _machines(conn)
+    # Reset mid-day on day 2 (ends at 1.0, its highest reading was 101); the machine comes back
+    # on day 12 at 150: 149 hours over the gap, not 150 - 101. Day 20: a dip that stays above
+    # the day before and within the clock (a glitch of the reading, not a reset): the day
+    # counts the counter's rise from the day before to its highest, 152 - 150.
+    await _load(conn, a, [(at(2, 8), 100.0), (at(2, 9), 101.0), (at(2, 10), 0.5),
+                          (at(2, 11), 1.0), (at(12, 9), 150.0),
+                          (at(20, 8), 151.0), (at(20, 9), 150.5), (at(20, 10), 152.0)])
+    await refresh_machine_days(conn)
+    hours = {d: v[0] for (_, d), v in (await _days(conn)).items()}
+    assert hours == pytest.approx({date(2026, 3, 2): 2.0, date(2026, 3, 12): 149.0,
+                                   date(2026, 3, 20): 2.0})
