@@ -21,7 +21,9 @@ Examples
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -173,16 +175,62 @@ _SPECS: dict[str, tuple[_Spec, ...]] = {
 _MACHINE_QUERIES = {"machine_segments", "engagement", "machine_rows", "silent_machines"}
 
 
-def _machine_text(name: str, *, rollup: bool) -> str:
+def _machine_text(name: str, *, rollup: bool, cached: bool = False) -> str:
     """The blocks of a machine-side query, from the daily rollup or from raw telemetry."""
     blocks = _sql()
     source = "rollup" if rollup else "telemetry"
     parts: tuple[str, ...]
     if name == "silent_machines":
-        parts = ("periods", "machine_fleet", "machine_owners", f"heard_{source}", name)
+        parts = ("periods", "machine_segs", "machine_fleet", "machine_owners",
+                 f"heard_{source}", name)
+    elif cached:
+        parts = ("periods", "machine_segs", "machine_cached", name)
     else:
-        parts = ("periods", "machine_fleet", f"machine_hours_{source}", "machine_period", name)
+        parts = ("periods", "machine_segs", "machine_fleet", f"machine_hours_{source}",
+                 "machine_period", name)
     return "\n".join(blocks[part] for part in parts)
+
+
+# The periods whose machine rows shared_machine_rows keeps for this task, and their source.
+_SHARED: ContextVar[tuple[tuple[Period, ...], bool] | None] = ContextVar("kpi_machines",
+                                                                        default=None)
+# Tails that read only the machine rows and the segments: they can read the kept rows.
+_SHAREABLE = {"machine_segments", "engagement"}
+
+
+@asynccontextmanager
+async def shared_machine_rows(conn: Conn, periods: Sequence[Period], *,
+                              reporting_currency: str) -> AsyncIterator[None]:
+    """Compute the machine rows of ``periods`` once for every :func:`kpi_table` inside.
+
+    The machine-side KPIs of a period (hours, services due, parts implied per machine) do not
+    depend on the cut, and are most of a KPI table's time: a snapshot of every cut computes
+    them once, into a temporary table that lives for this block's transaction. Outside it, or
+    for other periods, or when the rollup covers only some of the periods, nothing changes.
+    """
+    periods = tuple(periods)
+    covered = await _rollup_covers(conn, periods)
+    if not periods or len(set(covered)) != 1 or _SHARED.get() is not None:
+        yield
+        return
+    rollup = covered[0]
+    source = "rollup" if rollup else "telemetry"
+    blocks = _sql()
+    fill = "\n".join(blocks[part] for part in (
+        "periods", "machine_segs", "machine_fleet", f"machine_hours_{source}", "machine_period",
+        "machine_cache_fill"))
+    params = _params(periods, ALL, reporting_currency=reporting_currency,
+                     window_days=DEFAULT_WINDOW_DAYS, silent_days=DEFAULT_SILENT_DAYS)
+    async with conn.transaction():
+        # JIT off for this transaction, as in _rows (planned over every chunk, it compiles
+        # for longer than the query runs).
+        await conn.execute(blocks["no_jit"])
+        await conn.execute(blocks["create_kpi_machines"] + "\n" + fill, params)
+        token = _SHARED.set((periods, rollup))
+        try:
+            yield
+        finally:
+            _SHARED.reset(token)
 
 
 async def _rollup_covers(conn: Conn, periods: Sequence[Period]) -> list[bool]:
@@ -291,6 +339,12 @@ async def _compute(conn: Conn, name: str, periods: Sequence[Period], cut: Cut, *
             rows = await _rows(conn, _sql()[name], params([period]))
             results[period] = _values(name, period, cut, rows)
         return [results[period] for period in periods]
+    shared = _SHARED.get()
+    if shared is not None and shared[0] == tuple(periods) and name in _SHAREABLE:
+        rows = await _rows(conn, _machine_text(name, rollup=shared[1], cached=True),
+                           params(periods))
+        return [_values(name, period, cut, [r for r in rows if r["n"] == n])
+                for n, period in enumerate(periods, start=1)]
     covered = await _rollup_covers(conn, periods)
     for rollup in (True, False):
         group = [p for p, c in zip(periods, covered, strict=True) if c is rollup]
@@ -624,9 +678,30 @@ async def kpi_table(conn: Conn, periods: Sequence[Period], cut: Cut | None = Non
 
 
 __all__ = [
-    "ALL", "DIMENSIONS", "Cut", "KpiValue", "MachinePeriod", "churn", "customer_lifetime_value",
-    "engagement_index", "fault_rate", "gross_revenue_retention", "kpi_table", "machine_kpis",
-    "maintenance_adherence", "net_revenue_retention", "nps", "parts_capture", "renewal_rate",
-    "repeat_purchase_rate", "retention", "revenue_per_customer", "silent_machines",
-    "spend_per_transaction", "upsell_ratio", "utilisation", "utilisation_trend",
+    "ALL",
+    "DIMENSIONS",
+    "Cut",
+    "KpiValue",
+    "MachinePeriod",
+    "churn",
+    "customer_lifetime_value",
+    "engagement_index",
+    "fault_rate",
+    "gross_revenue_retention",
+    "kpi_table",
+    "machine_kpis",
+    "maintenance_adherence",
+    "net_revenue_retention",
+    "nps",
+    "parts_capture",
+    "renewal_rate",
+    "repeat_purchase_rate",
+    "retention",
+    "revenue_per_customer",
+    "shared_machine_rows",
+    "silent_machines",
+    "spend_per_transaction",
+    "upsell_ratio",
+    "utilisation",
+    "utilisation_trend",
 ]

@@ -40,7 +40,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb, set_json_loads
 
-from analytics.kpi import DIMENSIONS, Count, Cut, KpiValue, kpi_table
+from analytics.kpi import DIMENSIONS, Count, Cut, KpiValue, kpi_table, shared_machine_rows
 from analytics.periods import Period, PeriodKind
 from core.sql import queries
 
@@ -170,12 +170,14 @@ async def take_snapshot(conn: Conn, *, on: date, reporting_currency: str) -> Sna
     periods = snapshot_periods(on)
     rows: list[tuple[Any, ...]] = []
     timings: dict[str, float] = {}
-    for dimension in DIMENSIONS:
-        begun = time.perf_counter()
-        table = await kpi_table(conn, periods, Cut(dimension),
-                                reporting_currency=reporting_currency)
-        timings[dimension] = time.perf_counter() - begun
-        rows.extend(_row(on, reporting_currency, v) for v in table)
+    # The machine rows (hours, services due, parts implied) are the same for every cut.
+    async with shared_machine_rows(conn, periods, reporting_currency=reporting_currency):
+        for dimension in DIMENSIONS:
+            begun = time.perf_counter()
+            table = await kpi_table(conn, periods, Cut(dimension),
+                                    reporting_currency=reporting_currency)
+            timings[dimension] = time.perf_counter() - begun
+            rows.extend(_row(on, reporting_currency, v) for v in table)
     blocks = _sql()
     async with conn.transaction():
         await conn.execute(blocks["delete_day"], {"on": on})

@@ -209,6 +209,13 @@ WITH periods AS (
          WITH ORDINALITY AS p(start, stop, prev_start, n)
 ),
 
+-- name: machine_segs
+segs AS (
+    -- Every customer's segment(s) in each period (period_segments, migration 013).
+    SELECT p.n, ps.customer_id, ps.segment
+    FROM periods p CROSS JOIN LATERAL period_segments(%(dimension)s, p.start, p.last) ps
+),
+
 -- name: machine_fleet
 plan AS (
     SELECT DISTINCT ON (model) model, service_interval_hours, service_interval_days,
@@ -219,11 +226,6 @@ plan AS (
 registered AS (
     -- The ingester's machine of each serial (the first registered, if a serial came twice).
     SELECT DISTINCT ON (serial) serial, id AS machine_id, online FROM machines ORDER BY serial, id
-),
-segs AS (
-    -- Every customer's segment(s) in each period (period_segments, migration 013).
-    SELECT p.n, ps.customer_id, ps.segment
-    FROM periods p CROSS JOIN LATERAL period_segments(%(dimension)s, p.start, p.last) ps
 ),
 fleet AS (
     -- The installed base as it is now (a deleted machine was sold and is not ours to measure),
@@ -392,6 +394,23 @@ machine AS (
     LEFT JOIN plan p ON p.model = f.model
     LEFT JOIN parts_named pn ON pn.n = f.n AND pn.installed_base_id = f.installed_base_id
 )
+
+-- name: no_jit
+SET LOCAL jit = off
+
+-- name: create_kpi_machines
+-- Followed by periods .. machine_period and machine_cache_fill (kpi.shared_machine_rows).
+CREATE TEMPORARY TABLE kpi_machines ON COMMIT DROP AS
+
+-- name: machine_cache_fill
+-- After periods .. machine_period: the machine rows of the periods, for every cut at once
+-- (kpi.shared_machine_rows keeps them in a temporary table for the rest of its transaction).
+SELECT * FROM machine
+
+-- name: machine_cached
+-- Instead of machine_fleet .. machine_period: the rows kept by kpi.shared_machine_rows for the
+-- same periods (their n is the same).
+machine AS (SELECT * FROM pg_temp.kpi_machines)
 
 -- name: machine_rows
 SELECT installed_base_id, serial, model, customer_id, hours, prev_hours, calendar_hours,
