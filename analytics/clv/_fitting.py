@@ -102,7 +102,7 @@ def maximise_likelihood(
         logger.debug("%s: L-BFGS-B stopped: %s", model, first.message)
     polish = minimize(objective, first.x if np.isfinite(first.fun) else np.log(start),
                       method="Nelder-Mead",
-                      options={"maxiter": 20_000, "xatol": 1e-8, "fatol": 1e-12})
+                      options={"maxiter": 2_000, "xatol": 1e-8, "fatol": 1e-12})
     _check(polish, model, "Nelder-Mead")
     best = polish if polish.fun <= first.fun else first
     if not np.isfinite(best.fun) or best.fun >= 1e300:
