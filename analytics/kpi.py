@@ -191,9 +191,10 @@ def _machine_text(name: str, *, rollup: bool, cached: bool = False) -> str:
     return "\n".join(blocks[part] for part in parts)
 
 
-# The periods whose machine rows shared_machine_rows keeps for this task, and their source.
-_SHARED: ContextVar[tuple[tuple[Period, ...], bool] | None] = ContextVar("kpi_machines",
-                                                                        default=None)
+# The periods whose machine rows shared_machine_rows keeps for this task, their source and
+# their reporting currency.
+_SHARED: ContextVar[tuple[tuple[Period, ...], bool, str] | None] = ContextVar("kpi_machines",
+                                                                             default=None)
 # Tails that read only the machine rows and the segments: they can read the kept rows.
 _SHAREABLE = {"machine_segments", "engagement"}
 
@@ -205,8 +206,9 @@ async def shared_machine_rows(conn: Conn, periods: Sequence[Period], *,
 
     The machine-side KPIs of a period (hours, services due, parts implied per machine) do not
     depend on the cut, and are most of a KPI table's time: a snapshot of every cut computes
-    them once, into a temporary table that lives for this block's transaction. Outside it, or
-    for other periods, or when the rollup covers only some of the periods, nothing changes.
+    them once, into a temporary table dropped at the block's end. Outside it, or for other
+    periods or another reporting currency, or when the rollup covers only some of the
+    periods, nothing changes.
     """
     periods = tuple(periods)
     covered = await _rollup_covers(conn, periods)
@@ -226,11 +228,15 @@ async def shared_machine_rows(conn: Conn, periods: Sequence[Period], *,
         # for longer than the query runs).
         await conn.execute(blocks["no_jit"])
         await conn.execute(blocks["create_kpi_machines"] + "\n" + fill, params)
-        token = _SHARED.set((periods, rollup))
+        token = _SHARED.set((periods, rollup, reporting_currency))
         try:
             yield
         finally:
             _SHARED.reset(token)
+        # Dropped here, not left to ON COMMIT: inside a caller's transaction this block is a
+        # savepoint, and a second block on the connection would find the table still there.
+        # (On an error the savepoint's rollback undoes the CREATE.)
+        await conn.execute(blocks["drop_kpi_machines"])
 
 
 async def _rollup_covers(conn: Conn, periods: Sequence[Period]) -> list[bool]:
@@ -340,7 +346,8 @@ async def _compute(conn: Conn, name: str, periods: Sequence[Period], cut: Cut, *
             results[period] = _values(name, period, cut, rows)
         return [results[period] for period in periods]
     shared = _SHARED.get()
-    if shared is not None and shared[0] == tuple(periods) and name in _SHAREABLE:
+    if (shared is not None and shared[0] == tuple(periods) and shared[2] == reporting_currency
+            and name in _SHAREABLE):
         rows = await _rows(conn, _machine_text(name, rollup=shared[1], cached=True),
                            params(periods))
         return [_values(name, period, cut, [r for r in rows if r["n"] == n])

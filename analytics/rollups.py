@@ -10,10 +10,10 @@ Operating hours of a day are the sum of the counter's increments between consecu
 each falling on the day of the sample that closes it: the hour before a day's first sample is
 counted (``max - min`` within the day would lose it), a counter that went down was reset and
 counts from zero again, and the hours over a gap in the data fall on the day the machine came
-back. A machine's very first sample has nothing to count from. Days whose counter only rose
+back. A machine's very first sample has nothing to count from. Days whose counter did not fall
 (the lowest reading not below the one the day continues from, the rise within the clock) are
-summed as highest less previous reading from one unsorted aggregate; the others, and the day
-after each, sample by sample (docs/churn-risk.md says what that leaves out).
+summed as last less previous reading from one unsorted aggregate; the others sample by sample
+(docs/churn-risk.md says what that leaves out).
 
 Late data: the watermark follows the newest data seen, so a gateway that uploads a buffer of
 older samples after a longer outage lands before the refresh's window. The ingester marks the

@@ -402,6 +402,9 @@ SET LOCAL jit = off
 -- Followed by periods .. machine_period and machine_cache_fill (kpi.shared_machine_rows).
 CREATE TEMPORARY TABLE kpi_machines ON COMMIT DROP AS
 
+-- name: drop_kpi_machines
+DROP TABLE pg_temp.kpi_machines
+
 -- name: machine_cache_fill
 -- After periods .. machine_period: the machine rows of the periods, for every cut at once
 -- (kpi.shared_machine_rows keeps them in a temporary table for the rest of its transaction).

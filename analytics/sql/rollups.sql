@@ -49,39 +49,37 @@ WITH prev_counter AS MATERIALIZED (
     WHERE coalesce(near.value, far.value) IS NOT NULL
 ),
 counter_days AS (
-    -- One pass, no sort: each machine-day's lowest and highest reading. For a counter that only
-    -- rose, the day's operating hours are its highest reading less the last one before the day.
+    -- One pass, no sort: each machine-day's first, last, lowest and highest reading. For a
+    -- counter that did not fall, the day's operating hours are its last reading less the last
+    -- one before the day.
     SELECT machine_id, time_bucket('1 day', time) AS bucket, min(value) AS low,
-           max(value) AS high, count(*) AS samples, min(time) AS first_time,
+           max(value) AS high, first(value, time) AS first_value,
+           last(value, time) AS last_value, count(*) AS samples, min(time) AS first_time,
            max(time) AS last_seen
     FROM telemetry
     WHERE metric_id = 1 AND time >= %(from_ts)s::timestamptz AND time < %(to_ts)s::timestamptz
     GROUP BY 1, 2
 ),
-chained AS (
-    -- The reading the day continues from: the previous machine-day's highest, or for the
-    -- slice's first day the machine's last sample before the slice (NULL: its first ever).
-    SELECT d.*,
-           CASE WHEN lag(d.high) OVER w IS NULL THEN p.value ELSE lag(d.high) OVER w END
-               AS prev_reading
-    FROM counter_days d
-    LEFT JOIN prev_counter p USING (machine_id)
-    WINDOW w AS (PARTITION BY d.machine_id ORDER BY d.bucket)
-),
 judged AS (
-    -- A day is not simple when its counter went down (a reset): below the reading it continues
-    -- from, or rising more than the clock allows from lowest to highest (an operating-hours
-    -- counter cannot). The day after one is not simple either: its previous reading is that
-    -- day's last, not its highest.
-    SELECT c.*, lag(c.reset) OVER (PARTITION BY c.machine_id ORDER BY c.bucket) AS after_reset
-    FROM (SELECT chained.*,
-                 (low < prev_reading
-                  OR high - low > extract(epoch FROM last_seen - first_time) / 3600.0 + 1e-6)
-                     AS reset
-          FROM chained) c
+    -- The reading the day continues from: the machine's last sample before it, in the slice's
+    -- previous machine-day or, for the slice's first, before the slice (NULL: none ever, and
+    -- the day's first sample counts nothing). The same reading either way, so where a slice
+    -- starts changes no number. A day's counter fell (a reset) when its lowest reading is
+    -- below that one (or below its first, on a machine's first day), or when it rose from
+    -- lowest to highest by more than the hours between its first and last sample (an
+    -- operating-hours counter cannot): such a day is summed sample by sample.
+    SELECT c.*,
+           (c.low < coalesce(c.prev_reading, c.first_value)
+            OR c.high - c.low > extract(epoch FROM c.last_seen - c.first_time) / 3600.0 + 1e-6)
+               AS reset
+    FROM (SELECT d.*,
+                 coalesce(lag(d.last_value) OVER (PARTITION BY d.machine_id ORDER BY d.bucket),
+                          p.value) AS prev_reading
+          FROM counter_days d
+          LEFT JOIN prev_counter p USING (machine_id)) c
 ),
 exact AS (
-    -- Days that are not simple: the sum of the counter's steps, sample by sample, as the
+    -- Days whose counter fell: the sum of the counter's steps, sample by sample, as the
     -- definition says (a step down counts from zero), from the machine's last sample before
     -- the day.
     SELECT j.machine_id, j.bucket,
@@ -99,14 +97,13 @@ exact AS (
                WHERE t.machine_id = j.machine_id AND t.metric_id = 1 AND t.time < j.bucket
                ORDER BY t.time DESC LIMIT 1)) u
     ) s
-    WHERE j.reset OR j.after_reset
+    WHERE j.reset
     GROUP BY 1, 2
 ),
 hours AS (
-    -- A machine's very first sample has nothing to count from.
     SELECT j.machine_id, j.bucket,
-           coalesce(e.operating_hours, j.high - coalesce(j.prev_reading, j.low))
-               AS operating_hours,
+           coalesce(e.operating_hours,
+                    j.last_value - coalesce(j.prev_reading, j.first_value)) AS operating_hours,
            j.samples, j.last_seen
     FROM judged j
     LEFT JOIN exact e ON e.machine_id = j.machine_id AND e.bucket = j.bucket
@@ -127,12 +124,14 @@ in_force AS MATERIALIZED (
     WHERE coalesce(near.state, far.state) IS NOT NULL
 ),
 transitions AS (
+    -- The state in force comes first: a report at the slice's very first instant follows it
+    -- (and ends it at once) rather than being ended by it.
     SELECT s.machine_id, s.time, s.state,
-           lead(s.time) OVER (PARTITION BY s.machine_id ORDER BY s.time) AS next
-    FROM (SELECT machine_id, time, state FROM machine_states
+           lead(s.time) OVER (PARTITION BY s.machine_id ORDER BY s.time, s.reported) AS next
+    FROM (SELECT machine_id, time, state, true AS reported FROM machine_states
           WHERE time >= %(from_ts)s::timestamptz AND time < %(to_ts)s::timestamptz
           UNION ALL
-          SELECT machine_id, %(from_ts)s::timestamptz, state FROM in_force) s
+          SELECT machine_id, %(from_ts)s::timestamptz, state, false FROM in_force) s
 ),
 open_until AS (
     -- A running or fault state with no later report in the slice lasts to the slice's end if

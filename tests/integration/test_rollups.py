@@ -209,7 +209,7 @@ async def test_after_a_reset_the_next_day_continues_from_the_last_reading(
     # Reset mid-day on day 2 (ends at 1.0, its highest reading was 101); the machine comes back
     # on day 12 at 150: 149 hours over the gap, not 150 - 101. Day 20: a dip that stays above
     # the day before and within the clock (a glitch of the reading, not a reset): the day
-    # counts the counter's rise from the day before to its highest, 152 - 150.
+    # counts its last reading less the day before's, 152 - 150.
     await _load(conn, a, [(at(2, 8), 100.0), (at(2, 9), 101.0), (at(2, 10), 0.5),
                           (at(2, 11), 1.0), (at(12, 9), 150.0),
                           (at(20, 8), 151.0), (at(20, 9), 150.5), (at(20, 10), 152.0)])
