@@ -243,9 +243,10 @@ async def _rollup_covers(conn: Conn, periods: Sequence[Period]) -> list[bool]:
     """Per period: whether ``machine_days`` has every day of it (and of the one before).
 
     The rollup is filled only by its refresh job, which leaves a watermark (the latest data
-    time it saw): a period ending by the watermark is covered, and so is any period when the
-    ingester stored nothing after it, and a period not over yet while the watermark is less
-    than ``RUNNING_LAG`` old (its numbers are those of the last refresh, every 15 minutes).
+    time it saw): a period ending by the watermark is covered, and so is any period in which
+    the ingester stored nothing after the watermark, and a period not over yet while the
+    watermark is less than ``RUNNING_LAG`` old (its numbers are those of the last refresh,
+    every 15 minutes).
     Otherwise the period is read from raw telemetry.
     """
     cur = await conn.execute(_sql()["rollup_watermark"])
@@ -257,13 +258,20 @@ async def _rollup_covers(conn: Conn, periods: Sequence[Period]) -> list[bool]:
     # was recent: the ingester always has newer data, and raw telemetry is ten times slower.
     now = datetime.now(UTC)
     live = through >= now - RUNNING_LAG
-    if all(period.end_ts <= through or (live and period.end_ts > now) for period in periods):
-        return [True] * len(periods)
-    cur = await conn.execute(_sql()["data_after"], {"through": through})
-    newer = await cur.fetchone()
-    complete = newer is not None and not newer[0]
-    return [complete or period.end_ts <= through or (live and period.end_ts > now)
-            for period in periods]
+    covered: dict[datetime, bool] = {}
+    for period in periods:
+        end = period.end_ts
+        if end in covered:
+            continue
+        if end <= through or (live and end > now):
+            covered[end] = True
+            continue
+        # Nothing stored between the watermark and the period's end (the ingester was down,
+        # or a demo's history ends before its live data begins): the rollup has it all.
+        cur = await conn.execute(_sql()["data_after"], {"through": through, "until": end})
+        newer = await cur.fetchone()
+        covered[end] = newer is not None and not newer[0]
+    return [covered[period.end_ts] for period in periods]
 
 
 def _params(periods: Sequence[Period], cut: Cut, *, reporting_currency: str, window_days: int,

@@ -193,11 +193,11 @@ ORDER BY seg.segment;
 SELECT through FROM rollup_watermarks WHERE rollup = 'machine_days';
 
 -- name: data_after
--- Whether the ingester stored anything after the rollup's watermark (then the rollup covers only
--- the periods ending by it). Chunk exclusion keeps this to the newest chunks.
-SELECT EXISTS (SELECT 1 FROM telemetry WHERE time > %(through)s)
-    OR EXISTS (SELECT 1 FROM machine_states WHERE time > %(through)s)
-    OR EXISTS (SELECT 1 FROM machine_events WHERE time > %(through)s);
+-- Whether the ingester stored anything after the rollup's watermark and before a period's end
+-- (then the rollup does not cover the period). Chunk exclusion keeps this to a few chunks.
+SELECT EXISTS (SELECT 1 FROM telemetry WHERE time > %(through)s AND time < %(until)s)
+    OR EXISTS (SELECT 1 FROM machine_states WHERE time > %(through)s AND time < %(until)s)
+    OR EXISTS (SELECT 1 FROM machine_events WHERE time > %(through)s AND time < %(until)s);
 
 -- name: periods
 WITH periods AS (

@@ -748,3 +748,21 @@ async def test_a_running_period_is_read_as_of_the_last_refresh(conn: Conn) -> No
     last_month = month.previous()
     assert (await kpi.utilisation(conn, last_month, reporting_currency=EUR)).numerator in (
         None, Decimal("0"))
+
+
+async def test_the_rollup_covers_a_period_with_no_data_after_its_watermark(conn: Conn) -> None:
+    x = await customer(conn, "X", "DE")
+    _, m1 = await machine(conn, x, "M1", "2020-01-01")
+    await samples(conn, m1, [("2026-02-10T10:00Z", 100.0), ("2026-02-20T10:00Z", 110.0)])
+    await conn.commit()
+    await refresh_machine_days(conn)  # watermark 2026-02-20 10:00
+    march, april = Period("month", date(2026, 3, 1)), Period("month", date(2026, 4, 1))
+    # New data after a gap (a demo's live data after its history, an ingester back after an
+    # outage): March has none of it, so the rollup covers March; April does not.
+    await samples(conn, m1, [("2026-04-05T10:00Z", 130.0)])
+    await conn.commit()
+    assert await kpi._rollup_covers(conn, [FEB, march, april]) == [True, True, False]
+    # Data after the watermark inside February: neither it nor the months after are covered.
+    await samples(conn, m1, [("2026-02-25T10:00Z", 115.0)])
+    await conn.commit()
+    assert await kpi._rollup_covers(conn, [FEB, march, april]) == [False, False, False]
