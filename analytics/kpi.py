@@ -181,14 +181,19 @@ def _machine_text(name: str, *, rollup: bool, cached: bool = False) -> str:
     source = "rollup" if rollup else "telemetry"
     parts: tuple[str, ...]
     if name == "silent_machines":
-        parts = ("periods", "machine_segs", "machine_fleet", "machine_owners",
-                 f"heard_{source}", name)
+        parts = ("periods", "machine_segs", "machine_fleet", *_first_sample(rollup),
+                 "machine_owners", f"heard_{source}", name)
     elif cached:
         parts = ("periods", "machine_segs", "machine_cached", name)
     else:
-        parts = ("periods", "machine_segs", "machine_fleet", f"machine_hours_{source}",
-                 "machine_period", name)
+        parts = ("periods", "machine_segs", "machine_fleet", *_first_sample(rollup),
+                 f"machine_hours_{source}", "machine_period", name)
     return "\n".join(blocks[part] for part in parts)
+
+
+def _first_sample(rollup: bool) -> tuple[str, ...]:
+    """The block both rollup sources read (after machine_fleet, which defines registered)."""
+    return ("rollup_first_sample",) if rollup else ()
 
 
 # The periods whose machine rows shared_machine_rows keeps for this task, their source and
@@ -219,8 +224,8 @@ async def shared_machine_rows(conn: Conn, periods: Sequence[Period], *,
     source = "rollup" if rollup else "telemetry"
     blocks = _sql()
     fill = "\n".join(blocks[part] for part in (
-        "periods", "machine_segs", "machine_fleet", f"machine_hours_{source}", "machine_period",
-        "machine_cache_fill"))
+        "periods", "machine_segs", "machine_fleet", *_first_sample(rollup),
+        f"machine_hours_{source}", "machine_period", "machine_cache_fill"))
     params = _params(periods, ALL, reporting_currency=reporting_currency,
                      window_days=DEFAULT_WINDOW_DAYS, silent_days=DEFAULT_SILENT_DAYS)
     async with conn.transaction():

@@ -292,6 +292,16 @@ hours AS (
     ) ls ON true
 ),
 
+-- name: rollup_first_sample
+-- Each machine's first day with a counter sample in the rollup (both rollup sources read it).
+first_sample AS MATERIALIZED (
+    SELECT r.machine_id, s.day
+    FROM registered r
+    CROSS JOIN LATERAL (SELECT md.day FROM machine_days md
+                        WHERE md.machine_id = r.machine_id AND md.samples > 0
+                        ORDER BY md.day LIMIT 1) s
+),
+
 -- name: machine_hours_rollup
 -- From the daily rollup (migration 006, analytics/rollups.py), read once for all periods: hours,
 -- services and faults are sums of the days of the period (hours also of the previous period).
@@ -319,13 +329,6 @@ span_sums AS MATERIALIZED (
         WHERE md.machine_id = r.machine_id
           AND md.day >= s.first_day AND md.day <= s.last_day) d
     WHERE d.hours IS NOT NULL
-),
-first_sample AS MATERIALIZED (
-    SELECT r.machine_id, s.day
-    FROM registered r
-    CROSS JOIN LATERAL (SELECT md.day FROM machine_days md
-                        WHERE md.machine_id = r.machine_id AND md.samples > 0
-                        ORDER BY md.day LIMIT 1) s
 ),
 last_service AS MATERIALIZED (
     -- A service's exact time is in the (small) events table; the rollup has its day.
@@ -606,13 +609,6 @@ heard AS MATERIALIZED (
 -- name: heard_rollup
 -- From the rollup: a counter sample on a day of the window (the window is whole UTC days: the
 -- period ends at midnight) or, only for machines without one, any telemetry in it.
-first_sample AS MATERIALIZED (
-    SELECT r.machine_id, s.day
-    FROM registered r
-    CROSS JOIN LATERAL (SELECT md.day FROM machine_days md
-                        WHERE md.machine_id = r.machine_id AND md.samples > 0
-                        ORDER BY md.day LIMIT 1) s
-),
 heard AS MATERIALIZED (
     -- OR evaluates left to right and stops at the first true: telemetry is read only for
     -- machines the rollup has no counter sample of.
