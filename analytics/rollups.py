@@ -189,7 +189,6 @@ async def refresh_machine_days(conn: Connection, since: date | None = None, *,
         span = await cur.fetchone()
         todo = ([] if span is None or span[0] is None
                 else slices(span[0], span[1], slice_days))
-        changed = 0
         queue = list(reversed(todo))
 
         async def work(worker: Connection, *, own_transaction: bool) -> int:
