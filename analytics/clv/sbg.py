@@ -47,11 +47,15 @@ def sbg_log_likelihood(params: FloatArray, survivors: FloatArray) -> float:
     n = survivors.size - 1
     t = np.arange(1, n + 1)
     lost = survivors[:-1] - survivors[1:]
-    ln_p = betaln(alpha + 1.0, beta + t - 1.0) - betaln(alpha, beta)
-    ln_s = betaln(alpha, beta + n) - betaln(alpha, beta)
-    # 0 * ln P is 0 even where ln P underflows; keep it from becoming nan.
-    churned = np.where(lost > 0, lost * ln_p, 0.0)
-    return float(np.sum(churned) + (survivors[-1] * ln_s if survivors[-1] > 0 else 0.0))
+    # On its way to the edge of the parameter space (alpha, beta near 0: no heterogeneity in
+    # the data) the optimiser meets log-betas of inf - inf. The likelihood is then nan, which
+    # maximise_likelihood steers away from; numpy need not warn about it on the way.
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        ln_p = betaln(alpha + 1.0, beta + t - 1.0) - betaln(alpha, beta)
+        ln_s = betaln(alpha, beta + n) - betaln(alpha, beta)
+        # 0 * ln P is 0 even where ln P is infinite: multiply only where someone was lost.
+        churned = np.multiply(lost, ln_p, out=np.zeros_like(ln_p), where=lost > 0)
+        return float(np.sum(churned) + (survivors[-1] * ln_s if survivors[-1] > 0 else 0.0))
 
 
 class ShiftedBetaGeometric:
