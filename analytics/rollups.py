@@ -187,7 +187,9 @@ async def refresh_machine_days(conn: Connection, since: date | None = None, *,
             since = late[0]
         cur = await conn.execute(q["data_span"], {"from_ts": _ts(since)})
         span = await cur.fetchone()
-        todo = ([] if span is None or span[0] is None
+        # No chunk ends after the window's start: nothing to roll up (the first day is then
+        # the window's start, greatest() skipping the NULL, but there is no last day).
+        todo = ([] if span is None or span[1] is None
                 else slices(span[0], span[1], slice_days))
         queue = list(reversed(todo))
 

@@ -106,3 +106,16 @@ async def test_shared_machine_rows_twice_on_one_connection(
     for _ in range(2):
         async with kpi.shared_machine_rows(conn, [FEB], reporting_currency="EUR"):
             await kpi.parts_capture(conn, FEB, reporting_currency="EUR")
+
+
+async def test_a_refresh_before_any_data_or_after_all_of_it_changes_nothing(
+        conn: Connection) -> None:
+    # `up` starts the analytics schedule with the ingester: its first refresh may find no
+    # telemetry at all (greatest() of a NULL first chunk and the window start is the window
+    # start: there was a start but no end, and the refresh failed until the next turn).
+    first = await refresh_machine_days(conn)
+    assert first.rows_changed == 0
+    a, _ = await _machines(conn)
+    await _load(conn, a, [(at(1, 20), 99.0), (at(2, 1), 100.0)])
+    after = await refresh_machine_days(conn, since=date(2027, 1, 1))
+    assert after.rows_changed == 0
