@@ -543,7 +543,7 @@ def simulate(machines: int = 50, interval: float = 1.0, tenant: str = "demo",
                  help="A demo world's machines.json: publish for its machines instead.")] = None,
              ) -> None:
     """Publish telemetry of a simulated fleet until Ctrl-C."""
-    from ingest.simulator import FleetSimulator, load_fleet
+    from demo.fleet import FleetSimulator, load_fleet
 
     _logging(False)
     settings = _settings()

@@ -2,7 +2,7 @@
 # Sets up and runs the platform on this machine with its demo world: provisions TimescaleDB and
 # Mosquitto, installs oem-retention into .venv, migrates, generates the demo world (a machine
 # builder with 300 customers, 1,500 machines, 3 years; docs/demo-world.md) once, bulk-loads its
-# telemetry history, serves its business data from a fake Odoo (tests/fakes/odoo.py, the ERP a
+# telemetry history, serves its business data from a fake Odoo (demo/erp/odoo.py, the ERP a
 # real machine builder would run), syncs it through the Odoo connector, and runs every process
 # (`oem-retention up`: ingester, the world's machines publishing live over MQTT, the scheduled
 # ERP sync). Ctrl-C stops it all.
@@ -39,14 +39,14 @@ export OEMR_TELEMETRY_RETENTION="${OEMR_TELEMETRY_RETENTION:-4 years}"
 if [[ ! -f "$world/truth.json" ]]; then
     echo "[demo] generating the $size world into $world"
     rm -rf "$world.tmp"
-    "$py" -m tests.world generate --seed 7 --size "$size" --out "$world.tmp"
+    "$py" -m demo.world generate --seed 7 --size "$size" --out "$world.tmp"
     mv "$world.tmp" "$world"
 fi
-"$py" -m tests.world load-history --world "$world"
+"$py" -m demo.world load-history --world "$world"
 
 # The fake Odoo serves the world's business data over Odoo's JSON-RPC API, as a real one would.
 odoo_port="${OEMR_DEMO_ODOO_PORT:-18069}"
-"$py" -m tests.fakes.odoo --world "$world" --port "$odoo_port" --db demo --login sync@demo \
+"$py" -m demo.erp.odoo --world "$world" --port "$odoo_port" --db demo --login sync@demo \
     --api-key demo-key --ids-out "$world/odoo_ids.json" > "$state/fake-odoo.log" 2>&1 &
 odoo_pid=$!
 trap 'kill "$odoo_pid" 2>/dev/null || true' EXIT

@@ -5,7 +5,7 @@ Run from the repository root::
     set -a && . /var/lib/oem-retention/env && set +a
     .venv/bin/python -m tests.bench.analytics [--machines N] [--years N] [--explain]
 
-Figures, not pass/fail. A fresh database gets a demo world (``tests.world``): its business
+Figures, not pass/fail. A fresh database gets a demo world (``demo.world``): its business
 files synced with the files connector (``sync_files``, ``load_exchange_rates``) and its telemetry
 history bulk-loaded (``load_history``); then ``VACUUM ANALYZE`` (what autovacuum would leave).
 Everything below runs in this process, on one connection, each measurement twice, the second
@@ -62,10 +62,10 @@ from analytics.segments import assign_segments
 from core import pgcopy
 from core.settings import Settings
 from core.sql import queries
+from demo.world import World, load_history, write_world
 from erp_connectors.files import sync_files
 from erp_connectors.rates import load_exchange_rates
 from tests.bench.ingest import fresh_database, kept_database
-from tests.world import World, load_history, write_world
 
 END = date(2026, 5, 1)
 SEED = 7

@@ -37,11 +37,11 @@ import psycopg
 
 from core.settings import Settings
 from core.sql import queries
+from demo.erp.odoo import KIND_CATEGORIES, FakeOdoo
 from erp_connectors.models import InvoiceLineRecord
 from erp_connectors.odoo import OdooConnector
 from erp_connectors.sync import Page, sync_entity
 from tests.bench.ingest import fresh_database
-from tests.fakes.odoo import KIND_CATEGORIES, FakeOdoo
 
 PAGE_SIZE = 500
 KEY = "bench-key"

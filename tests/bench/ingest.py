@@ -69,8 +69,8 @@ from psycopg import sql
 from core import migrate
 from core.settings import Settings
 from core.sql import queries
+from demo.fleet import PROCESS_METRICS
 from ingest.broker import _Client as FastClient  # the ingester's client, as a subscriber
-from ingest.simulator import PROCESS_METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 METRICS = ("operating_hours", *PROCESS_METRICS)

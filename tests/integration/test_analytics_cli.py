@@ -13,9 +13,9 @@ import psycopg
 import pytest
 
 from analytics.kpi import DIMENSIONS
+from demo.world import World, load_history, truth, write_world
 from erp_connectors.files import sync_files
 from erp_connectors.rates import load_exchange_rates
-from tests.world import World, load_history, truth, write_world
 
 from .conftest import ROOT, scalar
 

@@ -22,10 +22,10 @@ from analytics.churn import (
     train,
 )
 from analytics.features import FEATURE_NAMES, churn_dates, features_at
+from demo.world import World, truth
+from demo.world import catalogue as cat
 from tests.integration.conftest import rows
 from tests.integration.worlds import demo_world_database, load_demo_world
-from tests.world import World, truth
-from tests.world import catalogue as cat
 
 END = date(2026, 5, 1)
 T = date(2025, 11, 1)  # the leakage test's cut-off

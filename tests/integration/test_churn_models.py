@@ -29,9 +29,9 @@ from analytics.churn_models import (
 )
 from analytics.daily import run_daily
 from analytics.features import FEATURE_NAMES, features_at
+from demo.world import World
 from tests.integration.conftest import rows
 from tests.integration.worlds import demo_world_database
-from tests.world import World
 
 END = date(2026, 5, 1)
 ON = date(2026, 1, 1)  # the models' training cut-off

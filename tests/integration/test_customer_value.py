@@ -75,11 +75,11 @@ from analytics.customer_value import (
     pooled_retention,
     value_customers,
 )
+from demo.world import World, write_world
+from demo.world.files import truth
 from erp_connectors.files import sync_files
 from erp_connectors.rates import load_exchange_rates
 from tests.integration.conftest import rows
-from tests.world import World, write_world
-from tests.world.files import truth
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 T = date(2025, 12, 31)

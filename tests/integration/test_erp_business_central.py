@@ -20,10 +20,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from demo.erp.business_central import FakeBusinessCentral
 from erp_connectors.business_central import BusinessCentralConnector, Cursor
 from erp_connectors.http import RetryPolicy
 from erp_connectors.sync import Page, PageSource, SyncResult, sync_entity
-from tests.fakes.business_central import FakeBusinessCentral
 
 from .conftest import ROOT, rows, scalar, wait_for
 

@@ -15,10 +15,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from demo.erp.odoo import FakeOdoo, WorldLoader, read_world
 from erp_connectors.http import RetryPolicy
 from erp_connectors.odoo import OdooConnector, ref
 from erp_connectors.sync import ENTITIES, LOCK_CLASS, SyncResult, sync_entity
-from tests.fakes.odoo import FakeOdoo, WorldLoader, read_world
 
 from .conftest import ROOT, rows, scalar, wait_for
 

@@ -23,6 +23,7 @@ import orjson
 import psycopg
 import pytest
 
+from demo.erp.sap import FakeS4, Raw
 from erp_connectors.http import RetryPolicy
 from erp_connectors.sap import (
     OVERLAP,
@@ -34,7 +35,6 @@ from erp_connectors.sap import (
     parse_odata_time,
 )
 from erp_connectors.sync import LOCK_CLASS, SyncResult, sync_entity
-from tests.fakes.sap import FakeS4, Raw
 
 from .conftest import ROOT, rows, scalar, wait_for
 

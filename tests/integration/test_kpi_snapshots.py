@@ -36,8 +36,8 @@ from analytics.kpi_snapshot import (
 )
 from analytics.periods import Period
 from analytics.segments import assign_segments
+from demo.world import World
 from tests.integration.worlds import load_demo_world
-from tests.world import World
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 EUR = "EUR"

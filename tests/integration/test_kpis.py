@@ -45,9 +45,9 @@ from analytics import kpi
 from analytics.kpi import Cut
 from analytics.periods import Period, periods_between
 from analytics.rollups import refresh_machine_days
+from demo.world import World, load_history, write_world
 from erp_connectors.files import sync_files
 from erp_connectors.rates import load_exchange_rates
-from tests.world import World, load_history, write_world
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 Q1 = Period("quarter", date(2026, 1, 1))

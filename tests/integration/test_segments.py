@@ -28,8 +28,8 @@ from analytics.segments import (
     preview_segments,
     segment_trends,
 )
+from demo.world import World, truth
 from tests.integration.worlds import demo_world_database
-from tests.world import World, truth
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 EUR = "EUR"

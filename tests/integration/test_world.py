@@ -11,13 +11,13 @@ import orjson
 import psycopg
 import pytest
 
+from demo.fleet import FleetSimulator, load_fleet
+from demo.world import HistoryExistsError, World, load_history, write_world
+from demo.world import catalogue as cat
+from demo.world.files import MACHINES
 from erp_connectors.files import sync_files
 from erp_connectors.rates import load_exchange_rates
-from ingest.simulator import FleetSimulator, load_fleet
 from tests.integration.conftest import mqtt_address, scalar, wait_for
-from tests.world import HistoryExistsError, World, load_history, write_world
-from tests.world import catalogue as cat
-from tests.world.files import MACHINES
 
 END = date(2026, 5, 1)
 
@@ -145,9 +145,9 @@ async def test_the_world_served_by_the_fake_odoo_syncs_without_rejects_and_keeps
     """The demo's path: world -> Odoo-shaped records -> Odoo connector -> the same business."""
     from psycopg_pool import AsyncConnectionPool
 
+    from demo.erp.odoo import FakeOdoo, WorldLoader, read_world
     from erp_connectors.odoo import OdooConnector
     from erp_connectors.sources import sync_sources
-    from tests.fakes.odoo import FakeOdoo, WorldLoader, read_world
 
     write_world(world, tmp_path)
     with FakeOdoo(db="demo", login="sync", api_key="k") as fake:

@@ -14,10 +14,10 @@ import psycopg
 from psycopg import sql
 
 from analytics.rollups import refresh_machine_days
+from demo.world import World, load_history, write_world
 from erp_connectors.files import sync_files
 from erp_connectors.rates import load_exchange_rates
 from tests.integration.conftest import _server_url
-from tests.world import World, load_history, write_world
 
 
 async def load_demo_world(url: str, world: World, directory: Path, *,

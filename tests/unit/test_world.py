@@ -16,11 +16,11 @@ from typing import Any
 import orjson
 import pytest
 
+from demo.world import World, write_world
+from demo.world.files import MACHINES, RATES, TRUTH
+from demo.world.files import truth as make_truth
+from demo.world.generator import MachinePlan
 from erp_connectors.files import ENTITY_MODELS, read_rows
-from tests.world import World, write_world
-from tests.world.files import MACHINES, RATES, TRUTH
-from tests.world.files import truth as make_truth
-from tests.world.generator import MachinePlan
 
 END = date(2026, 5, 1)
 

@@ -1,4 +1,4 @@
-"""A fake Odoo 17 speaking the documented external API (JSON-RPC), over real HTTP.
+r"""A fake Odoo 17 speaking the documented external API (JSON-RPC), over real HTTP.
 
 Faithful to Odoo's external API as documented ("External API", developer docs, 17.0/18.0):
 
@@ -39,7 +39,7 @@ customisation of ``_search`` would) exists only to test the connector's no-progr
 
 Run standalone for the demo::
 
-    python -m tests.fakes.odoo --world DIR --host 127.0.0.1 --port 8069 --db demo \\
+    python -m demo.erp.odoo --world DIR --host 127.0.0.1 --port 8069 --db demo \\
         --login admin --api-key KEY
 
 where DIR holds the canonical CSV files (``customers.csv`` ... ``survey_responses.csv``, the
@@ -789,23 +789,28 @@ class WorldLoader:
         return self.fake.m2o(model, self._lookup[key])
 
     def country(self, code: str | None) -> list[Any] | bool:
+        """The res.country many2one of an ISO code."""
         if not code:
             return False
         return self._named("res.country", COUNTRY_NAMES.get(code, code), code=code)
 
     def close_reason(self, xml_id: str | None) -> list[Any] | bool:
+        """The close reason many2one of an XML id."""
         if xml_id is None:
             return False
         return self.fake.m2o("sale.order.close.reason", self.fake.close_reasons[xml_id])
 
     def currency(self, code: str | None) -> list[Any] | bool:
+        """The res.currency many2one of an ISO code."""
         return self._named("res.currency", code) if code else False
 
     def category(self, kind: str) -> list[Any] | bool:
+        """The product category many2one of a line kind."""
         name = KIND_CATEGORIES.get(kind, kind)
         return self._named("product.category", name, complete_name=f"All / {name}")
 
     def product(self, code: str | None, description: str | None, kind: str) -> list[Any] | bool:
+        """The product many2one of a part code, created on first use."""
         code = code or f"{kind.upper()}-GENERIC"
         key = ("product.product", code)
         if key not in self._lookup:
@@ -815,6 +820,7 @@ class WorldLoader:
         return self.fake.m2o("product.product", self._lookup[key])
 
     def ref(self, entity: str, external_id: str | None) -> list[Any] | bool:
+        """The many2one of another entity's record by its external id."""
         if not external_id:
             return False
         model, rid = self.ids[(entity, external_id)]
@@ -891,6 +897,7 @@ class WorldLoader:
             "warranty_date": r.get("warranty_end") or False})
 
     def plan(self) -> list[Any] | bool:
+        """The yearly subscription plan many2one."""
         return self._named("sale.subscription.plan", "Yearly", billing_period_value=1,
                            billing_period_unit="year")
 

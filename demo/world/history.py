@@ -33,9 +33,9 @@ import psycopg
 
 from core import pgcopy
 from core.sql import queries
-from tests.world import catalogue as cat
-from tests.world.files import TENANT
-from tests.world.generator import MachinePlan, World
+from demo.world import catalogue as cat
+from demo.world.files import TENANT
+from demo.world.generator import MachinePlan, World
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def load_history(database_url: str, world: World, *, process_days: int = 90,
         When these machines already have operating-hours history before the world's end.
     """
     say = progress or (lambda line: logger.info("%s", line))
-    q = queries("tests.world", "sql/history.sql")
+    q = queries("demo.world", "sql/history.sql")
     started = time.perf_counter()
     with psycopg.connect(database_url, autocommit=True) as conn:
         serials = [m.serial for m in world.machines]
@@ -257,7 +257,7 @@ def load_history(database_url: str, world: World, *, process_days: int = 90,
 def _copy_all(database_url: str, world: World, *, ids: dict[str, int],
               metric_ids: dict[str, int], process_days: int,
               say: Callable[[str], None]) -> tuple[int, int, int]:
-    q = queries("tests.world", "sql/history.sql")
+    q = queries("demo.world", "sql/history.sql")
     totals = [0, 0, 0]
     with (psycopg.connect(database_url) as c_tel, psycopg.connect(database_url) as c_states,
           psycopg.connect(database_url) as c_events,

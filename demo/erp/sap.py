@@ -70,8 +70,10 @@ class Raw:
 
 @dataclass(frozen=True, slots=True)
 class Nav:
-    """A navigation property: the target set and how its records point back (child field ->
-    parent field)."""
+    """A navigation property: the target set and how its records point back.
+
+    ``join`` pairs each child field with the parent field it refers to.
+    """
 
     target: str
     join: tuple[tuple[str, str], ...]
@@ -96,6 +98,7 @@ class EntitySet:
 
     @property
     def type_name(self) -> str:
+        """The entity type's name in $metadata."""
         return f"{self.name}Type"
 
 
@@ -387,7 +390,7 @@ class _FilterParser:
 class FakeS4:
     """The fake system: data, switches for failure, and the HTTP server around them."""
 
-    def __init__(self, *, user: str = "COMM_USER_OEMR", password: str = "S3cret-Pass",
+    def __init__(self, *, user: str = "COMM_USER_OEMR", password: str = "S3cret-Pass",  # noqa: S107 - a fake's test password
                  page_size: int = 1000) -> None:
         self.user = user
         self.password = password

@@ -1,7 +1,7 @@
-"""``python -m tests.world generate|load-history``: the demo world for deploy scripts.
+"""``python -m demo.world generate|load-history``: the demo world for deploy scripts.
 
-    python -m tests.world generate --seed 7 --size standard --out DIR
-    python -m tests.world load-history --world DIR      # into OEMR_DATABASE_URL
+python -m demo.world generate --seed 7 --size standard --out DIR
+python -m demo.world load-history --world DIR      # into OEMR_DATABASE_URL
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from core.settings import Settings
-from tests.world.files import read_params, read_world, write_world
-from tests.world.generator import SIZES, World
-from tests.world.history import HistoryExistsError, load_history
+from demo.world.files import read_params, read_world, write_world
+from demo.world.generator import SIZES, World
+from demo.world.history import HistoryExistsError, load_history
 
 
 def _say(line: str) -> None:
@@ -60,7 +60,7 @@ def _load_history(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI."""
-    parser = argparse.ArgumentParser(prog="python -m tests.world")
+    parser = argparse.ArgumentParser(prog="python -m demo.world")
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="write a world's files, truth and machines")
     gen.add_argument("--seed", type=int, default=7)

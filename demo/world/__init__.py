@@ -5,9 +5,9 @@ it as the files connector's CSVs plus truth.json and machines.json, ``load_histo
 its telemetry history. docs/demo-world.md says what is planted and how truth.json reads.
 """
 
-from tests.world.files import read_world, truth, write_world
-from tests.world.generator import SIZES, MachinePlan, World, WorldSize
-from tests.world.history import HistoryExistsError, Loaded, load_history
+from demo.world.files import read_world, truth, write_world
+from demo.world.generator import SIZES, MachinePlan, World, WorldSize
+from demo.world.history import HistoryExistsError, Loaded, load_history
 
 __all__ = ["SIZES", "HistoryExistsError", "Loaded", "MachinePlan", "World", "WorldSize",
            "load_history", "read_world", "truth", "write_world"]

@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
+from demo.world.generator import GENERATOR_VERSION, World
+from demo.world.plan import CAUSES
 from erp_connectors.files import ENTITY_MODELS
-from tests.world.generator import GENERATOR_VERSION, World
-from tests.world.plan import CAUSES
 
 TENANT = "demo"
 TRUTH = "truth.json"

@@ -147,7 +147,8 @@ class FakeBusinessCentral:
 
     def __init__(self, *, tenant: str | None = None, environment: str = "production",
                  company_id: str | None = None, client_id: str | None = None,
-                 client_secret: str = "s3cr3t~value", page_size: int = DEFAULT_PAGE_SIZE,
+                 client_secret: str = "s3cr3t~value",  # noqa: S107 - a fake's test secret
+                 page_size: int = DEFAULT_PAGE_SIZE,
                  token_lifetime_s: int = 3599) -> None:
         self.tenant = tenant or str(uuid.uuid4())
         self.environment = environment
@@ -321,8 +322,11 @@ class FakeBusinessCentral:
             self.faults.removed.add(entity_set)
 
     def hold_after(self, pages: int) -> None:
-        """Serve ``pages`` more entity-set requests, then hold the next one until
-        :attr:`release` is set (it then gets a 503); :attr:`held` is set while it waits."""
+        """Serve ``pages`` more entity-set requests, then hold the next one.
+
+        The held request waits until :attr:`release` is set (it then gets a 503); :attr:`held`
+        is set while it waits.
+        """
         with self.lock:
             self.faults.hold_after = pages
             self.faults.served_pages = 0
