@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import subprocess
-import sys
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,13 +16,12 @@ import orjson
 import psycopg
 import typer
 from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from core import migrate as migrations
 from core import timescale
 from core.errors import OemrError
 from core.settings import Settings
+from oem_retention import render
 
 app = typer.Typer(help="oem-retention: after-sales retention for machine builders.",
                   no_args_is_help=True)
@@ -42,6 +40,19 @@ console = Console()
 
 def _settings() -> Settings:
     return Settings()
+
+
+def _until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``main(stop)``; SIGINT or SIGTERM sets ``stop``."""
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(run())
 
 
 def _logging(verbose: bool, *, level: int = logging.INFO) -> None:
@@ -76,13 +87,18 @@ def db_migrate() -> None:
 @db_app.command("retention")
 def db_retention() -> None:
     """Drop telemetry chunks older than OEMR_TELEMETRY_RETENTION (for servers without policies)."""
+    from core.retention import run_retention
+
     settings = _settings()
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        if timescale.detect(conn).retention_policies:
-            console.print("the server runs a retention policy: nothing to do")
-            return
-        dropped = timescale.drop_expired_telemetry(conn, settings)
-    console.print(f"dropped {dropped} telemetry chunk(s) older than {settings.telemetry_retention}")
+    done = run_retention(settings)
+    if done.error is not None:
+        console.print(f"[red]retention failed:[/red] {done.error}")
+        raise typer.Exit(1)
+    if done.by_policy:
+        console.print("the server runs a retention policy: nothing to do")
+        return
+    console.print(f"dropped {done.dropped} telemetry chunk(s) older than"
+                  f" {settings.telemetry_retention}")
 
 
 @ingest_app.command("run")
@@ -128,61 +144,18 @@ def ingest_quality(
     except psycopg.Error as exc:
         console.print(f"[red]cannot read the data quality views:[/red] {exc}")
         raise typer.Exit(1) from exc
-    letters = Table(title=f"dead letters by source, last {since}")
-    for column in ("source", "messages", "received", "last", "latest reason"):
-        letters.add_column(column, overflow="fold")
-    for s in sources:
-        letters.add_row(s.source, f"{s.distinct_messages:,}", f"{s.times_received:,}",
-                        f"{s.last_received_at:%Y-%m-%d %H:%M}", s.latest_reason)
-    console.print(letters if sources else f"no dead letters in the last {since}")
-    lost = Table(title=f"Sparkplug losses by edge node and day, last {since}")
-    for column in ("group", "edge node", "day", "gaps", "seq missing", "data w/o birth",
-                   "rebirths asked"):
-        lost.add_column(column)
-    for g in gaps:
-        lost.add_row(g.spb_group, g.spb_edge_node, f"{g.day:%Y-%m-%d}", str(g.seq_gaps),
-                     str(g.seq_numbers_missing), str(g.data_without_birth),
-                     str(g.rebirths_requested))
-    console.print(lost if gaps else f"no Sparkplug losses in the last {since}")
+    console.print(render.dead_letter_sources(sources, since) if sources
+                  else f"no dead letters in the last {since}")
+    console.print(render.sparkplug_losses(gaps, since) if gaps
+                  else f"no Sparkplug losses in the last {since}")
 
 
 async def _sync_sources(settings: Settings, only: list[str] | None, full: bool,
                         progress: Any = None) -> Any:
-    from core.db import make_pool
-    from erp_connectors.sources import sync_sources
+    from erp_connectors.schedule import sync_now
     from oem_retention.wiring import connectors
 
-    chosen = connectors(settings, only)
-    try:
-        async with make_pool(settings, name="oemr-erp-sync") as pool:
-            before = []
-            if settings.erp_files_dir is not None and any(c.source == "files" for c in chosen):
-                before = await _rates_beside_files(pool, settings.erp_files_dir)
-            return await sync_sources(pool, chosen, full=full,
-                                      reporting_currency=settings.reporting_currency,
-                                      progress=progress, before=before)
-    finally:
-        for connector in chosen:
-            await connector.aclose()
-
-
-async def _rates_beside_files(pool: Any, directory: Path) -> list[Any]:
-    """Exchange rates exported with the files load with them; what happened, for the report."""
-    from erp_connectors.files import EXCHANGE_RATES, locate
-    from erp_connectors.quality import EntityOutcome
-    from erp_connectors.rates import load_exchange_rates
-    from erp_connectors.sync import PermanentSyncError
-
-    try:
-        if not locate(directory, [EXCHANGE_RATES]).get(EXCHANGE_RATES):
-            return []
-        async with pool.connection() as conn:
-            result = await load_exchange_rates(conn, directory)
-    except PermanentSyncError as exc:
-        # A broken rates file is reported like a failed entity; the business data still syncs.
-        return [EntityOutcome("files", EXCHANGE_RATES, "failed", error=str(exc))]
-    return [EntityOutcome("files", EXCHANGE_RATES, "succeeded", result.rows_read,
-                          result.rows_upserted, len(result.rejects), run_id=result.run_id)]
+    return await sync_now(settings, connectors(settings, only), full=full, progress=progress)
 
 
 @erp_app.command("sync")
@@ -195,8 +168,6 @@ def erp_sync(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Sync the ERP sources now, then print and store the data-quality report."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from erp_connectors.sync import SyncError
     from oem_retention.wiring import SourceConfigError, configured_sources
 
@@ -207,23 +178,13 @@ def erp_sync(
                       " OEMR_ERP_ODOO_URL, OEMR_ERP_BC_API_URL or OEMR_ERP_SAP_URL"
                       " (docs/erp-*.md)")
         raise typer.Exit(2)
-    columns = (SpinnerColumn(), TextColumn("{task.description:<32}"),
-               TextColumn("{task.completed:>10,.0f} records"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as bar:
-        tasks: dict[tuple[str, str], Any] = {}
-
-        def advance(src: str, entity: str, records: int) -> None:
-            key = (src, entity)
-            if key not in tasks:
-                tasks[key] = bar.add_task(f"{src}/{entity}", total=None)
-            bar.advance(tasks[key], records)
-
+    with render.sync_progress(console) as advance:
         try:
             done = asyncio.run(_sync_sources(settings, source, full, advance))
         except (SourceConfigError, SyncError, OemrError, psycopg.Error) as exc:
             console.print(f"[red]sync failed:[/red] {exc}")
             raise typer.Exit(1) from exc
-    _print_report({"id": done.report_id, **done.report})
+    render.print_sync_report(console, {"id": done.report_id, **done.report})
     if not done.ok:
         raise typer.Exit(1)
 
@@ -272,80 +233,25 @@ def erp_report(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
     if as_json:
         console.print_json(orjson.dumps(report, default=str).decode())
     else:
-        _print_report(report)
-
-
-def _print_report(report: dict[str, Any]) -> None:
-    runs = Table(title=f"sync report {report.get('id', '')}"
-                       f" {str(report.get('created_at', ''))[:19]}")
-    for column in ("source", "entity", "status", "read", "written", "rejected", "deleted"):
-        runs.add_column(column, no_wrap=True, min_width=17 if column == "entity" else None,
-                        justify="right" if column in {
-                            "read", "written", "rejected", "deleted"} else "left")
-    for e in report["entities"]:
-        colour = {"succeeded": "green", "failed": "red"}.get(e["status"], "yellow")
-        runs.add_row(e["source"], e["entity"], f"[{colour}]{e['status']}[/{colour}]",
-                     f"{e['records_read']:,}", f"{e['rows_upserted']:,}",
-                     f"{e['rows_rejected']:,}", f"{e['rows_deleted']:,}")
-    console.print(runs)
-    for e in report["entities"]:
-        if e["error"]:
-            console.print(f"[red]{e['source']}/{e['entity']}:[/red] {e['error']}")
-        for x in e["reject_examples"]:
-            where = f"line {x['line_number']}: " if x.get("line_number") else ""
-            console.print(f"  rejected {e['source']}/{e['entity']} {where}{x['reason']}")
-    for check in report["checks"]:
-        if check["total"]:
-            console.print(f"[yellow]{check['total']:,} {check['title']}[/yellow]: " + ", ".join(
-                " ".join(str(v) for v in row.values()) for row in check["sample"][:5]))
-    console.print("[green]all entities synced[/green]" if report["ok"]
-                  else "[red]some entities did not sync: see above[/red]")
+        render.print_sync_report(console, report)
 
 
 @erp_app.command("schedule")
 def erp_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """Sync every configured source now and every OEMR_ERP_SYNC_INTERVAL_MINUTES until Ctrl-C."""
-    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    from erp_connectors.schedule import run_schedule
+    from oem_retention.wiring import connectors
 
     _logging(verbose)
     settings = _settings()
-    log = logging.getLogger("oem_retention.erp")
     if not settings.erp_sync_interval_minutes:
         console.print("OEMR_ERP_SYNC_INTERVAL_MINUTES is 0: no scheduled sync")
         raise typer.Exit(2)
-
-    async def job() -> None:
-        try:
-            done = await _sync_sources(settings, None, False)
-        except Exception:
-            # The schedule outlives one bad run; the next one resumes from the cursors.
-            log.exception("scheduled ERP sync failed")
-            return
-        for e in done.outcomes:
-            log.info("%s/%s %s: %s read, %s written, %s rejected, %s deleted%s", e.source,
-                     e.entity, e.status, e.records_read, e.rows_upserted, e.rows_rejected,
-                     e.rows_deleted, f": {e.error}" if e.error else "")
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        scheduler = AsyncIOScheduler(timezone="UTC")
-        # One run at a time here; the database's advisory locks keep two processes apart.
-        scheduler.add_job(job, "interval", minutes=settings.erp_sync_interval_minutes,
-                          next_run_time=datetime.now(UTC), max_instances=1, coalesce=True,
-                          id="erp-sync")
-        scheduler.start()
-        await stop.wait()
-        scheduler.shutdown(wait=False)
-
-    asyncio.run(main())
+    _until_signalled(lambda stop: run_schedule(settings, partial(connectors, settings),
+                                               stop=stop))
 
 
-def _day(value: str | None) -> Any:
-    from datetime import date
-
+def _day(value: str | None) -> date:
     if value is None:
         return datetime.now(UTC).date()
     try:
@@ -382,34 +288,7 @@ def analytics_run(
     except (OemrError, psycopg.Error, ValueError) as exc:
         console.print(f"[red]analytics run failed:[/red] {exc}")
         raise typer.Exit(1) from exc
-    rollup, value, scores = done.rollup, done.value, done.scores
-    console.print(f"rollups: {rollup.rows_changed:,} machine-days written from {rollup.from_day}")
-    console.print(f"customer value on {day}: {value.customers:,} customers; parts"
-                  f" {value.parts_method}, contracts {value.contract_method}")
-    for note in value.notes:
-        console.print(f"  [yellow]{note}[/yellow]")
-    for kind, counts in done.segments.counts.items():
-        console.print(f"segments by {kind}: " + ", ".join(
-            f"{segment} {n:,}" for segment, n in sorted(counts.items(), key=lambda c: -c[1])))
-    m = done.model
-    console.print(f"churn model {m.version_} ({m.method_}, trained until {m.trained_until}),"
-                  + (" trained now and stored: none was stored yet" if done.model_trained
-                     else " as stored"))
-    kpis = done.kpis
-    console.print(f"KPI snapshot on {kpis.taken_on}: {kpis.values:,} values ({len(kpis.periods)}"
-                  f" periods, {len(kpis.segments)} cuts) in {kpis.seconds:.1f} s")
-    if not scores:
-        console.print("no customers to score")
-        return
-    table = Table(title=f"highest churn risk on {day} ({scores[0].method})")
-    for column in ("customer", "probability", "revenue at risk", "why"):
-        table.add_column(column, overflow="fold")
-    for score in sorted(scores, key=lambda s: -s.probability)[:15]:
-        at_risk = score.revenue_at_risk
-        table.add_row(score.external_id, f"{score.probability:.0%}",
-                      "" if at_risk is None else f"{at_risk:,.0f} {score.currency}",
-                      "; ".join(f"{r.label} ({r.effect:+.0%})" for r in score.reasons[:3]))
-    console.print(table)
+    render.print_daily_run(console, done, day)
 
 
 @analytics_app.command("backtest")
@@ -425,29 +304,12 @@ def analytics_backtest(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Train up to a cut-off, score monthly after it, and compare with what happened."""
-    from analytics.backtest import backtest, truth_churn_dates
-
     _logging(verbose, level=logging.WARNING)
     settings = _settings()
-    known = None
-    if truth is not None:
-        known = truth_churn_dates(orjson.loads(truth.read_bytes()))
-        if ids is not None:
-            mapping = orjson.loads(ids.read_bytes()).get("customers", {})
-            known = {mapping.get(world_id, world_id): day for world_id, day in known.items()}
-
-    async def run() -> Any:
-        async with await psycopg.AsyncConnection.connect(settings.database_url,
-                                                         autocommit=True) as conn:
-            from analytics.rollups import refresh_machine_days
-
-            await refresh_machine_days(conn, keep_raw=settings.telemetry_retention)
-            return await backtest(conn, cutoff=_day(cutoff), horizon_days=horizon,
-                                  alert_rate=alert_rate, truth=known,
-                                  reporting_currency=settings.reporting_currency)
-
+    known = None if truth is None else _known_churn(truth, ids)
     try:
-        report = asyncio.run(run())
+        report = asyncio.run(_backtest(settings, cutoff=_day(cutoff), horizon=horizon,
+                                       alert_rate=alert_rate, known=known))
     except (OemrError, psycopg.Error, ValueError) as exc:
         console.print(f"[red]backtest failed:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -455,85 +317,44 @@ def analytics_backtest(
         console.print(line)
 
 
+def _known_churn(truth: Path, ids: Path | None) -> dict[str, date]:
+    """Churn days of a demo world's truth.json, by stored external id when ``ids`` maps them."""
+    from analytics.backtest import truth_churn_dates
+
+    known = truth_churn_dates(orjson.loads(truth.read_bytes()))
+    if ids is None:
+        return known
+    mapping = orjson.loads(ids.read_bytes()).get("customers", {})
+    return {mapping.get(world_id, world_id): day for world_id, day in known.items()}
+
+
+async def _backtest(settings: Settings, *, cutoff: date, horizon: int, alert_rate: float,
+                    known: dict[str, date] | None) -> Any:
+    from analytics.backtest import backtest
+    from analytics.rollups import refresh_machine_days
+
+    async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                     autocommit=True) as conn:
+        await refresh_machine_days(conn, keep_raw=settings.telemetry_retention)
+        return await backtest(conn, cutoff=cutoff, horizon_days=horizon,
+                              alert_rate=alert_rate, truth=known,
+                              reporting_currency=settings.reporting_currency)
+
+
 @analytics_app.command("schedule")
 def analytics_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """Rollups every 15 minutes; value, segments, scores, KPI snapshot daily; retraining weekly."""
-    from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
-    from analytics.churn_models import newest_trained_until, train_and_save
-    from analytics.daily import run_daily
-    from analytics.jobs import Connection, run_exclusive
-    from analytics.rollups import refresh_machine_days
+    from analytics.jobs import run_schedule
     from core.db import make_pool
 
     _logging(verbose)
     settings = _settings()
 
-    async def retrain(conn: Connection) -> str:
-        today = datetime.now(UTC).date()
-        m, model_id = await train_and_save(conn, cutoff=today,
-                                           reporting_currency=settings.reporting_currency)
-        return (f"trained until {today}: {m.churn_events_} churn events, method {m.method_};"
-                f" stored as model {model_id}")
-
-    async def daily(conn: Connection) -> str:
-        # The stored model, whichever process trained it: every scheduler scores alike.
-        today = datetime.now(UTC).date()
-        # The KPIs of yesterday, whole: at 02:00 today has two hours of data against 24
-        # calendar hours, and, the ingester writing past the rollup's watermark, a period
-        # through today would be read from raw telemetry (10x slower: docs/kpis.md).
-        done = await run_daily(conn, on=today, snapshot_on=today - timedelta(days=1),
-                               reporting_currency=settings.reporting_currency,
-                               keep_raw=settings.telemetry_retention)
-        return (f"{done.rollup.rows_changed} machine-days re-rolled, {done.value.customers}"
-                f" customers valued and segmented, {len(done.scores)} scored with"
-                f" {done.model.version_}"
-                f"{' (trained now: none was stored)' if done.model_trained else ''},"
-                f" KPI snapshot of {done.kpis.taken_on}: {done.kpis.values} values")
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    async def main(stop: asyncio.Event) -> None:
         async with make_pool(settings, min_size=1, name="oemr-analytics") as pool:
+            await run_schedule(settings, pool, stop=stop)
 
-            async def rollups(conn: Connection) -> str:
-                # A second connection computes slices too: the first refresh of a fleet's
-                # history (or one after late data) is long, and the server has cores for it.
-                async with pool.connection() as helper:
-                    done = await refresh_machine_days(conn, helpers=[helper],
-                                                      keep_raw=settings.telemetry_retention)
-                return f"{done.rows_changed} machine-days from {done.from_day}"
-
-            scheduler = AsyncIOScheduler(timezone="UTC")
-            now = datetime.now(UTC)
-            # The job store is in memory: a process that was down on Monday night would not
-            # know it missed the retraining. With no model stored, the first daily trains one.
-            try:
-                async with pool.connection() as conn:
-                    trained_until = await newest_trained_until(conn)
-            except psycopg.Error as exc:
-                logging.getLogger(__name__).warning(
-                    "no catch-up of the churn model's retraining: %s", exc)
-                trained_until = None
-            catch_up = ({"next_run_time": now} if trained_until is not None
-                        and now.date() - trained_until >= timedelta(days=7) else {})
-            # A turn up to its grace late still runs (APScheduler's default is one second).
-            for name, job, trigger, kwargs in (
-                    ("rollups", rollups, "interval", {"minutes": 15, "next_run_time": now,
-                                                      "misfire_grace_time": 15 * 60}),
-                    ("daily", daily, "cron", {"hour": 2, "minute": 0, "next_run_time": now,
-                                              "misfire_grace_time": 3600}),
-                    ("retrain", retrain, "cron", {"day_of_week": "mon", "hour": 3,
-                                                  "misfire_grace_time": 3600, **catch_up})):
-                scheduler.add_job(run_exclusive, trigger, args=(pool, name, job), id=name,
-                                  max_instances=1, coalesce=True, **kwargs)
-            scheduler.start()
-            await stop.wait()
-            scheduler.shutdown(wait=False)
-
-    asyncio.run(main())
+    _until_signalled(main)
 
 
 @app.command("simulate")
@@ -570,91 +391,13 @@ def up(
     fleet: Annotated[Path | None, typer.Option(
         help="A demo world's machines.json: simulate its machines.")] = None,
 ) -> None:
-    """Run every process of the platform; Ctrl-C stops them all cleanly."""
+    """Run every process of the platform with a live status; Ctrl-C stops them all cleanly.
+
+    Their output goes to $OEMR_STATE_DIR/logs/<process>.log; the terminal shows the status.
+    """
+    from oem_retention.platform import run_platform
+
     settings = _settings()
     db_migrate()
-    cmd = [sys.executable, "-m", "oem_retention"]
-    commands = {"ingest": [*cmd, "ingest", "run"]}
-    from oem_retention.wiring import configured_sources
-
-    if configured_sources(settings) and settings.erp_sync_interval_minutes:
-        commands["erp-sync"] = [*cmd, "erp", "schedule"]
-    commands["analytics"] = [*cmd, "analytics", "schedule"]
-    if simulate_machines:
-        commands["simulator"] = [*cmd, "simulate", "--machines", str(simulate_machines),
-                                 "--interval", str(interval), "--tenant", tenant,
-                                 *(["--fleet", str(fleet)] if fleet else [])]
-    procs = {name: subprocess.Popen(command) for name, command in commands.items()}
-    stopping = False
-    next_retention = 0.0
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        with Live(console=console, refresh_per_second=1) as live:
-            while not stopping:
-                for name, proc in procs.items():
-                    if proc.poll() is not None and not stopping:
-                        # A supervisor restarts what died; unacked messages come again.
-                        console.print(f"[red]{name} exited with {proc.returncode}:"
-                                      " restarting it[/red]")
-                        time.sleep(2)
-                        procs[name] = subprocess.Popen(commands[name])
-                if time.monotonic() >= next_retention:
-                    # The Apache edition has no retention policy: this is its scheduled job.
-                    _retention_job(settings)
-                    next_retention = time.monotonic() + 3600
-                live.update(_live_counts(settings))
-                time.sleep(1)
-    finally:
-        for proc in reversed(list(procs.values())):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for name, proc in procs.items():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                console.print(f"[yellow]{name} did not stop in 20 s: killing it[/yellow]")
-                proc.kill()
-        console.print("stopped")
-
-
-def _retention_job(settings: Settings) -> None:
-    try:
-        with psycopg.connect(settings.database_url, autocommit=True, connect_timeout=3) as conn:
-            if not timescale.detect(conn).retention_policies:
-                timescale.drop_expired_telemetry(conn, settings)
-    except psycopg.Error as exc:
-        logging.getLogger(__name__).warning("retention job failed, next try in an hour: %s", exc)
-
-
-_COUNTS = """
-SELECT (SELECT count(*) FROM machines),
-       (SELECT count(*) FROM telemetry WHERE time > now() - interval '1 minute'),
-       (SELECT count(*) FROM machine_events),
-       (SELECT coalesce(sum(times_received), 0) FROM dead_letters),
-       (SELECT max(time) FROM telemetry WHERE time > now() - interval '1 hour')
-"""
-
-
-def _live_counts(settings: Settings) -> Table:
-    table = Table(title=f"oem-retention  (pid {os.getpid()}, Ctrl-C to stop)")
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    try:
-        with psycopg.connect(settings.database_url, connect_timeout=3) as conn:
-            row = conn.execute(_COUNTS).fetchone()
-    except psycopg.Error as exc:
-        table.add_row("database", f"[red]unreachable: {exc}[/red]")
-        return table
-    assert row is not None
-    table.add_row("machines registered", f"{row[0]:,}")
-    table.add_row("samples stored, last minute", f"{row[1]:,}")
-    table.add_row("machine events", f"{row[2]:,}")
-    table.add_row("dead letters", f"{row[3]:,}")
-    table.add_row("latest sample", str(row[4]))
-    return table
+    run_platform(settings, simulate_machines=simulate_machines, interval=interval,
+                 tenant=tenant, fleet=fleet, console=console)

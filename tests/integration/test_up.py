@@ -58,9 +58,17 @@ def test_up_runs_ingester_simulator_and_analytics_and_stops_on_ctrl_c(
         log.close()
     output = (tmp_path / "up.log").read_text()
     assert "machines registered" in output
+    assert "database  ok" in output
     assert "stopped" in output
     assert "ingest exited with -9: restarting it" in output
     assert "Traceback" not in output
+    # The children's own output is in a log each, not on the terminal with the status.
+    logs = tmp_path / "state" / "logs"
+    assert sorted(p.name for p in logs.glob("*.log")) == [
+        "analytics.log", "ingest.log", "simulator.log", "up.log"]
+    assert "INFO ingest.service: ingester" in (logs / "ingest.log").read_text()
+    assert "ingest.service" not in output
+    assert "Traceback" not in "".join(p.read_text() for p in logs.glob("*.log"))
 
 
 def _ingesters(pid: int) -> list[psutil.Process]:
