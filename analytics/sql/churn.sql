@@ -61,15 +61,15 @@ ORDER BY 1, 2, 3
 -- name: customer_external_ids
 SELECT id, external_id FROM customers
 
--- Trained models (migration 014, analytics/churn_models.py). The newest is the one trained on
--- the latest data, then the last stored; %(trained_by)s (NULL: any) leaves out models that read
--- data after that day.
+-- Trained models (migrations 014 and 018, analytics/churn_models.py). The newest is the one
+-- trained on the latest data, then the last stored; %(trained_by)s (NULL: any) leaves out models
+-- that read data after that day.
 
 -- name: save_model
 INSERT INTO churn_models (version, method, trained_until, horizon_days, churn_events,
-                          training_rows, sklearn_version, model)
+                          training_rows, sklearn_version, format, model)
 VALUES (%(version)s, %(method)s, %(trained_until)s, %(horizon_days)s, %(churn_events)s,
-        %(training_rows)s, %(sklearn_version)s, %(model)s)
+        %(training_rows)s, %(sklearn_version)s, %(format)s, %(model)s)
 RETURNING id
 
 -- name: prune_models
@@ -80,7 +80,7 @@ WHERE id NOT IN (SELECT id FROM churn_models
                  LIMIT %(keep)s)
 
 -- name: latest_model
-SELECT id, version, sklearn_version, model
+SELECT id, version, sklearn_version, format, model
 FROM churn_models
 WHERE %(trained_by)s::date IS NULL OR trained_until <= %(trained_by)s::date
 ORDER BY trained_until DESC, id DESC

@@ -107,9 +107,9 @@ EXPECTED_COLUMNS = {
     # 011: behavioural segment memberships
     "segment_memberships": ["customer_id", "kind", "assigned_on", "segment", "inputs",
                             "created_at"],
-    # 014: trained churn models
+    # 014: trained churn models (018: format)
     "churn_models": ["id", "version", "method", "trained_until", "horizon_days", "churn_events",
-                     "training_rows", "sklearn_version", "trained_at", "model"],
+                     "training_rows", "sklearn_version", "trained_at", "model", "format"],
     # 015: UTC days with late data, for the rollup to recompute
     "rollup_late_days": ["day", "earliest", "marked_at", "marked_xid"],
     # 016: KPI snapshots
