@@ -20,10 +20,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from core import migrate as migrations
 from core import timescale
 from core.errors import OemrError
 from core.settings import Settings
+from oem_retention import schema
 
 app = typer.Typer(help="oem-retention: after-sales retention for machine builders.",
                   no_args_is_help=True)
@@ -59,14 +59,14 @@ def db_migrate() -> None:
     _logging(False)
     settings = _settings()
     try:
-        applied = migrations.migrate(settings.database_url)
+        run = schema.migrate(settings.database_url)
         with psycopg.connect(settings.database_url, autocommit=True) as conn:
             caps = timescale.apply_storage_policies(conn, settings)
     except (OemrError, psycopg.Error) as exc:
         console.print(f"[red]migration failed:[/red] {exc}")
         raise typer.Exit(1) from exc
-    for m in applied:
-        console.print(f"applied {m.version:03d}_{m.name}")
+    for line in run.report():
+        console.print(line, markup=False)
     console.print(
         f"database up to date; TimescaleDB {caps.timescaledb_version} ({caps.license} license):"
         f" compression {'on' if caps.compression else 'not available'},"

@@ -27,8 +27,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from psycopg import sql
 
-from core import migrate, timescale
+from core import timescale
 from core.settings import Settings
+from oem_retention import schema
 
 ROOT = Path(__file__).resolve().parents[2]
 # One template per test session: sessions run side by side (helpers, CI) and must not drop
@@ -69,7 +70,7 @@ def template_db() -> Iterator[str]:
             sql.Identifier(TEMPLATE)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
     url = _server_url(TEMPLATE)
-    migrate.migrate(url)
+    schema.migrate(url)
     with psycopg.connect(url, autocommit=True) as conn:
         timescale.apply_storage_policies(conn, Settings(database_url=url,
                                                         telemetry_chunk_interval="1 day"))

@@ -1,4 +1,4 @@
-"""The schema built from all migrations, and the runner's refusals."""
+"""The schema built from all migrations and definitions, and the runner's refusals."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from core import migrate, timescale
 from core.errors import MigrationError
 from core.settings import Settings
+from oem_retention import schema
 
 EXPECTED_COLUMNS = {
     "machines": ["id", "tenant", "serial", "protocol", "spb_group", "spb_edge_node", "spb_device",
@@ -96,6 +97,7 @@ EXPECTED_COLUMNS = {
     "machine_days": ["machine_id", "day", "operating_hours", "running_hours", "fault_hours",
                      "samples", "faults", "services", "last_seen", "refreshed_at"],
     "rollup_watermarks": ["rollup", "through", "refreshed_at"],
+    "schema_definitions": ["name", "source", "checksum", "applied_at"],
     "churn_scores": ["customer_id", "scored_on", "horizon_days", "probability", "method",
                      "reasons", "model_version", "annual_value", "currency", "created_at"],
     # 009: customer lifetime values
@@ -147,28 +149,30 @@ def test_schema_from_all_migrations(database_url: str) -> None:
 
 
 def test_second_run_applies_nothing(database_url: str) -> None:
-    assert migrate.migrate(database_url) == []
+    run = schema.migrate(database_url)
+    assert run.migrations == ()
+    assert run.definitions == ()
 
 
 def test_changed_landed_migration_is_refused(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
     with pytest.raises(MigrationError, match="was changed after it was applied"):
-        migrate.migrate(database_url)
+        schema.migrate(database_url)
 
 
 def test_migration_from_newer_code_is_refused(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("INSERT INTO schema_migrations VALUES (999, 'future', 'x')")
     with pytest.raises(MigrationError, match="newer version"):
-        migrate.migrate(database_url)
+        schema.migrate(database_url)
 
 
 def test_migration_numbered_below_an_applied_one_is_refused(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("DELETE FROM schema_migrations WHERE version = 1")
     with pytest.raises(MigrationError, match="out of order"):
-        migrate.migrate(database_url)
+        schema.migrate(database_url)
 
 
 def test_failed_migration_leaves_nothing_behind(database_url: str,
@@ -177,7 +181,7 @@ def test_failed_migration_leaves_nothing_behind(database_url: str,
     broken = migrate.Migration(900, "broken", "CREATE TABLE half_done (x int); SELECT 1/0;")
     monkeypatch.setattr(migrate, "available", lambda: [*shipped, broken])
     with pytest.raises(MigrationError, match="900_broken failed"):
-        migrate.migrate(database_url)
+        schema.migrate(database_url)
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT to_regclass('half_done')").fetchone() == (None,)
         assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone() == (
