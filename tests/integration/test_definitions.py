@@ -251,3 +251,17 @@ def test_a_definition_file_is_checked_before_any_migration_runs(
     with pytest.raises(MigrationError, match="uses probe_count but does not say so"):
         package.migrate(database_url)
     assert one(database_url, "SELECT to_regclass('pending_table')") is None
+
+
+def test_a_definition_is_retired_by_a_migration_that_drops_it(
+        database_url: str, package: Package, monkeypatch: pytest.MonkeyPatch) -> None:
+    package.write("probe_count", COUNT_INT)
+    package.migrate(database_url)
+    package.remove("probe_count")
+    shipped = migrate.available()
+    retire = migrate.Migration(900, "retire_probe_count", """
+        DROP FUNCTION probe_count;
+        DELETE FROM schema_definitions WHERE name = 'probe_count';""")
+    monkeypatch.setattr(migrate, "available", lambda: [*shipped, retire])
+    assert package.migrate(database_url) == {}
+    assert functions(database_url, "probe_count") == []
