@@ -310,7 +310,7 @@ def _apply_definition(conn: psycopg.Connection[Any], definition: Definition,
     if definition.name in dropped:
         _execute(conn, definition)
         return DefinitionChange(definition, "dropped and recreated", dropped[definition.name])
-    present = bool(_objects(conn, definition.name, q))
+    present = any(kind == definition.kind for kind, _ in _objects(conn, definition.name, q))
     if recorded_checksum == definition.checksum and present:
         return None
     if recorded_checksum is None:

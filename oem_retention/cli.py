@@ -55,7 +55,7 @@ def _logging(verbose: bool, *, level: int = logging.INFO) -> None:
 
 @db_app.command("migrate")
 def db_migrate() -> None:
-    """Apply pending migrations, then the storage policies the server supports."""
+    """Apply pending migrations and changed SQL definitions, then the storage policies."""
     _logging(False)
     settings = _settings()
     try:

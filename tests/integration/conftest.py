@@ -60,7 +60,7 @@ def _drop_orphans(conn: psycopg.Connection[Any]) -> None:
 
 @pytest.fixture(scope="session")
 def template_db() -> Iterator[str]:
-    """A database built from all migrations, built once per test session and dropped after."""
+    """A database built by schema.migrate, once per test session, dropped after."""
     admin = _server_url("postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         _drop_orphans(conn)
