@@ -1,7 +1,7 @@
 """Retention KPIs for any period and any cut, computed in SQL, each traceable to its counts.
 
 Every KPI has one definition, written here in its function's docstring and in docs/kpis.md, and
-shares the definitions of core/migrations/007_kpi_definitions.sql: who is an *active customer*
+shares the SQL definitions of analytics/sql/definitions/: who is an *active customer*
 (a live service contract, or a purchase within ``window_days``, default 365) and what counts as
 *after-sales revenue* (net invoice lines of kinds service_contract, field_service, spare_parts,
 retrofit in the reporting currency; credit notes negative; draft, cancelled and deleted not at

@@ -1,7 +1,7 @@
 """Behavioural segments per customer and day, and retention per segment with its trend.
 
 Attribute segments (country, industry, size class, key account, machine model, contract tier) are
-cuts of the KPIs (:mod:`analytics.kpi`, migration 007's ``customer_segments``). This module adds
+cuts of the KPIs (:mod:`analytics.kpi`, the SQL definition ``customer_segments``). This module adds
 the *behavioural* ones, which depend on what a customer did up to a day, so they are assigned on a
 day and stored with it (table ``segment_memberships``, migration 011):
 
@@ -20,7 +20,7 @@ definitions, thresholds and the tie rule are in docs/segments.md and in analytic
 
 :func:`segment_trends` gives, for each segment of a kind (membership as assigned on each
 period's first day, or the latest assignment before it), the retention and churn per period with
-the KPIs' active-customer definition (migration 007's ``active_customers``), and its trend, so a
+the KPIs' active-customer definition (the SQL definition ``active_customers``), and its trend, so a
 user sees which segment's retention is slipping.
 
 Examples
@@ -290,7 +290,7 @@ async def segment_trends(conn: Conn, *, kind: SegmentKind, periods: Sequence[Per
     reporting_currency
         Accepted for symmetry with the KPIs (retention counts customers, not money).
     window_days
-        The active-customer window (migration 007's ``active_customers``, default 365).
+        The active-customer window (SQL definition ``active_customers``, default 365).
 
     Returns
     -------
@@ -298,7 +298,7 @@ async def segment_trends(conn: Conn, *, kind: SegmentKind, periods: Sequence[Per
         One per segment that had customers at the start of any period, in the order of
         :data:`SEGMENTS` (``unassigned`` last): a segment's membership in a period is the
         customer's latest assignment on or before the period's first day
-        (``behavioural_segments``, migration 011), so it says what was known when the period
+        (SQL definition ``behavioural_segments``), so it says what was known when the period
         began. Retention: of the segment's customers active at the start (the day before the
         first day), the share still active on the last day; the KPIs' definition
         (``kpi.retention`` with ``new`` customers left out, who have no membership yet).

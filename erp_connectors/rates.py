@@ -2,8 +2,8 @@
 
 A rate says what one unit of ``currency`` is worth in the reporting currency from ``valid_from``
 on: ``amount x rate = reporting amount``, and the rate of a day is the latest one on or before it
-(the SQL function ``to_reporting`` of migration 003). A day before a currency's first rate has no
-rate: ``to_reporting`` gives NULL, never a guess.
+(the SQL function ``to_reporting``, erp_connectors/sql/definitions/to_reporting.sql). A day
+before a currency's first rate has no rate: ``to_reporting`` gives NULL, never a guess.
 
 Rates are upserted on (currency, valid_from), so a file can be loaded again after a correction.
 A line that is not a valid rate is rejected with its line number and the others are loaded; the

@@ -17,11 +17,10 @@ import psycopg
 import typer
 from rich.console import Console
 
-from core import migrate as migrations
 from core import timescale
 from core.errors import OemrError
 from core.settings import Settings
-from oem_retention import render
+from oem_retention import render, schema
 
 app = typer.Typer(help="oem-retention: after-sales retention for machine builders.",
                   no_args_is_help=True)
@@ -66,18 +65,18 @@ def _logging(verbose: bool, *, level: int = logging.INFO) -> None:
 
 @db_app.command("migrate")
 def db_migrate() -> None:
-    """Apply pending migrations, then the storage policies the server supports."""
+    """Apply pending migrations and changed SQL definitions, then the storage policies."""
     _logging(False)
     settings = _settings()
     try:
-        applied = migrations.migrate(settings.database_url)
+        run = schema.migrate(settings.database_url)
         with psycopg.connect(settings.database_url, autocommit=True) as conn:
             caps = timescale.apply_storage_policies(conn, settings)
     except (OemrError, psycopg.Error) as exc:
         console.print(f"[red]migration failed:[/red] {exc}")
         raise typer.Exit(1) from exc
-    for m in applied:
-        console.print(f"applied {m.version:03d}_{m.name}")
+    for line in run.report():
+        console.print(line, markup=False)
     console.print(
         f"database up to date; TimescaleDB {caps.timescaledb_version} ({caps.license} license):"
         f" compression {'on' if caps.compression else 'not available'},"

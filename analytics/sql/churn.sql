@@ -26,7 +26,7 @@ ORDER BY s.customer_id
 -- name: revenue_at_risk_by_segment
 -- Per month and segment: the scores of the month's last scoring day, summed (a customer not
 -- scored that day had churned). %(dimension)s is a KPI cut (analytics.kpi.DIMENSIONS), with the
--- KPIs' segments and labels (period_segments, migration 013), as of the scoring day, what was
+-- KPIs' segments and labels (definitions/period_segments.sql), as of the scoring day, what was
 -- known when the score was made. A customer in several segments (two machine models) counts in each; one
 -- in none (no machine, in the model cut) is 'none', so the segments still add up to every score.
 -- Months from %(since)s to %(until)s.

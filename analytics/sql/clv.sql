@@ -79,9 +79,9 @@ ORDER BY customer_id
 
 -- name: contract_relationships
 -- Per customer: its contract relationship, counted by customer, not by contract row. A live
--- contract is one not draft, not cancelled, not deleted (as active_customers, migration 007),
+-- contract is one not draft, not cancelled, not deleted (as active_customers, definitions/),
 -- started on or before the cut-off; its end is taken no later than the cut-off (what comes after
--- is not known then). The customer's live contracts form chains (contract_chains, migration 012:
+-- is not known then). The customer's live contracts form chains (definitions/contract_chains.sql:
 -- a contract starting within %(grace)s days after the latest end continues one). The
 -- relationship of the sBG cohorts is the first chain; the
 -- relationship valued is the chain live at the cut-off (ending on it, since ends are capped).

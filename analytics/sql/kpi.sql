@@ -4,8 +4,8 @@
 -- prev_start (first day of the previous period), start_ts, end_ts, prev_start_ts (UTC instants),
 -- window (active-customer window in days), dimension, segment (NULL: every segment), rep
 -- (reporting currency), per_year (periods per year), silent_days.
--- Shared definitions are the functions of core/migrations/007_kpi_definitions.sql.
--- A customer's segment: period_segments (migration 013): attributes as of the period's last day,
+-- Shared definitions are the functions of analytics/sql/definitions/, one file each.
+-- A customer's segment: period_segments (definitions/period_segments.sql): attributes as of the period's last day,
 -- behavioural kinds (value_tier, rfm, usage) as of its first. The business queries
 -- run once per period (start, last); the machine-side ones take each period's own days.
 
@@ -211,7 +211,7 @@ WITH periods AS (
 
 -- name: machine_segs
 segs AS (
-    -- Every customer's segment(s) in each period (period_segments, migration 013).
+    -- Every customer's segment(s) in each period (definitions/period_segments.sql).
     SELECT p.n, ps.customer_id, ps.segment
     FROM periods p CROSS JOIN LATERAL period_segments(%(dimension)s, p.start, p.last) ps
 ),

@@ -203,9 +203,9 @@ ORDER BY kind, segment;
 
 -- name: segment_retention
 -- Per period (first and last days in the arrays starts, lasts) and segment of the kind as of the
--- period's first day (behavioural_segments, migration 011): customers active at the start (on the
+-- period's first day (definitions/behavioural_segments.sql): customers active at the start (on the
 -- day before the first day) and those of them still active on the last day, with the KPIs'
--- active-customer definition (active_customers, migration 007).
+-- active-customer definition (definitions/active_customers.sql).
 WITH p AS (
     SELECT * FROM unnest(%(starts)s::date[], %(lasts)s::date[]) AS p (start, last_day)
 )

@@ -66,11 +66,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from psycopg import sql
 
-from core import migrate
 from core.settings import Settings
 from core.sql import queries
 from demo.fleet import PROCESS_METRICS
 from ingest.broker import _Client as FastClient  # the ingester's client, as a subscriber
+from oem_retention import schema
 
 ROOT = Path(__file__).resolve().parents[2]
 METRICS = ("operating_hours", *PROCESS_METRICS)
@@ -668,7 +668,7 @@ def fresh_database(settings: Settings) -> Iterator[str]:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = psycopg.conninfo.make_conninfo(settings.database_url, dbname=name)
     try:
-        migrate.migrate(url)
+        schema.migrate(url)
         yield url
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
@@ -684,7 +684,7 @@ def kept_database(settings: Settings, name: str) -> tuple[str, bool]:
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = psycopg.conninfo.make_conninfo(settings.database_url, dbname=name)
-    migrate.migrate(url)
+    schema.migrate(url)
     return url, not exists
 
 

@@ -27,8 +27,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from psycopg import sql
 
-from core import migrate, timescale
+from core import timescale
 from core.settings import Settings
+from oem_retention import schema
 
 ROOT = Path(__file__).resolve().parents[2]
 # One template per test session: sessions run side by side (helpers, CI) and must not drop
@@ -59,7 +60,7 @@ def _drop_orphans(conn: psycopg.Connection[Any]) -> None:
 
 @pytest.fixture(scope="session")
 def template_db() -> Iterator[str]:
-    """A database built from all migrations, built once per test session and dropped after."""
+    """A database built by schema.migrate, once per test session, dropped after."""
     admin = _server_url("postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         _drop_orphans(conn)
@@ -69,7 +70,7 @@ def template_db() -> Iterator[str]:
             sql.Identifier(TEMPLATE)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
     url = _server_url(TEMPLATE)
-    migrate.migrate(url)
+    schema.migrate(url)
     with psycopg.connect(url, autocommit=True) as conn:
         timescale.apply_storage_policies(conn, Settings(database_url=url,
                                                         telemetry_chunk_interval="1 day"))

@@ -33,6 +33,7 @@ from analytics.daily import run_daily
 from analytics.features import FEATURE_NAMES, features_at
 from core import migrate
 from demo.world import World
+from oem_retention import schema
 from tests.integration.conftest import _server_url, rows
 from tests.integration.worlds import demo_world_database
 from tests.tampered_models import (
@@ -170,7 +171,7 @@ async def test_a_model_pickled_before_migration_018_is_refused_and_retrained(
     # The database as the release before this one left it, with the model it stored.
     shipped = migrate.available()
     monkeypatch.setattr(migrate, "available", lambda: [m for m in shipped if m.version < 18])
-    await asyncio.to_thread(migrate.migrate, empty_db)
+    await asyncio.to_thread(schema.migrate, empty_db)
     old = ChurnModel(trained_until=ON).fit(np.zeros((4, len(FEATURE_NAMES))),
                                           np.array([0, 0, 0, 1]), groups=np.arange(4))
     async with await psycopg.AsyncConnection.connect(empty_db, autocommit=True) as conn:
@@ -180,8 +181,8 @@ async def test_a_model_pickled_before_migration_018_is_refused_and_retrained(
             " VALUES ('rules-v1', 'rules', %s, 180, 1, 4, %s, %s)",
             (ON, sklearn_version(), pickle.dumps(old, protocol=pickle.HIGHEST_PROTOCOL)))
     monkeypatch.undo()
-    applied = await asyncio.to_thread(migrate.migrate, empty_db)
-    assert applied[0].version == 18
+    applied = await asyncio.to_thread(schema.migrate, empty_db)
+    assert applied.migrations[0].version == 18
     async with await psycopg.AsyncConnection.connect(empty_db, autocommit=True) as conn:
         assert await rows(conn, "SELECT format FROM churn_models") == [("pickle",)]
         with caplog.at_level(logging.WARNING, logger="analytics.churn_models"):

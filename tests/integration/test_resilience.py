@@ -30,8 +30,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from core import migrate
 from core.settings import Settings
+from oem_retention import schema
 from tests.integration.conftest import (
     IngesterProcess,
     PrivateBroker,
@@ -339,7 +339,7 @@ def outage_database_url(outage_cluster: OutageCluster) -> Iterator[str]:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = outage_cluster.url(name)
-    migrate.migrate(url)
+    schema.migrate(url)
     yield url
     if not outage_cluster.online():
         outage_cluster.pg_ctl("start")
