@@ -306,7 +306,6 @@ def up(
             _platform("sync", source=["odoo"], full=False, verbose=False)
         except typer.Exit:
             _say("the first ERP sync reported problems (above); the schedule tries again")
-        _platform("up", simulate_machines=1, interval=interval, tenant=TENANT,
-                  fleet=directory / MACHINES)
+        _platform("up", interval=interval, tenant=TENANT, fleet=directory / MACHINES)
     finally:
         odoo.stop()
