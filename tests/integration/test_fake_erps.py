@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import requests
 from psycopg_pool import AsyncConnectionPool
 
 from demo.erp import business_central as bc
@@ -34,8 +33,6 @@ from erp_connectors.sources import sync_sources
 from erp_connectors.sync import Connector
 from tests.integration.test_erp_odoo import world as hand_world
 from tests.integration.test_erp_odoo import write_world as write_hand_world
-
-pyodata = pytest.importorskip("pyodata")
 
 END = date(2026, 5, 1)
 Row = dict[str, Any]
@@ -219,6 +216,8 @@ async def test_a_world_served_by_the_fake_sap_syncs_back_as_the_world(
 
 
 def test_pyodata_counts_and_reads_entities_of_the_fake_sap(world_dir: Path) -> None:
+    pyodata = pytest.importorskip("pyodata")  # the dev extra has it
+    requests = pytest.importorskip("requests")
     customers = world_records(world_dir, "customers")
     machines = world_records(world_dir, "installed_base")
     industry = customers[0]["industry"]
