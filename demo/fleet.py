@@ -6,6 +6,7 @@ hours grow while it runs; now and then it raises a fault or logs a maintenance.
 The fleet is made up (``machines`` serials M000000...), or read from a demo world's
 machines.json (``load_fleet``): then it publishes for those serials, each counter continuing from
 the operating hours its history ended with and running as much as the machine was used lately.
+``run_fleet`` publishes until SIGINT or SIGTERM (``oem-retention demo fleet``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,3 +132,25 @@ class FleetSimulator:
     def _publish(self, topic: str, body: dict[str, object]) -> None:
         self._client.publish(topic, orjson.dumps(body), qos=1)
         self.published += 1
+
+
+def run_fleet(*, host: str, port: int, tenant: str = "demo", machines: int = 50,
+              interval: float = 1.0, seed: int = 7, fleet: Path | None = None) -> int:
+    """Publish a fleet's telemetry until SIGINT or SIGTERM; the messages published.
+
+    ``fleet``: a demo world's machines.json, whose machines are published instead of
+    ``machines`` made-up ones.
+    """
+    chosen = None if fleet is None else load_fleet(fleet)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        sim = FleetSimulator(host=host, port=port, tenant=tenant, machines=machines,
+                             interval=interval, seed=seed, fleet=chosen)
+        await sim.run(stop=stop)
+        return sim.published
+
+    return asyncio.run(main())

@@ -21,6 +21,7 @@ from core import timescale
 from core.errors import OemrError
 from core.settings import Settings
 from oem_retention import render, schema
+from oem_retention.demo_commands import demo_app
 
 app = typer.Typer(help="oem-retention: after-sales retention for machine builders.",
                   no_args_is_help=True)
@@ -34,6 +35,7 @@ analytics_app = typer.Typer(help="Retention analytics: rollups, customer value, 
                             no_args_is_help=True)
 app.add_typer(erp_app, name="erp")
 app.add_typer(analytics_app, name="analytics")
+app.add_typer(demo_app, name="demo")
 console = Console()
 
 
@@ -354,31 +356,6 @@ def analytics_schedule(verbose: Annotated[bool, typer.Option("--verbose", "-v")]
             await run_schedule(settings, pool, stop=stop)
 
     _until_signalled(main)
-
-
-@app.command("simulate")
-def simulate(machines: int = 50, interval: float = 1.0, tenant: str = "demo",
-             seed: int = 7,
-             fleet: Annotated[Path | None, typer.Option(
-                 help="A demo world's machines.json: publish for its machines instead.")] = None,
-             ) -> None:
-    """Publish telemetry of a simulated fleet until Ctrl-C."""
-    from demo.fleet import FleetSimulator, load_fleet
-
-    _logging(False)
-    settings = _settings()
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        sim = FleetSimulator(host=settings.mqtt_host, port=settings.mqtt_port, tenant=tenant,
-                             machines=machines, interval=interval, seed=seed,
-                             fleet=None if fleet is None else load_fleet(fleet))
-        await sim.run(stop=stop)
-
-    asyncio.run(main())
 
 
 @app.command("up")

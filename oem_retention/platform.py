@@ -48,7 +48,7 @@ def platform_commands(settings: Settings, *, simulate_machines: int, interval: f
         commands["erp-sync"] = [*cmd, "erp", "schedule"]
     commands["analytics"] = [*cmd, "analytics", "schedule"]
     if simulate_machines:
-        commands["simulator"] = [*cmd, "simulate", "--machines", str(simulate_machines),
+        commands["simulator"] = [*cmd, "demo", "fleet", "--machines", str(simulate_machines),
                                  "--interval", str(interval), "--tenant", tenant,
                                  *(["--fleet", str(fleet)] if fleet else [])]
     return commands

@@ -1,4 +1,4 @@
-"""A fake Microsoft Dynamics 365 Business Central (API v2.0) on loopback, for the connector tests.
+"""A fake Microsoft Dynamics 365 Business Central (API v2.0) on loopback, for tests and the demo.
 
 Business Central is a commercial cloud service that cannot run here, so this server plays it over
 real HTTP, following what Microsoft documents (learn.microsoft.com, "Business Central API (v2.0)"
@@ -47,6 +47,12 @@ Simplified
     - A skip token stays valid until :meth:`FakeBusinessCentral.expire_next_links` (BC's
       tokens name a key too; the hook plays a link that no longer works).
 
+:class:`WorldLoader` puts a world directory's canonical records into the fake the way the
+connector maps them back (docs/erp-business-central.md); what BC's standard API cannot carry
+(installed base, service contracts and renewals, sites, contacts, survey answers, cancelled
+orders) is left out, as its docstring says. ``oem-retention demo erp business-central --world
+DIR`` serves one until Ctrl-C and prints the settings for the connector.
+
 Test hooks, in Python: :meth:`add`, :meth:`modify`, :meth:`delete` (and the ``_line``
 variants), :meth:`throttle`, :meth:`fail`, :meth:`expire_tokens`, :meth:`expire_next_links`,
 :meth:`remove_entity_set`, :meth:`hold_after`, :meth:`garble_line` (a line that is not a JSON
@@ -62,6 +68,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -71,6 +78,8 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 import orjson
+
+from demo.erp.records import Records, amount, flag, moment
 
 SCOPE = "https://api.businesscentral.dynamics.com/.default"
 DEFAULT_PAGE_SIZE = 200
@@ -149,7 +158,7 @@ class FakeBusinessCentral:
                  company_id: str | None = None, client_id: str | None = None,
                  client_secret: str = "s3cr3t~value",  # noqa: S107 - a fake's test secret
                  page_size: int = DEFAULT_PAGE_SIZE,
-                 token_lifetime_s: int = 3599) -> None:
+                 token_lifetime_s: int = 3599, host: str = "127.0.0.1", port: int = 0) -> None:
         self.tenant = tenant or str(uuid.uuid4())
         self.environment = environment
         self.company_id = company_id or str(uuid.uuid4())
@@ -165,7 +174,7 @@ class FakeBusinessCentral:
         self.lock = threading.RLock()
         self.held = threading.Event()
         self.release = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = ThreadingHTTPServer((host, port), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
                                         name="fake-business-central")
@@ -182,6 +191,14 @@ class FakeBusinessCentral:
     def token_url(self) -> str:
         """The tenant's token endpoint."""
         return f"{self.url}/{self.tenant}/oauth2/v2.0/token"
+
+    def settings(self) -> dict[str, str]:
+        """The settings (environment) that point the platform's BC connector at this fake."""
+        return {"OEMR_ERP_BC_API_URL": self.url, "OEMR_ERP_BC_TOKEN_URL": self.token_url,
+                "OEMR_ERP_BC_TENANT": self.tenant, "OEMR_ERP_BC_ENVIRONMENT": self.environment,
+                "OEMR_ERP_BC_COMPANY_ID": self.company_id,
+                "OEMR_ERP_BC_CLIENT_ID": self.client_id,
+                "OEMR_ERP_BC_CLIENT_SECRET": self.client_secret}
 
     def start(self) -> FakeBusinessCentral:
         """Serve in a background thread."""
@@ -614,3 +631,176 @@ def serving(**kwargs: Any) -> Iterator[FakeBusinessCentral]:
         yield fake
     finally:
         fake.stop()
+
+
+# -- a world in the fake: canonical records -> BC API v2.0 records ----------------------------
+
+# Ids are GUIDs, derived from the world's ids: the same world served again has the same ids.
+WORLD_NAMESPACE = uuid.UUID("6f0d3a52-5b8e-4c59-9d8a-0e6b1f7c2a41")
+# Item categories by line kind: the connector's default KindRules read them back.
+ITEM_CATEGORIES = {"spare_parts": "PARTS", "field_service": "SERVICE",
+                   "service_contract": "CONTRACT", "retrofit": "RETROFIT",
+                   "new_machine": "MACHINE", "other": ""}
+INVOICE_STATUSES = {"draft": "Draft", "open": "Open", "paid": "Paid", "cancelled": "Canceled",
+                    "credited": "Open"}
+ORDER_STATUSES = {"draft": "Draft", "confirmed": "Open", "delivered": "Open"}
+BLANK_DATE = "0001-01-01"  # how BC writes an empty date
+# The connector's external ids of credit memos and their lines (docs/erp-business-central.md).
+CREDIT_MEMO = "credit-memo:"
+
+
+class WorldLoader:
+    """Puts a world's canonical records into a :class:`FakeBusinessCentral` as BC keeps them.
+
+    Customers, machine models (items of category ``MACHINE``), invoices with their lines (a
+    credited invoice becomes a sales credit memo with positive amounts), after-sales orders with
+    their lines; every product or part number becomes an item whose category tells the line's
+    kind (:data:`ITEM_CATEGORIES`). :attr:`ids` maps (entity, world id) to the external id our
+    connector stores (a GUID; ``credit-memo:<GUID>`` for credit memos and their lines).
+
+    What BC's standard API v2.0 cannot carry is left out and counted in :attr:`left_out`:
+    sites, contacts, the installed base, service contracts and renewals, survey answers,
+    cancelled orders (BC deletes them). Carried but changed on the way: a customer's industry,
+    size class, key-account flag and customer-since date (not in v2.0), a machine model's
+    service plan and parts value, a line's machine and contract, an order's unit prices only
+    where the world has them. A paid invoice's ``paid_on`` comes back as the day of its
+    ``lastModifiedDateTime``, which the loader sets to the payment day.
+    """
+
+    def __init__(self, fake: FakeBusinessCentral) -> None:
+        self.fake = fake
+        self.ids: dict[tuple[str, str], str] = {}
+        self.left_out: Counter[str] = Counter()
+        self._customers: dict[str, dict[str, str]] = {}
+        self._items: dict[str, str] = {}  # number -> id
+
+    @staticmethod
+    def _id(entity: str, world_id: str) -> str:
+        return str(uuid.uuid5(WORLD_NAMESPACE, f"{entity}:{world_id}"))
+
+    def load(self, world: Records) -> WorldLoader:
+        """Load every entity BC carries, parents first (a document with its lines)."""
+        for r in world.get("customers", []):
+            self._customer(r)
+        for r in world.get("machine_models", []):
+            self.ids[("machine_models", r["external_id"])] = self._item(
+                r["model"], "new_machine", r["model"])
+        invoice_lines = _by_parent(world.get("invoice_lines", []), "invoice_external_id")
+        for r in world.get("invoices", []):
+            self._invoice(r, invoice_lines.pop(r["external_id"], []))
+        order_lines = _by_parent(world.get("order_lines", []), "order_external_id")
+        for r in world.get("orders", []):
+            self._order(r, order_lines.pop(r["external_id"], []))
+        for entity in ("sites", "contacts", "installed_base", "service_contracts",
+                       "contract_renewals", "survey_responses"):
+            self.left_out[entity] += len(world.get(entity, []))
+        self.left_out["invoice_lines"] += sum(map(len, invoice_lines.values()))
+        self.left_out["order_lines"] += sum(map(len, order_lines.values()))
+        return self
+
+    def _customer(self, r: dict[str, str]) -> None:
+        ext = r["external_id"]
+        if flag(r.get("deleted")):
+            self.left_out["customers"] += 1  # BC deletes a customer: nothing is left to read
+            return
+        record = {"id": self._id("customers", ext), "number": ext, "displayName": r["name"],
+                  "type": "Company", "addressLine1": "", "city": "",
+                  "country": r.get("country", ""), "postalCode": "", "currencyCode": "",
+                  "blocked": ""}
+        self.fake.add("customers", record, modified=moment(r.get("source_updated_at")))
+        self._customers[ext] = record
+        self.ids[("customers", ext)] = record["id"]
+
+    def _item(self, number: str, kind: str, name: str) -> str:
+        """The id of the item of this number, created with the kind's category if new."""
+        if number not in self._items:
+            self._items[number] = self._id("items", number)
+            service = kind in ("field_service", "service_contract")
+            self.fake.add("items", {
+                "id": self._items[number], "number": number, "displayName": name,
+                "type": "Service" if service else "Inventory",
+                "itemCategoryCode": ITEM_CATEGORIES[kind], "unitPrice": 0.0,
+                "blocked": False})
+        return self._items[number]
+
+    def _line(self, r: dict[str, str], *, kind: str, sign: int, code: str | None,
+              prefix: str, entity: str) -> dict[str, Any]:
+        line: dict[str, Any] = {
+            "id": self._id(entity, r["external_id"]),
+            "description": r.get("description", ""),
+            "quantity": float(amount(r.get("quantity"), "1")),
+            "netAmount": float(amount(r["net_amount"]) * sign)}
+        if code:
+            line.update(itemId=self._item(code, kind, r.get("description") or code),
+                        lineType="Item", lineObjectNumber=code)
+        else:
+            # Technician hours are a Resource line; anything else without a number an account.
+            line.update(lineType="Resource" if kind == "field_service" else "Account",
+                        lineObjectNumber="")
+        if r.get("unit_price"):
+            line["unitPrice"] = float(amount(r["unit_price"]))
+        self.ids[(entity, r["external_id"])] = prefix + line["id"]
+        return line
+
+    def _invoice(self, r: dict[str, str], lines: list[dict[str, str]]) -> None:
+        ext, status = r["external_id"], r["status"]
+        customer = self._customers.get(r["customer_external_id"])
+        if customer is None:
+            self.left_out["invoices"] += 1
+            self.left_out["invoice_lines"] += len(lines)
+            return
+        credit = status == "credited"
+        sign, prefix = (-1, CREDIT_MEMO) if credit else (1, "")
+        net = float(amount(r["net_amount"]) * sign)
+        document: dict[str, Any] = {
+            "id": self._id("invoices", ext), "number": r.get("number", ""),
+            "creditMemoDate" if credit else "invoiceDate": r["issued_on"],
+            "postingDate": r["issued_on"], "dueDate": r.get("due_on", BLANK_DATE),
+            "customerId": customer["id"], "customerNumber": customer["number"],
+            "customerName": customer["displayName"], "currencyCode": r["currency"],
+            "totalAmountExcludingTax": net, "totalAmountIncludingTax": net,
+            "status": INVOICE_STATUSES[status],
+            LINES["salesCreditMemos" if credit else "salesInvoices"]: [
+                self._line(line, kind=line["kind"], sign=sign, code=line.get("product_code"),
+                           prefix=prefix, entity="invoice_lines") for line in lines]}
+        if credit:
+            document.update(externalDocumentNumber="", totalTaxAmount=0.0, invoiceId="",
+                            invoiceNumber="")
+        else:
+            document.update(orderNumber="", remainingAmount=0.0 if status in (
+                "paid", "cancelled") else net)
+        changed = moment(r.get("source_updated_at"))
+        if status == "paid" and (changed is None or changed.date().isoformat() != r["paid_on"]):
+            # BC's Paid invoice was last changed when the payment closed it.
+            changed = datetime.fromisoformat(f"{r['paid_on']}T16:00:00+00:00")
+        self.fake.add("salesCreditMemos" if credit else "salesInvoices", document,
+                      modified=changed)
+        self.ids[("invoices", ext)] = prefix + document["id"]
+
+    def _order(self, r: dict[str, str], lines: list[dict[str, str]]) -> None:
+        ext, status = r["external_id"], r["status"]
+        customer = self._customers.get(r["customer_external_id"])
+        if status not in ORDER_STATUSES or customer is None:
+            self.left_out["orders"] += 1
+            self.left_out["order_lines"] += len(lines)
+            return
+        kind = "field_service" if r["kind"] == "service" else "spare_parts"
+        net = float(amount(r["net_amount"]))
+        self.fake.add("salesOrders", {
+            "id": self._id("orders", ext), "number": r.get("number", ""),
+            "orderDate": r["ordered_on"], "customerId": customer["id"],
+            "customerNumber": customer["number"], "customerName": customer["displayName"],
+            "currencyCode": r["currency"], "totalAmountExcludingTax": net,
+            "totalAmountIncludingTax": net, "fullyShipped": status == "delivered",
+            "status": ORDER_STATUSES[status],
+            "salesOrderLines": [self._line(line, kind=kind, sign=1, code=line.get("part_number"),
+                                           prefix="", entity="order_lines") for line in lines]},
+            modified=moment(r.get("source_updated_at")))
+        self.ids[("orders", ext)] = self._id("orders", ext)
+
+
+def _by_parent(records: list[dict[str, str]], parent: str) -> dict[str, list[dict[str, str]]]:
+    grouped: dict[str, list[dict[str, str]]] = {}
+    for record in records:
+        grouped.setdefault(record[parent], []).append(record)
+    return grouped

@@ -37,33 +37,37 @@ dropped connections happen only when a test injects them (a real Odoo behind a p
 them under load); ``ignore_leaves`` (a server that drops a domain condition, as a faulty
 customisation of ``_search`` would) exists only to test the connector's no-progress guard.
 
-Run standalone for the demo::
+The same calls are served over XML-RPC, the protocol of Odoo's own documentation example:
+``POST /xmlrpc/2/common`` (``version``, ``authenticate``, ``login``) and ``POST
+/xmlrpc/2/object`` (``execute_kw``), with the same semantics; errors are XML-RPC faults as
+Odoo's ``/xmlrpc/2/`` endpoints send them (``xmlrpc.client.Fault``: code 4 for an AccessError,
+3 for AccessDenied with ``Access Denied``, 2 for a UserError, 1 with the traceback's text
+otherwise). Not served: the older ``/xmlrpc/<service>`` endpoints (string fault codes), the
+``db`` service, ``/web/...`` routes, writes (``create``, ``write``, ``unlink``).
 
-    python -m demo.erp.odoo --world DIR --host 127.0.0.1 --port 8069 --db demo \\
-        --login admin --api-key KEY
-
-where DIR holds the canonical CSV files (``customers.csv`` ... ``survey_responses.csv``, the
-header of each is its model's field names, see erp_connectors/models.py).
+``WorldLoader`` puts a world directory's canonical records (erp_connectors/models.py, as
+demo/world/files.py writes them) into the fake; ``oem-retention demo erp odoo --world DIR``
+serves one until Ctrl-C and prints the settings that point the Odoo connector at it.
 """
 
 from __future__ import annotations
 
-import argparse
 import bisect
-import csv
 import logging
 import threading
 import time
+import xmlrpc.client
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import orjson
+
+from demo.erp.records import ENTITIES, Records
 
 logger = logging.getLogger(__name__)
 
@@ -301,6 +305,11 @@ class FakeOdoo:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
+    def settings(self) -> dict[str, str]:
+        """The settings (environment) that point the platform's Odoo connector at this fake."""
+        return {"OEMR_ERP_ODOO_URL": self.url, "OEMR_ERP_ODOO_DB": self.db,
+                "OEMR_ERP_ODOO_LOGIN": self.login, "OEMR_ERP_ODOO_API_KEY": self.api_key}
+
     def start(self) -> FakeOdoo:
         """Serve in a background thread."""
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-odoo",
@@ -466,8 +475,9 @@ class FakeOdoo:
                 fields = args[1] if len(args) > 1 else kwargs.get("fields")
                 return self._read(m, [i for i in ids if i in m.records], fields)
             if call == "fields_get":
-                return {name: {"type": "many2one" if comodel else "char", "relation": comodel,
-                               "string": name}
+                # Odoo gives a relation only for relational fields (XML-RPC has no None).
+                return {name: ({"type": "many2one", "relation": comodel, "string": name}
+                               if comodel else {"type": "char", "string": name})
                         for name, comodel in {**m.fields, **dict.fromkeys(MAGIC)}.items()}
         raise OdooError("builtins.AttributeError",
                         f"The method '{call}' does not exist on the model '{model}'")
@@ -700,6 +710,10 @@ def _handler(fake: FakeOdoo) -> type[BaseHTTPRequestHandler]:
                 self._send(code, b"<html><body><h1>Service Unavailable</h1></body></html>",
                            headers, "text/html")
                 return
+            if self.path.startswith(XMLRPC):
+                answer = _xmlrpc(fake, self.path.removeprefix(XMLRPC), raw)
+                self._send(200, answer, content_type="text/xml; charset=utf-8")
+                return
             if self.path != "/jsonrpc":
                 self._send(404, b"<h1>Not Found</h1>", content_type="text/html")
                 return
@@ -727,11 +741,51 @@ def _handler(fake: FakeOdoo) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+# XML-RPC fault codes of Odoo's /xmlrpc/2/ endpoints (odoo/addons/base/controllers/rpc.py).
+XMLRPC = "/xmlrpc/2/"
+FAULT_APPLICATION_ERROR = 1
+FAULT_WARNING = 2
+FAULT_ACCESS_DENIED = 3
+FAULT_ACCESS_ERROR = 4
+_USER_ERRORS = frozenset({"odoo.exceptions.UserError", "odoo.exceptions.ValidationError",
+                          "odoo.exceptions.MissingError", "odoo.exceptions.RedirectWarning"})
+
+
+def _xmlrpc(fake: FakeOdoo, service: str, raw: bytes) -> bytes:
+    """The answer to one XML-RPC call: the same dispatch as JSON-RPC, faults as Odoo sends them.
+
+    Odoo's ``xmlrpc_handle_exception_int``: AccessError is fault 4, AccessDenied 3 (its
+    message, ``Access Denied``), a UserError 2, anything else 1 with the formatted traceback,
+    whose last line names the exception as Python prints it.
+    """
+    try:
+        params, method = xmlrpc.client.loads(raw, use_datetime=True)
+        result = fake.dispatch({"service": service, "method": method, "args": list(params)})
+        return xmlrpc.client.dumps((result,), methodresponse=True, allow_none=False).encode()
+    except OdooError as exc:
+        fault = _fault(exc.name, exc.message)
+    except Exception as exc:
+        # What Odoo itself would answer with a traceback: unreadable XML, an unmarshallable
+        # value; logged, as it is the fake's fault or the client's, never the data's.
+        logger.exception("fake Odoo: XML-RPC call failed")
+        fault = _fault(f"builtins.{type(exc).__name__}", str(exc))
+    return xmlrpc.client.dumps(fault, methodresponse=True, allow_none=False).encode()
+
+
+def _fault(name: str, message: str) -> xmlrpc.client.Fault:
+    if name == "odoo.exceptions.AccessError":
+        return xmlrpc.client.Fault(FAULT_ACCESS_ERROR, message)
+    if name == "odoo.exceptions.AccessDenied":
+        return xmlrpc.client.Fault(FAULT_ACCESS_DENIED, message)
+    if name in _USER_ERRORS:
+        return xmlrpc.client.Fault(FAULT_WARNING, message)
+    printed = name.removeprefix("builtins.")
+    return xmlrpc.client.Fault(FAULT_APPLICATION_ERROR,
+                               f"Traceback (most recent call last):\n{printed}: {message}\n")
+
+
 # -- the loader: canonical records -> Odoo records --------------------------------------------
 
-WORLD_FILES = ("customers", "sites", "contacts", "machine_models", "installed_base",
-               "service_contracts", "contract_renewals", "invoices", "invoice_lines", "orders",
-               "order_lines", "survey_responses")
 # Product categories of invoice line kinds (the connector's default mapping reads them back).
 KIND_CATEGORIES = {"service_contract": "Service Contracts", "field_service": "Field Service",
                    "spare_parts": "Spare Parts", "retrofit": "Retrofits",
@@ -834,9 +888,13 @@ class WorldLoader:
         self.ids[(entity, str(record["external_id"]))] = (model, rid)
         return rid
 
-    def load(self, world: dict[str, list[dict[str, Any]]]) -> WorldLoader:
+    def external_ids(self) -> dict[tuple[str, str], str]:
+        """(entity, world id) -> the external id the Odoo connector stores (``model,id``)."""
+        return {key: f"{model},{rid}" for key, (model, rid) in self.ids.items()}
+
+    def load(self, world: Records) -> WorldLoader:
         """Load every entity present, parents first."""
-        for entity in WORLD_FILES:
+        for entity in ENTITIES:
             records = world.get(entity, [])
             if entity == "contract_renewals":
                 # A chain is built in the order its terms ended.
@@ -1032,51 +1090,3 @@ class WorldLoader:
             "survey_id": survey, "partner_id": who, "state": "done",
             "end_datetime": answered.strftime("%Y-%m-%d %H:%M:%S"),
             "scoring_total": float(int(r["score"])), "x_comment": r.get("comment") or False})
-
-
-def read_world(directory: Path) -> dict[str, list[dict[str, str]]]:
-    """The canonical CSV files of a world directory (those present), empty cells left out."""
-    world: dict[str, list[dict[str, str]]] = {}
-    for entity in WORLD_FILES:
-        path = directory / f"{entity}.csv"
-        if path.exists():
-            with path.open(newline="", encoding="utf-8-sig") as f:
-                world[entity] = [{k: v for k, v in row.items() if v not in (None, "")}
-                                 for row in csv.DictReader(f)]
-    return world
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Serve a world directory as an Odoo database until interrupted."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--world", type=Path, required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8069)
-    parser.add_argument("--db", default="demo")
-    parser.add_argument("--login", default="admin")
-    parser.add_argument("--api-key", required=True)
-    parser.add_argument("--ids-out", type=Path, default=None,
-                        help="write {entity: {world id: Odoo external id}} here (to read the"
-                             " world's truth.json against what the connector stored)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    fake = FakeOdoo(db=args.db, login=args.login, api_key=args.api_key, host=args.host,
-                    port=args.port)
-    loader = WorldLoader(fake).load(read_world(args.world))
-    if args.ids_out is not None:
-        mapping: dict[str, dict[str, str]] = {}
-        for (entity, world_id), (model, rid) in loader.ids.items():
-            mapping.setdefault(entity, {})[world_id] = f"{model},{rid}"
-        args.ids_out.write_bytes(orjson.dumps(mapping, option=orjson.OPT_SORT_KEYS))
-    logger.info("fake Odoo %s at %s/jsonrpc: db %s, %s records", SERVER_VERSION, fake.url,
-                args.db, len(loader.ids))
-    try:
-        fake._server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake._server.server_close()
-
-
-if __name__ == "__main__":
-    main()

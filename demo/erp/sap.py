@@ -23,6 +23,12 @@ Faithful to SAP's documented APIs (api.sap.com, the services' EDMX as SAP publis
   (with ``nav/Property``), ``$expand``, ``$inlinecount=allpages``, ``$format=json``;
 - server-driven paging: at most ``page_size`` results per answer, then ``__next`` with a
   ``$skiptoken`` (and the rest of a client ``$top``);
+- ``GET /<EntitySet>/$count``: the number of records its ``$filter`` keeps, as ``text/plain``
+  (what pyodata's ``count()`` asks);
+- reads of one entity by key, ``/<EntitySet>('key')`` or ``/<EntitySet>(K1='a',K2=datetime'..')``
+  (quoted or not), with ``$select``/``$expand``: ``{"d": {...}}``, or 404 with SAP's error body
+  (``Resource not found for segment '<EntityType>'``) when no record has that key; a predicate
+  that does not name exactly the set's key properties is a 400 (pyodata's ``get_entity``);
 - Basic authentication of a communication user (401 otherwise, with SAP's HTML-ish body);
   CSRF protection: ``x-csrf-token: fetch`` on a GET returns a token, a modifying request
   without a valid one gets 403 with ``x-csrf-token: Required``;
@@ -30,9 +36,16 @@ Faithful to SAP's documented APIs (api.sap.com, the services' EDMX as SAP publis
   an unknown property in ``$filter``/``$select``/``$orderby`` is a 400.
 
 Simplified: only the entity sets and properties the connector uses (plus a few neighbours);
-no ``$batch``, no Atom/XML payloads, no ``$count`` path segment, no functions; skiptokens are
-offsets (as SAP's are for these APIs, and equally unstable when rows are deleted between pages);
-writes are limited to creating a record with POST (enough to exercise the CSRF handshake).
+no ``$batch``, no Atom/XML payloads, no function imports, no navigation paths
+(``/A_BillingDocument('1')/to_Item``), no ``$count`` inside ``$expand`` or ``$filter``;
+``$count`` ignores ``$top``/``$skip``; skiptokens are offsets (as SAP's are for these APIs, and
+equally unstable when rows are deleted between pages); writes are limited to creating a record
+with POST (enough to exercise the CSRF handshake), no PATCH, PUT or DELETE of an entity.
+
+:class:`WorldLoader` puts a world directory's canonical records into the fake the way the
+connector maps them back (docs/erp-sap.md); its docstring says what S/4HANA's APIs cannot carry
+(contacts, machine models, renewals, survey answers, service orders, payment). ``oem-retention
+demo erp sap --world DIR`` serves one until Ctrl-C and prints the settings for the connector.
 
 Test hooks (Python, same process): :meth:`FakeS4.put` adds or changes a record and bumps its
 change timestamp (for items: the header's), :meth:`FakeS4.delete`, :meth:`FakeS4.throttle`
@@ -46,16 +59,20 @@ import base64
 import re
 import secrets
 import threading
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from xml.sax.saxutils import escape
+from zoneinfo import ZoneInfo
 
 import orjson
+
+from demo.erp.records import ENTITIES, Records, amount, flag, moment
 
 ROOT = "/sap/opu/odata/sap/"
 EPOCH = datetime(1970, 1, 1)
@@ -303,6 +320,44 @@ def _literal(kind: str, text: str) -> _Literal:
     raise _bad_request(f"Invalid literal {text}")
 
 
+_KEY_PART = re.compile(r"""\s*(?:(?P<name>[A-Za-z_]\w*)\s*=\s*)?(?P<value>
+    (?P<typed>(?:datetimeoffset|datetime|guid|time)'[^']*') |
+    (?P<text>'(?:[^']|'')*') |
+    (?P<number>-?\d+(?:\.\d+)?[mMdDlL]?) |
+    (?P<word>true|false)
+)\s*(?:,|$)""", re.VERBOSE)
+
+
+def _key_predicate(entity_set: EntitySet, text: str) -> dict[str, Any]:
+    """The key values of ``('K')`` or ``(K1='a',K2=datetime'...')``, as :func:`_comparable`.
+
+    A single value is allowed only for a single key; named values must name every key.
+    """
+    values: dict[str, Any] = {}
+    pos = 0
+    while pos < len(text):
+        match = _KEY_PART.match(text, pos)
+        if match is None or match.end() == pos:
+            raise _bad_request(f"Invalid key predicate '({text})' for"
+                               f" {entity_set.service}.{entity_set.type_name}")
+        kind = next(k for k in ("typed", "text", "number", "word") if match.group(k))
+        name = match.group("name") or (entity_set.keys[0] if len(entity_set.keys) == 1
+                                       and not values else "")
+        literal = _literal(kind, match.group("value"))
+        edm = entity_set.properties.get(name, "")
+        expected = {"Edm.String": "text", "Edm.DateTime": "datetime"}.get(edm)
+        if name not in entity_set.keys or name in values or (
+                expected is not None and literal.kind != expected):
+            raise _bad_request(f"Invalid key predicate '({text})' for"
+                               f" {entity_set.service}.{entity_set.type_name}")
+        values[name] = literal.value
+        pos = match.end()
+    if set(values) != set(entity_set.keys):
+        raise _bad_request(f"Invalid key predicate '({text})': the key of"
+                           f" {entity_set.type_name} is {', '.join(entity_set.keys)}")
+    return values
+
+
 Predicate = Callable[[dict[str, Any]], bool]
 
 
@@ -391,7 +446,8 @@ class FakeS4:
     """The fake system: data, switches for failure, and the HTTP server around them."""
 
     def __init__(self, *, user: str = "COMM_USER_OEMR", password: str = "S3cret-Pass",  # noqa: S107 - a fake's test password
-                 page_size: int = 1000) -> None:
+                 page_size: int = 1000, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host, self.port = host, port
         self.user = user
         self.password = password
         self.page_size = page_size
@@ -407,13 +463,13 @@ class FakeS4:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> FakeS4:
-        """Serve on a free loopback port in a background thread."""
+        """Serve in a background thread (on a free loopback port unless given one)."""
         fake = self
 
         class Handler(_Handler):
             store = fake
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
                                         name="fake-s4")
@@ -432,6 +488,11 @@ class FakeS4:
         assert self._server is not None
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    def settings(self, timezone: str = "UTC") -> dict[str, str]:
+        """The settings (environment) that point the platform's SAP connector at this fake."""
+        return {"OEMR_ERP_SAP_URL": self.url, "OEMR_ERP_SAP_USER": self.user,
+                "OEMR_ERP_SAP_PASSWORD": self.password, "OEMR_ERP_SAP_TIMEZONE": timezone}
 
     # -- data hooks ---------------------------------------------------------------------------
 
@@ -522,14 +583,56 @@ class FakeS4:
 
     # -- queries ------------------------------------------------------------------------------
 
+    def _filtered(self, entity_set: EntitySet, params: dict[str, str]) -> list[dict[str, Any]]:
+        rows = list(entity_set.rows.values())
+        if "$filter" in params:
+            predicate = _FilterParser(params["$filter"], entity_set).parse()
+            rows = [row for row in rows if predicate(row)]
+        return rows
+
+    def count_of(self, entity_set: EntitySet, params: dict[str, str]) -> int:
+        """What ``GET /<EntitySet>/$count`` answers: the records its ``$filter`` keeps."""
+        with self.lock:
+            return len(self._filtered(entity_set, params))
+
+    def read(self, entity_set: EntitySet, key_text: str, params: dict[str, str],
+             self_url: str) -> dict[str, Any]:
+        """The ``d`` object of ``GET /<EntitySet>(<key>)``; a 404 with SAP's body if none."""
+        wanted = _key_predicate(entity_set, key_text)
+        with self.lock:
+            row = next((r for r in entity_set.rows.values()
+                        if all(_comparable(entity_set.properties[k], r.get(k)) == v
+                               for k, v in wanted.items())), None)
+            if row is None:
+                raise ODataError(404, "/IWBEP/CM_MGW_RT/020", f"Resource not found for segment"
+                                                              f" '{entity_set.type_name}'")
+            expand = [n for n in params.get("$expand", "").split(",") if n]
+            select = [n for n in params.get("$select", "").split(",") if n]
+            self._check_paths(entity_set, expand, select)
+            return self._entity(entity_set, row, self_url, expand, select,
+                                children=self._children(entity_set, expand))
+
+    def _children(self, entity_set: EntitySet,
+                  expand: list[str]) -> dict[str, dict[tuple[Any, ...], list[dict[str, Any]]]]:
+        """Each expanded navigation's target rows by the parent values they join on.
+
+        One pass per navigation and request: matching children per parent row by scanning
+        every child was quadratic (a standard world's billing documents with their items).
+        """
+        index: dict[str, dict[tuple[Any, ...], list[dict[str, Any]]]] = {}
+        for nav_name in expand:
+            nav = entity_set.navs[nav_name]
+            grouped: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+            for child in self.sets[nav.target].rows.values():
+                grouped[tuple(child.get(c) for c, _ in nav.join)].append(child)
+            index[nav_name] = grouped
+        return index
+
     def query(self, entity_set: EntitySet, params: dict[str, str],
               self_url: str) -> dict[str, Any]:
         """The ``d`` object of a GET on an entity set."""
         with self.lock:
-            rows = list(entity_set.rows.values())
-            if "$filter" in params:
-                predicate = _FilterParser(params["$filter"], entity_set).parse()
-                rows = [row for row in rows if predicate(row)]
+            rows = self._filtered(entity_set, params)
             rows = self._ordered(entity_set, rows, params.get("$orderby"))
             total = len(rows)
             start = _whole(params.get("$skiptoken") or params.get("$skip") or "0", "$skip")
@@ -539,8 +642,10 @@ class FakeS4:
             expand = [n for n in params.get("$expand", "").split(",") if n]
             select = [n for n in params.get("$select", "").split(",") if n]
             self._check_paths(entity_set, expand, select)
+            children = self._children(entity_set, expand)
             d: dict[str, Any] = {"results": [self._entity(entity_set, row, self_url, expand,
-                                                          select) for row in page]}
+                                                          select, children=children)
+                                             for row in page]}
             if params.get("$inlinecount") == "allpages":
                 d["__count"] = str(total)
             if len(wanted) > len(page):
@@ -599,7 +704,9 @@ class FakeS4:
         return f"{self_url}{ROOT}{entity_set.service}/{entity_set.name}({','.join(parts)})"
 
     def _entity(self, entity_set: EntitySet, row: dict[str, Any], self_url: str,
-                expand: list[str], select: list[str]) -> dict[str, Any]:
+                expand: list[str], select: list[str], *,
+                children: dict[str, dict[tuple[Any, ...], list[dict[str, Any]]]] | None = None,
+                ) -> dict[str, Any]:
         uri = self._uri(entity_set, row, self_url)
         own = [p for p in select if "/" not in p]
         out: dict[str, Any] = {"__metadata": {
@@ -610,10 +717,10 @@ class FakeS4:
         for nav_name, nav in entity_set.navs.items():
             if nav_name in expand:
                 target = self.sets[nav.target]
-                children = [c for c in target.rows.values()
-                            if all(c.get(child) == row.get(parent) for child, parent in nav.join)]
+                index = (children or self._children(entity_set, [nav_name]))[nav_name]
+                mine = index.get(tuple(row.get(parent) for _, parent in nav.join), [])
                 sub = [p.partition("/")[2] for p in select if p.startswith(nav_name + "/")]
-                entities = [self._entity(target, c, self_url, [], sub) for c in children]
+                entities = [self._entity(target, c, self_url, [], sub) for c in mine]
                 out[nav_name] = {"results": entities} if nav.many else (
                     entities[0] if entities else None)
             elif not own or nav_name in own:
@@ -686,6 +793,10 @@ def _edmx(service: str, sets: list[EntitySet], every: dict[str, EntitySet]) -> s
 # HTTP
 
 
+# An entity set, one entity of it by key, or the number of its entities.
+_RESOURCE = re.compile(r"(?P<set>\w+)(?:\((?P<key>[^)]*)\))?(?P<count>/\$count)?")
+
+
 class _Handler(BaseHTTPRequestHandler):
     store: FakeS4
     protocol_version = "HTTP/1.1"
@@ -753,10 +864,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, method: str, body: bytes, headers: dict[str, str]) -> None:
         split = urlsplit(self.path)
-        if not split.path.startswith(ROOT):
+        # Clients quote the key predicate (pyodata sends A_Customer%28%27C1%27%29).
+        path = unquote(split.path)
+        if not path.startswith(ROOT):
             raise ODataError(404, "/IWFND/MED/170", f"No service found for namespace '',"
-                                                    f" name '{split.path}'")
-        service, _, rest = split.path[len(ROOT):].partition("/")
+                                                    f" name '{path}'")
+        service, _, rest = path[len(ROOT):].partition("/")
         known = {s.service for s in self.store.sets.values()}
         if service not in known:
             raise ODataError(404, "/IWFND/MED/170",
@@ -770,18 +883,29 @@ class _Handler(BaseHTTPRequestHandler):
             names = [s.name for s in self.store.sets.values() if s.service == service]
             self._json({"d": {"EntitySets": names}}, headers)
             return
-        name = rest.split("(")[0]
+        target = _RESOURCE.fullmatch(rest)
+        name = target.group("set") if target else rest.split("(")[0].split("/")[0]
         spec = self.store.sets.get(name)
-        if spec is None or spec.service != service:
+        if target is None or spec is None or spec.service != service:
             raise ODataError(404, "/IWBEP/CM_MGW_RT/021", f"Resource not found for segment"
                                                            f" '{name}'")
+        key, count = target.group("key"), target.group("count")
+        if method == "GET" and key is not None and not count:
+            self._json({"d": self.store.read(spec, key, params, self._self_url())}, headers)
+            return
+        if method == "GET" and count and key is None:
+            self._send(200, str(self.store.count_of(spec, params)).encode(),
+                       "text/plain;charset=utf-8", {**headers, "dataserviceversion": "2.0"})
+            return
+        if key is not None or count:
+            raise ODataError(405, "/IWBEP/CM_MGW_RT/005", "Method not supported by the fake")
         if method == "POST":
             record = orjson.loads(body or b"{}")
             row = self.store.put(name, record)
             self._json({"d": self.store._entity(spec, row, self._self_url(), [], [])}, headers,
                        status=201)
             return
-        if method != "GET" or "(" in rest:
+        if method != "GET":
             raise ODataError(405, "/IWBEP/CM_MGW_RT/005", "Method not supported by the fake")
         if params.get("$format", "json") != "json":
             raise _bad_request("The fake serves JSON only ($format=json)")
@@ -828,3 +952,237 @@ def _send_error(handler: _Handler, failure: _HttpFailure | ODataError) -> None:
                                      "timestamp": datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
                                      "errordetails": []}}}
     handler._send(error.status, orjson.dumps(body), "application/json; charset=utf-8", headers)
+
+
+# ---------------------------------------------------------------------------------------------
+# A world in the fake: canonical records -> S/4HANA records (docs/erp-sap.md's mapping backwards)
+
+# How the line kinds are told apart in S/4HANA: SD item categories (what SapMappings reads by
+# default) and material groups (which SapMappings.line_kinds_by_material_group can map). The
+# standard categories have nothing for a machine sale or a retrofit: both are TAC (configurable
+# material) here, read as `other` unless the material groups are mapped.
+ITEM_CATEGORIES = {"spare_parts": "TAN", "field_service": "TAD", "service_contract": "WVN",
+                   "new_machine": "TAC", "retrofit": "TAC", "other": "TAX"}
+MATERIAL_GROUPS = {"spare_parts": "ZSPARES", "field_service": "ZSERVICE",
+                   "service_contract": "ZCONTRACT", "new_machine": "ZMACHINES",
+                   "retrofit": "ZRETROFIT", "other": "ZOTHER"}
+ORDER_STATUSES = {"draft": ("", "", ""), "confirmed": ("A", "A", ""),
+                  "delivered": ("C", "C", ""), "cancelled": ("C", "", "C")}
+FOREVER = date(9999, 12, 31)
+
+
+def whole_months(starts: date, ends: date) -> int:
+    """Whole months from a start to the day after an end (a year Jan 1 - Dec 31 is 12)."""
+    after = ends + timedelta(days=1)
+    return (after.year - starts.year) * 12 + after.month - starts.month - (
+        1 if after.day < starts.day else 0)
+
+
+class WorldLoader:
+    """Puts a world's canonical records into a :class:`FakeS4` as S/4HANA keeps them.
+
+    Keys are the world's ids (a business partner, equipment, contract or document number may be
+    any text of its length); items are numbered 10, 20, ... per document in the world's order,
+    so a line's id becomes ``<document>/<item>``: :attr:`ids` maps (entity, world id) to the
+    external id our connector stores. Change stamps are the records' ``source_updated_at``.
+
+    What S/4HANA's APIs (as the connector reads them) cannot carry is left out and counted in
+    :attr:`left_out`: contacts, machine models, contract renewals and survey answers (no entity
+    set the connector reads), draft invoices (a billing document exists once billed), service
+    orders (SAP's service orders live in another API). Carried but changed on the way: a site's
+    name (an address has none: the connector names it after the partner and city), a machine's
+    site and a contract's machine (the connector reads neither), an invoice's number, due and
+    paid dates (the document number is its key; payment is in FI), an expired contract (SAP's
+    released contract past its end reads as active), line kinds (see :data:`ITEM_CATEGORIES`),
+    unit prices and a line's machine.
+    """
+
+    def __init__(self, fake: FakeS4, *, timezone: str = "UTC") -> None:
+        self.fake = fake
+        self.zone = ZoneInfo(timezone)
+        self.ids: dict[tuple[str, str], str] = {}
+        self.left_out: Counter[str] = Counter()
+        self._addresses: Counter[str] = Counter()
+        self._items: Counter[str] = Counter()
+        self._documents: dict[str, tuple[int, str]] = {}  # invoice -> sign, currency
+        self._orders: dict[str, str] = {}  # order -> currency
+
+    def load(self, world: Records) -> WorldLoader:
+        """Load every entity present, parents first."""
+        loaders = {"customers": self._customer, "sites": self._site,
+                   "installed_base": self._equipment, "service_contracts": self._contract,
+                   "invoices": self._invoice, "invoice_lines": self._invoice_item,
+                   "orders": self._order, "order_lines": self._order_item}
+        with self.fake.lock:
+            for entity in ENTITIES:
+                load = loaders.get(entity)
+                for record in world.get(entity, []):
+                    if load is None or not load(record):
+                        self.left_out[entity] += 1
+        return self
+
+    def _put(self, entity_set: str, record: dict[str, Any]) -> None:
+        self.fake.put(entity_set, record, stamp=False)
+
+    def _at(self, day: str | None, clock: time) -> datetime | None:
+        """A day as the instant SAP stores for it, in the system's time zone."""
+        return None if day is None else datetime.combine(date.fromisoformat(day), clock,
+                                                         tzinfo=self.zone)
+
+    def _customer(self, r: dict[str, str]) -> bool:
+        ext, name = r["external_id"], r["name"]
+        since = r.get("customer_since")
+        changed = moment(r.get("source_updated_at"))
+        self._put("A_BusinessPartner", {
+            "BusinessPartner": ext, "Customer": ext, "BusinessPartnerCategory": "2",
+            "BusinessPartnerFullName": name, "BusinessPartnerName": name,
+            "OrganizationBPName1": name[:40], "Industry": r.get("industry", ""),
+            # The partner was created when it became a customer: customer_since.
+            "CreationDate": date.fromisoformat(since) if since else None,
+            "CreationTime": time() if since else None,
+            "LastChangeDate": changed.astimezone(UTC).date() if changed else None,
+            "LastChangeTime": changed.astimezone(UTC).time().replace(microsecond=0)
+            if changed else None,
+            "IsMarkedForArchiving": flag(r.get("deleted"))})
+        self._put("A_Customer", {
+            "Customer": ext, "CustomerName": name[:35], "CustomerFullName": name,
+            "CustomerAccountGroup": "CUST", "Industry": r.get("industry", ""),
+            "CreationDate": date.fromisoformat(since) if since else None,
+            "DeletionIndicator": flag(r.get("deleted"))})
+        self.ids[("customers", ext)] = ext
+        return True
+
+    def _site(self, r: dict[str, str]) -> bool:
+        customer = r["customer_external_id"]
+        self._addresses[customer] += 1
+        address = str(self._addresses[customer])
+        # The first address's country is the customer's (the connector reads it so).
+        self._put("A_BusinessPartnerAddress", {
+            "BusinessPartner": customer, "AddressID": address, "CityName": r.get("city", ""),
+            "Country": r.get("country", "")})
+        self.ids[("sites", r["external_id"])] = f"{customer}/{address}"
+        return True
+
+    def _equipment(self, r: dict[str, str]) -> bool:
+        ext = r["external_id"]
+        commissioned = r.get("commissioned_on")
+        self._put("Equipment", {
+            "Equipment": ext, "ValidityEndDate": FOREVER,
+            "ValidityStartDate": date.fromisoformat(commissioned) if commissioned else None,
+            "EquipmentName": f"{r['model']} {r['serial']}"[:40], "EquipmentCategory": "M",
+            "TechnicalObjectType": "MACHINE", "Material": r["model"],
+            "SerialNumber": r["serial"], "ManufacturerPartTypeName": r["model"],
+            "OperationStartDate": date.fromisoformat(commissioned) if commissioned else None,
+            "LastChangeDateTime": moment(r.get("source_updated_at")),
+            "EquipmentIsMarkedForDeletion": flag(r.get("deleted")),
+            "EquipmentIsAtCustomer": True})
+        self._put("EquipmentPartner", {
+            "Equipment": ext, "PartnerFunction": "AG", "EquipmentPartnerObjectNmbr": "1",
+            "Partner": r["customer_external_id"]})
+        if r.get("warranty_end"):
+            self._put("EquipmentWarranty", {
+                "Equipment": ext, "WarrantyType": "1", "MasterWarranty": "STANDARD",
+                "WarrantyStartDate": date.fromisoformat(commissioned) if commissioned else None,
+                "WarrantyEndDate": date.fromisoformat(r["warranty_end"])})
+        self.ids[("installed_base", ext)] = ext
+        return True
+
+    def _contract(self, r: dict[str, str]) -> bool:
+        ext, status = r["external_id"], r["status"]
+        starts, ends = date.fromisoformat(r["starts_on"]), date.fromisoformat(r["ends_on"])
+        months = whole_months(starts, ends)
+        annual = amount(r["annual_value"])
+        # The net value of the whole term: the connector divides it back to a year (to the
+        # cent; three decimals make that exact from two months on).
+        net = (annual * months / 12).quantize(Decimal("0.001")) if months >= 1 else annual
+        self._put("A_ServiceContract", {
+            "ServiceContract": ext, "ServiceContractType": r.get("tier", ""),
+            "ServiceContractDescription": r.get("contract_number", ""),
+            "SoldToParty": r["customer_external_id"],
+            "ServiceContractStartDateTime": self._at(r["starts_on"], time()),
+            "ServiceContractEndDateTime": self._at(r["ends_on"], time(23, 59, 59)),
+            "ServiceContractNetAmount": net, "TransactionCurrency": r["currency"],
+            "ServiceContractStatus": {"expired": "E0004"}.get(status, ""),
+            "ServiceContractIsReleased": status in ("active", "expired", "terminated"),
+            "ServiceContractIsRejected": status == "cancelled",
+            "ServiceContractCanclnSts": "C" if status == "terminated" else "",
+            "ServiceDocCreationDateTime": self._at(r["starts_on"], time()),
+            "ServiceDocChangedDateTime": moment(r.get("source_updated_at"))})
+        self.ids[("service_contracts", ext)] = ext
+        return True
+
+    def _invoice(self, r: dict[str, str]) -> bool:
+        ext, status = r["external_id"], r["status"]
+        if status == "draft":
+            return False
+        credit = status == "credited"
+        sign = -1 if credit else 1
+        changed = moment(r.get("source_updated_at"))
+        issued = date.fromisoformat(r["issued_on"])
+        net = amount(r["net_amount"]) * sign
+        self._put("A_BillingDocument", {
+            "BillingDocument": ext, "SDDocumentCategory": "O" if credit else "M",
+            "BillingDocumentCategory": "L", "BillingDocumentType": "G2" if credit else "F2",
+            "CreationDate": issued, "BillingDocumentDate": issued,
+            "LastChangeDate": changed.astimezone(UTC).date() if changed else None,
+            "LastChangeDateTime": changed, "BillingDocumentIsCancelled": status == "cancelled",
+            "TotalNetAmount": net, "TotalGrossAmount": net,
+            "TransactionCurrency": r["currency"], "SoldToParty": r["customer_external_id"],
+            "PayerParty": r["customer_external_id"], "OverallBillingStatus": "C",
+            "AccountingPostingStatus": "C"})
+        self._documents[ext] = (sign, r["currency"])
+        self.ids[("invoices", ext)] = ext
+        return True
+
+    def _invoice_item(self, r: dict[str, str]) -> bool:
+        document = r["invoice_external_id"]
+        if document not in self._documents:
+            return False  # its invoice was not loaded
+        sign, currency = self._documents[document]
+        self._items[document] += 1
+        item = str(self._items[document] * 10)
+        kind = r["kind"]
+        self._put("A_BillingDocumentItem", {
+            "BillingDocument": document, "BillingDocumentItem": item,
+            "SalesDocumentItemCategory": ITEM_CATEGORIES[kind],
+            "MaterialGroup": MATERIAL_GROUPS[kind], "Material": r.get("product_code", ""),
+            "BillingDocumentItemText": r.get("description", ""),
+            "BillingQuantity": amount(r.get("quantity"), "1"), "BillingQuantityUnit": "EA",
+            "NetAmount": amount(r["net_amount"]) * sign, "TransactionCurrency": currency})
+        self.ids[("invoice_lines", r["external_id"])] = f"{document}/{item}"
+        return True
+
+    def _order(self, r: dict[str, str]) -> bool:
+        ext = r["external_id"]
+        if r["kind"] != "spare_parts":
+            return False
+        process, delivery, rejection = ORDER_STATUSES[r["status"]]
+        changed = moment(r.get("source_updated_at"))
+        ordered = date.fromisoformat(r["ordered_on"])
+        self._put("A_SalesOrder", {
+            "SalesOrder": ext, "SalesOrderType": "OR", "SalesOrganization": "1010",
+            "SoldToParty": r["customer_external_id"], "SalesOrderDate": ordered,
+            "CreationDate": ordered,
+            "LastChangeDate": changed.astimezone(UTC).date() if changed else None,
+            "LastChangeDateTime": changed, "PurchaseOrderByCustomer": r.get("number", ""),
+            "TotalNetAmount": amount(r["net_amount"]), "TransactionCurrency": r["currency"],
+            "OverallSDProcessStatus": process, "OverallDeliveryStatus": delivery,
+            "OverallSDDocumentRejectionSts": rejection})
+        self._orders[ext] = r["currency"]
+        self.ids[("orders", ext)] = ext
+        return True
+
+    def _order_item(self, r: dict[str, str]) -> bool:
+        order = r["order_external_id"]
+        if order not in self._orders:
+            return False
+        self._items[order] += 1
+        item = str(self._items[order] * 10)
+        self._put("A_SalesOrderItem", {
+            "SalesOrder": order, "SalesOrderItem": item, "SalesOrderItemCategory": "TAN",
+            "SalesOrderItemText": r.get("description", ""), "Material": r.get("part_number", ""),
+            "MaterialGroup": MATERIAL_GROUPS["spare_parts"],
+            "RequestedQuantity": amount(r["quantity"]), "RequestedQuantityUnit": "EA",
+            "NetAmount": amount(r["net_amount"]), "TransactionCurrency": self._orders[order]})
+        self.ids[("order_lines", r["external_id"])] = f"{order}/{item}"
+        return True

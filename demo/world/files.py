@@ -5,19 +5,23 @@ The CSVs follow docs/erp-files.md (one file per entity, header = the model's fie
 separator, an absent value an empty cell), so ``erp_connectors.files.sync_files`` reads the
 directory as it would a machine builder's export. ``read_world`` draws the world again from the
 parameters in truth.json (generation is deterministic) and checks it against the files' serials.
+``generate_world`` draws and writes one; ``world_once`` keeps one in a directory across runs.
 """
 
 from __future__ import annotations
 
 import csv
-from datetime import date, datetime
+import shutil
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from demo.world.generator import GENERATOR_VERSION, World
+from demo.world.generator import GENERATOR_VERSION, SIZES, World, WorldSize
 from demo.world.plan import CAUSES
 from erp_connectors.files import ENTITY_MODELS
 
@@ -148,3 +152,75 @@ def read_world(directory: Path) -> World:
     if on_disk != [m.serial for m in world.machines]:
         raise ValueError(f"{directory / MACHINES} does not match its parameters")
     return world
+
+
+def world_size(preset: str, *, customers: int | None = None, machines: int | None = None,
+               years: int | None = None) -> WorldSize:
+    """A preset's size (small, standard, large) with any of its numbers overridden."""
+    if preset not in SIZES:
+        raise ValueError(f"size {preset!r} is not one of {', '.join(SIZES)}")
+    base = SIZES[preset]
+    return WorldSize(customers or base.customers, machines or base.machines,
+                     years or base.years)
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    """A world on disk: where, what it was drawn with, and what drawing it took."""
+
+    directory: Path
+    seed: int
+    size: WorldSize
+    end_date: date
+    churners: int
+    rows: int  # rows written, 0 when reused
+    seconds: float
+    reused: bool = False
+
+
+def generate_world(directory: Path, *, seed: int, size: WorldSize,
+                   end_date: date | None = None) -> Generated:
+    """Draw a world (its today ``end_date``, default today in UTC) and write it into ``directory``.
+
+    Raises ``ValueError`` for a size too small for a world (fewer than 10 customers, fewer
+    machines than customers, no year).
+    """
+    end = end_date or datetime.now(UTC).date()
+    started = time.perf_counter()
+    world = World.generate(seed, end, customers=size.customers, machines=size.machines,
+                           years=size.years)
+    written = write_world(world, directory)
+    return Generated(directory, seed, size, end, sum(p.churned for p in world.plans.values()),
+                     sum(written.values()), time.perf_counter() - started)
+
+
+def world_once(directory: Path, *, seed: int, size: WorldSize,
+               end_date: date | None = None) -> Generated:
+    """The world in ``directory``, generated the first time and reused after.
+
+    It is written into ``<directory>.tmp`` and renamed when complete, so an interrupted run
+    leaves no half world behind. A world already there must be the one asked for (seed, size,
+    generator version, and the end date if one is given): else ``ValueError`` says what differs.
+    """
+    if (directory / TRUTH).exists():
+        params = read_params(directory)
+        asked: dict[str, Any] = {"seed": seed, "customers": size.customers,
+                                 "machines": size.machines, "years": size.years,
+                                 "generator_version": GENERATOR_VERSION}
+        if end_date is not None:
+            asked["end_date"] = end_date.isoformat()
+        differs = [f"{k} {params.get(k)} (asked: {v})" for k, v in asked.items()
+                   if params.get(k) != v]
+        if differs:
+            raise ValueError(f"{directory} holds another world: {', '.join(differs)}; remove"
+                             " it (and its history from the database) or choose another"
+                             " directory")
+        customers = orjson.loads((directory / TRUTH).read_bytes())["customers"]
+        return Generated(directory, seed, size, date.fromisoformat(params["end_date"]),
+                         sum(1 for c in customers.values() if c["churned"]), 0, 0.0,
+                         reused=True)
+    partial = directory.with_name(f"{directory.name}.tmp")
+    shutil.rmtree(partial, ignore_errors=True)
+    generated = generate_world(partial, seed=seed, size=size, end_date=end_date)
+    partial.rename(directory)
+    return replace(generated, directory=directory)

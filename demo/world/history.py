@@ -26,6 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -34,7 +35,7 @@ import psycopg
 from core import pgcopy
 from core.sql import queries
 from demo.world import catalogue as cat
-from demo.world.files import TENANT
+from demo.world.files import TENANT, read_world
 from demo.world.generator import MachinePlan, World
 
 logger = logging.getLogger(__name__)
@@ -252,6 +253,17 @@ def load_history(database_url: str, world: World, *, process_days: int = 90,
         conn.execute(q["analyze"])
     seconds = time.perf_counter() - started
     return Loaded(len(ids), *loaded, seconds)
+
+
+def load_world_history(directory: Path, database_url: str, *, process_days: int = 90,
+                       progress: Callable[[str], None] | None = None) -> Loaded:
+    """Draw the world of ``directory`` again (checked against its files) and load its history.
+
+    Raises :class:`HistoryExistsError` when it is loaded already, ``FileNotFoundError`` or
+    ``ValueError`` when ``directory`` is not a world this generator wrote.
+    """
+    return load_history(database_url, read_world(directory), process_days=process_days,
+                        progress=progress)
 
 
 def _copy_all(database_url: str, world: World, *, ids: dict[str, int],

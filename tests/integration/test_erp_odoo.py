@@ -15,7 +15,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from demo.erp.odoo import FakeOdoo, WorldLoader, read_world
+from demo.erp.odoo import FakeOdoo, WorldLoader
+from demo.erp.records import read_records
 from erp_connectors.http import RetryPolicy
 from erp_connectors.odoo import OdooConnector, ref
 from erp_connectors.sync import ENTITIES, LOCK_CLASS, SyncResult, sync_entity
@@ -145,7 +146,7 @@ def odoo() -> Iterator[FakeOdoo]:
 @pytest.fixture
 def loaded(odoo: FakeOdoo, tmp_path: Path) -> WorldLoader:
     # Through the CSV files, as the standalone demo server reads them.
-    return WorldLoader(odoo, at=OLD).load(read_world(write_world(tmp_path, world())))
+    return WorldLoader(odoo, at=OLD).load(read_records(write_world(tmp_path, world())))
 
 
 def connector(odoo: FakeOdoo, **kw: Any) -> OdooConnector:

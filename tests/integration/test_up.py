@@ -24,8 +24,8 @@ def test_up_runs_ingester_simulator_and_analytics_and_stops_on_ctrl_c(
         wait_for(lambda: scalar(database_url, "SELECT count(*) FROM machines") == 5, timeout=40)
         wait_for(lambda: scalar(database_url, "SELECT count(*) FROM telemetry") >= 100)
         children = psutil.Process(proc.pid).children(recursive=True)
-        assert sorted(next(a for a in c.cmdline() if a in {"ingest", "simulate", "analytics"})
-                      for c in children) == ["analytics", "ingest", "simulate"]
+        assert sorted(next(a for a in c.cmdline() if a in {"ingest", "fleet", "analytics"})
+                      for c in children) == ["analytics", "fleet", "ingest"]
         # The analytics schedule rolls the usage up at once.
         wait_for(lambda: scalar(database_url, "SELECT count(*) FROM analytics_job_runs"
                                               " WHERE job = 'rollups' AND status = 'succeeded'"

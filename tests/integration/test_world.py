@@ -145,13 +145,14 @@ async def test_the_world_served_by_the_fake_odoo_syncs_without_rejects_and_keeps
     """The demo's path: world -> Odoo-shaped records -> Odoo connector -> the same business."""
     from psycopg_pool import AsyncConnectionPool
 
-    from demo.erp.odoo import FakeOdoo, WorldLoader, read_world
+    from demo.erp.odoo import FakeOdoo, WorldLoader
+    from demo.erp.records import read_records
     from erp_connectors.odoo import OdooConnector
     from erp_connectors.sources import sync_sources
 
     write_world(world, tmp_path)
     with FakeOdoo(db="demo", login="sync", api_key="k") as fake:
-        loader = WorldLoader(fake).load(read_world(tmp_path))
+        loader = WorldLoader(fake).load(read_records(tmp_path))
         odoo = OdooConnector(fake.url, "demo", "sync", "k")
         async with AsyncConnectionPool(database_url, min_size=1, max_size=2, open=False) as pool:
             done = await sync_sources(pool, [odoo], reporting_currency="EUR")

@@ -85,7 +85,7 @@ def test_the_platform_children() -> None:
                                  fleet=Path("/w/machines.json"))
     assert list(with_all) == ["ingest", "erp-sync", "analytics", "simulator"]
     assert with_all["erp-sync"] == [*cmd, "erp", "schedule"]
-    assert with_all["simulator"] == [*cmd, "simulate", "--machines", "5", "--interval", "0.5",
+    assert with_all["simulator"] == [*cmd, "demo", "fleet", "--machines", "5", "--interval", "0.5",
                                      "--tenant", "t1", "--fleet", "/w/machines.json"]
     # A source configured but its schedule off: no ERP child.
     off = settings(erp_odoo_url="http://odoo:8069", erp_sync_interval_minutes=0)
