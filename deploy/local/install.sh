@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# Creates (or updates) the project's virtual environment at .venv. Idempotent: a second run with
-# unchanged pyproject.toml only checks. Usage: install.sh [--dev]
+# Creates (or updates) the project's virtual environment at .venv from the lockfiles, so every
+# machine runs the same versions: requirements.lock (the platform), or with --dev
+# requirements-dev.lock (the platform, its tests and tools, the same versions of what they
+# share), both with hashes (deploy/local/lock.sh writes them). Idempotent: a second run with
+# unchanged lockfiles only checks. Usage: install.sh [--dev]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev]"
+lock=requirements.lock
+name=runtime
+if [ "${1:-}" = "--dev" ]; then
+  lock=requirements-dev.lock
+  name=dev
+fi
 PYTHON=${OEMR_PYTHON:-python3}
-if ! "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
-  echo "[install] oem-retention needs Python >= 3.11 (Debian 12 ships 3.11 as python3)" >&2
+if ! "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then
+  # The lockfiles are resolved for CPython 3.11, Debian 12's python3.
+  echo "[install] oem-retention's lockfiles are for Python 3.11 (Debian 12's python3);" \
+       "set OEMR_PYTHON to a 3.11 interpreter" >&2
   exit 1
 fi
 if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -c 'import ensurepip' 2>/dev/null; then
@@ -15,11 +24,12 @@ if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -c 'import ensurepi
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-stamp=".venv/.installed$(echo "$extras" | tr -d '[]')"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "[install] installing oem-retention$extras into .venv" >&2
-  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras" \
-    --config-settings editable_mode=compat
+stamp=".venv/.installed-$name"
+if [ ! -f "$stamp" ] || [ "$lock" -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "[install] installing oem-retention ($name set, $lock) into .venv" >&2
+  pip=(.venv/bin/python -m pip -q --disable-pip-version-check)
+  # Exactly the locked versions, each checked against its hash; nothing resolved here.
+  "${pip[@]}" install --require-hashes --no-deps -r "$lock"
+  "${pip[@]}" install --no-deps -e . --config-settings editable_mode=compat
   touch "$stamp"
 fi
