@@ -23,4 +23,9 @@ trap 'rm -f "$pins"' EXIT
 grep -E '^[A-Za-z0-9_.-]+==' requirements-dev.lock | sed 's/ \\$//' > "$pins"
 "${compile[@]}" -c "$pins" -o requirements.lock pyproject.toml
 sed -i "\#-c $pins#d" requirements.lock
+# The third-party Sparkplug edge node of the interop test runs in a venv of its own
+# (pysparkplug pins paho-mqtt < 2): locked too.
+echo "pysparkplug==0.6.1" > "$pins"
+"${compile[@]}" -o tests/integration/spb_edge_node.lock "$pins"
+sed -i "s#-r $pins#the interop test#" tests/integration/spb_edge_node.lock
 echo "[lock] wrote requirements.lock ($(grep -c '==' requirements.lock) packages) and requirements-dev.lock ($(grep -c '==' requirements-dev.lock))"

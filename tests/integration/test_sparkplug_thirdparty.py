@@ -24,6 +24,8 @@ from tests.sparkplug_payloads import decode
 SPB_VENV = ROOT / ".venv-spb"
 SPB_PYTHON = SPB_VENV / "bin" / "python"
 PYSPARKPLUG = "pysparkplug==0.6.1"
+# Its versions and hashes (deploy/local/lock.sh writes it).
+SPB_LOCK = Path(__file__).with_name("spb_edge_node.lock")
 EDGE_NODE = Path(__file__).with_name("spb_edge_node.py")
 NODE, DEVICE = "edge-py", "lathe-1"
 
@@ -67,7 +69,8 @@ def spb_python() -> Path:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(SPB_VENV)], check=True,
                        timeout=120)
         subprocess.run([str(SPB_PYTHON), "-m", "pip", "install", "-q",
-                        "--disable-pip-version-check", PYSPARKPLUG], check=True, timeout=300)
+                        "--disable-pip-version-check", "--require-hashes", "--no-deps", "-r",
+                        str(SPB_LOCK)], check=True, timeout=300)
     assert _has_pysparkplug(), f"{PYSPARKPLUG} is not importable in {SPB_VENV}"
     return SPB_PYTHON
 
