@@ -91,7 +91,11 @@ def ingest_run(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False
     from ingest.service import serve
 
     _logging(verbose)
-    asyncio.run(serve(_settings()))
+    try:
+        asyncio.run(serve(_settings()))
+    except OemrError as exc:  # tables it cannot write: refused before taking any message
+        typer.echo(f"ingester not started: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @ingest_app.command("health")

@@ -1,6 +1,15 @@
 -- name: all_machines
 SELECT id, tenant, serial, protocol, spb_group, spb_edge_node, spb_device FROM machines
 
+-- name: column_layout
+-- The columns of the tables the binary COPY writes, for core/pgcopy.py to compare with its rows;
+-- required: NOT NULL with nothing to fill it when a COPY leaves the column out.
+SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
+       a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = ''
+FROM pg_class c
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.oid = ANY (SELECT to_regclass(t) FROM unnest(%(tables)s::text[]) AS t)
+
 -- name: all_metrics
 SELECT id, name FROM metrics
 
