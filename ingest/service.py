@@ -30,7 +30,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from core.errors import DatabaseUnavailableError
 from core.settings import Settings
 from ingest import json_contract, topics
-from ingest.broker import Broker, Publish, SessionOptions
+from ingest.broker import Broker, ClientChoice, Publish, SessionOptions, choose_client
 from ingest.models import Decoded, Rejected
 from ingest.sparkplug import SparkplugHost
 from ingest.store import (
@@ -66,6 +66,10 @@ class Counters:
     pending: int = 0  # received, waiting for a batch
     writing: int = 0  # in batches being written now
     mqtt_connected: bool = False
+    # Which MQTT client runs: "fast" (ingest/broker.py's fast path) or "stock" (paho as
+    # shipped), and why (OEMR_INGEST_FAST_PATH, or paho internals that differ).
+    mqtt_client: str = ""
+    mqtt_client_why: str = ""
     db_ok: bool = False
     # Why the last write failed, while writes fail (unreachable, or tables not as we write them).
     db_error: str | None = None
@@ -127,6 +131,7 @@ class Ingester:
         gc.freeze()
         gc.set_threshold(20_000, 50, 50)
         await self._check_database()
+        client = self._choose_client()
         s = self._settings
         state_topic = f"spBv1.0/STATE/{s.sparkplug_host_id}" if self._host else None
         self._broker = Broker(
@@ -139,6 +144,7 @@ class Ingester:
             on_message=self._on_message,
             subscriptions=self._subscriptions(),
             on_connected=self._announce_host,
+            fast=client.fast,
         )
         tasks = [
             asyncio.create_task(self._flush_loop(), name="flush"),
@@ -194,6 +200,16 @@ class Ingester:
             self.counters.db_error = str(exc)
             logger.warning("database unreachable at start (%s): batches wait for it, and the"
                            " tables are checked when it answers", exc)
+
+    def _choose_client(self) -> ClientChoice:
+        choice = choose_client(self._settings.ingest_fast_path)
+        self.counters.mqtt_client, self.counters.mqtt_client_why = choice.path, choice.why
+        if choice.problems:
+            logger.warning("MQTT client: %s (ingest/broker.py); what differs: %s", choice.why,
+                           "; ".join(choice.problems))
+        else:
+            logger.info("MQTT client: %s", choice.why)
+        return choice
 
     def _subscriptions(self) -> list[tuple[str, SubscribeOptions]]:
         s = self._settings

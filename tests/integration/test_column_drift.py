@@ -155,7 +155,7 @@ async def test_rows_the_server_cannot_read_are_a_layout_error_not_poison(
     _set_type(database_url, "value", "numeric")
     with pytest.raises(ColumnLayoutError, match=f"could not read the rows.*{sqlstate}"):
         await store.write(_batch(value, seconds=1))  # on the connection opened before
-    with pytest.raises(ColumnLayoutError, match="telemetry.value is numeric"):
+    with pytest.raises(ColumnLayoutError, match=r"telemetry\.value is numeric"):
         await store.write(_batch(value, seconds=1))  # a new connection checks first
     _set_type(database_url, "value", "double precision")
     written = await store.write(_batch(value, seconds=1))
