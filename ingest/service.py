@@ -32,7 +32,7 @@ from core.settings import Settings
 from ingest import json_contract, topics
 from ingest.broker import Broker, ClientChoice, Publish, SessionOptions, choose_client
 from ingest.models import Decoded, Rejected
-from ingest.sparkplug import SparkplugHost
+from ingest.sparkplug import NOT_A_HOST, SparkplugHost
 from ingest.store import (
     Batch,
     ColumnLayoutError,
@@ -286,7 +286,7 @@ class Ingester:
         if isinstance(route, topics.JsonTopic):
             return json_contract.decode(route, payload, now=_now(), max_skew=self._max_skew)
         if self._host is None:
-            raise Rejected("Sparkplug B message, but this ingester is not a Sparkplug host")
+            raise Rejected(NOT_A_HOST)
         outcome = self._host.handle(route, payload, now=_now())
         assert self._broker is not None
         for command in outcome.commands:

@@ -78,6 +78,11 @@ class Batch:
     messages: list[Message] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     redelivered: bool = False
+    # A replay of dead letters (ingest/replay.py): the id of the dead letter each message comes
+    # from, deleted in the transaction that stores the message. A message whose machine cannot
+    # be resolved keeps its dead letter: its id and reason go to ``unsettled``.
+    settles: list[int] | None = None
+    unsettled: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def decoded(self) -> list[Decoded]:
@@ -260,18 +265,26 @@ class Store:
 
     def _dead_letter_unresolved(self, batch: Batch) -> None:
         kept: list[Message] = []
-        for message in batch.messages:
+        kept_ids: list[int] = []
+        for i, message in enumerate(batch.messages):
             d = message.decoded
             refs = [s.machine for s in d.samples] + [e.machine for e in d.events]
             missing = [r for r in refs if _machine_key(r) not in self._machines]
             if missing:
                 ref = missing[0]
-                batch.dead_letters.append(DeadLetter(message.topic, message.payload, (
-                    f"machine serial {ref.serial!r} of tenant {ref.tenant!r} is already"
-                    f" registered for another protocol than {ref.protocol}")))
+                reason = (f"machine serial {ref.serial!r} of tenant {ref.tenant!r} is already"
+                          f" registered for another protocol than {ref.protocol}")
+                if batch.settles is None:
+                    batch.dead_letters.append(DeadLetter(message.topic, message.payload, reason))
+                else:
+                    batch.unsettled.append((batch.settles[i], reason))
             else:
                 kept.append(message)
+                if batch.settles is not None:
+                    kept_ids.append(batch.settles[i])
         batch.messages = kept
+        if batch.settles is not None:
+            batch.settles = kept_ids
 
     # -- the transaction -----------------------------------------------------------------
 
@@ -292,6 +305,8 @@ class Store:
             await self._connectivity(conn, batch.decoded)
             await self._gaps(conn, batch.decoded)
             dead = await self._dead_letters(conn, batch.dead_letters)
+            if batch.settles:
+                await conn.execute(q["settle_dead_letters"], {"ids": batch.settles})
             if late:
                 # Last: a writer marking a day another batch has just marked waits for that
                 # batch's commit, so the day's row is held locked no longer than needed.

@@ -88,6 +88,10 @@ ON CONFLICT (digest) DO UPDATE
 SET times_received = dead_letters.times_received + excluded.times_received,
     last_received_at = now()
 
+-- name: settle_dead_letters
+-- Dead letters whose messages a replay (ingest/replay.py) stores in this transaction.
+DELETE FROM dead_letters WHERE id = ANY(%(ids)s::bigint[])
+
 -- name: mark_late_days
 -- UTC days of rows older than the ingester's late_after, for the rollup to recompute
 -- (rollup_late_days, migration 015). Inserted in the order given (sorted days), so writers
