@@ -36,7 +36,7 @@ from psycopg import errors as pg_errors
 from core import pgcopy
 from core.errors import DatabaseUnavailableError, OemrError
 from core.sql import queries
-from ingest.models import Decoded, MachineRef
+from ingest.models import MACHINE_STATES, Decoded, MachineRef
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +212,13 @@ class Store:
     async def _check_layout(self, conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
         cur = await conn.execute(self._q["column_layout"], {"tables": list(pgcopy.LAYOUTS)})
         problems = pgcopy.layout_problems(pgcopy.Column(*row) for row in await cur.fetchall())
+        if not problems:
+            # A state travels as its label: one the enum lacks would fail every message with it.
+            cur = await conn.execute(self._q["state_labels"])
+            labels = {label for (label,) in await cur.fetchall()}
+            problems += [f"machine_states.state has no label {label!r}; the ingester writes"
+                         f" {', '.join(sorted(MACHINE_STATES))}"
+                         for label in sorted(MACHINE_STATES - labels)]
         if problems:
             raise ColumnLayoutError(
                 "the tables are not what the ingester writes, so it writes nothing (a migration"

@@ -10,6 +10,12 @@ FROM pg_class c
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 WHERE c.oid = ANY (SELECT to_regclass(t) FROM unnest(%(tables)s::text[]) AS t)
 
+-- name: state_labels
+-- The labels of machine_states.state's enum (the states the ingester writes must be among them).
+SELECT e.enumlabel
+FROM pg_attribute a JOIN pg_enum e ON e.enumtypid = a.atttypid
+WHERE a.attrelid = 'machine_states'::regclass AND a.attname = 'state'
+
 -- name: all_metrics
 SELECT id, name FROM metrics
 

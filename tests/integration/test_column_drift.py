@@ -142,6 +142,22 @@ async def test_a_drifted_layout_is_refused_on_connect_naming_each_column(
     assert scalar(database_url, "SELECT count(*) FROM dead_letters") == 0
 
 
+async def test_a_state_enum_without_a_state_the_ingester_writes_is_refused(
+        database_url: str) -> None:
+    # A new machine_state enum of the same name, without 'off' (an enum's labels cannot be
+    # dropped in place): every message reporting 'off' would fail.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ALTER TYPE machine_state RENAME TO machine_state_old")
+        conn.execute("CREATE TYPE machine_state AS ENUM ('running', 'idle', 'fault')")
+        conn.execute("ALTER TABLE machine_states ALTER COLUMN state TYPE machine_state"
+                     " USING state::text::machine_state")
+    store = Store(database_url, late_after=timedelta(hours=1))
+    with pytest.raises(ColumnLayoutError, match=(
+            r"machine_states\.state has no label 'off'; the ingester writes fault, idle, off,"
+            r" running$")):
+        await store.connect()
+
+
 @pytest.mark.parametrize(("value", "sqlstate"), [
     # float8 0.1 read as numeric: its third 16-bit word (0x9999) is no valid sign.
     (0.1, "22P03"),
