@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +52,10 @@ class Settings(BaseSettings):
     # machine clock ahead lets the watermark run ahead) must stay within that lookback.
     ingest_late_after_s: int = Field(default=3600, ge=1)
     ingest_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    # auto: the ingester's fast MQTT client (ingest/broker.py) when paho's internals are the
+    # ones it was written against (checked at start), else stock paho, with a warning; off:
+    # stock paho (CI runs the end-to-end ingest tests both ways).
+    ingest_fast_path: Literal["auto", "off"] = "auto"
     sparkplug_host_id: str | None = "oemr"
     sparkplug_group_filter: str = "+"
     sparkplug_tenant: str = "default"

@@ -5,20 +5,27 @@ crash before the database commit would lose it. paho 2's ``manual_ack`` lets the
 PUBACK after the transaction that stored the message has committed. The socket is served by the
 event loop (as aiomqtt does internally), so decoding, batching and database I/O share one thread
 without locks.
+
+Two clients: the fast path (``_Client``) overrides paho internals for speed, and was written and
+tested against paho 2.2; ``_StockClient`` is paho as shipped, through its public API only.
+``choose_client`` checks at start-up that paho's internals are the ones the fast path needs
+(``fast_path_problems``) and falls back to stock paho, saying why, where they are not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as paho
-from paho.mqtt.client import MQTT_LOG_ERR, PUBACK, time_func
+from paho.mqtt import __version__ as paho_version
+from paho.mqtt.client import MQTT_LOG_ERR, PUBACK
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -85,6 +92,8 @@ class _Client(paho.Client):
     measures the gain; tests/unit/test_broker_fast_path.py compares the decoder with paho's.
     """
 
+    fast = True
+
     def __init__(self, *args: Any, deliver: OnMessage, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deliver = deliver
@@ -106,6 +115,15 @@ class _Client(paho.Client):
     def acks_pending(self) -> bool:
         """True when ``ack()`` has collected PUBACKs that ``flush_acks()`` has not sent."""
         return bool(self._acks)
+
+    def read_some(self) -> bool:
+        """Read and deliver what the socket has, in a burst; True if more is buffered."""
+        for _ in range(_BURST):
+            if self.loop_read() != _SUCCESS or self.held:
+                return False
+            if not self.buffered:
+                return False
+        return True  # the socket may not wake the caller again for what is in our buffer
 
     def ack(self, mid: int, qos: int) -> MQTTErrorCode:
         """Collect a QoS 1 PUBACK for ``flush_acks()`` (QoS 2 goes through paho at once)."""
@@ -160,7 +178,7 @@ class _Client(paho.Client):
             if not data:
                 return _CONN_LOST
             with self._msgtime_mutex:
-                self._last_bytes_received = time_func()
+                self._last_bytes_received = paho.time_func()
             if self._rtail:
                 data = self._rtail + data
                 self._rtail = b""
@@ -253,6 +271,226 @@ class _Client(paho.Client):
                               bool(message.dup), bool(message.retain)))
 
 
+class _StockClient(paho.Client):
+    """paho's client as shipped, through its public API: the fallback of the fast path.
+
+    paho reads and decodes each packet itself and writes each PUBACK as ``ack()`` is called; the
+    few members the Broker needs beside paho's (``held``, ``read_some``, ``flush_acks``) are the
+    fast client's, so the Broker drives either alike.
+    """
+
+    fast = False
+    buffered = 0
+    acks_pending = False
+
+    def __init__(self, *args: Any, deliver: OnMessage, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deliver = deliver
+        self.delivered = 0
+        self.held = False
+        self.on_message = self._on_paho_message
+
+    def read_some(self) -> bool:
+        """Read and deliver packets until one delivers nothing (likely: the socket is drained).
+
+        Always False: what is left is in the socket, which wakes the caller again.
+        """
+        for _ in range(_BURST):
+            before = self.delivered
+            if self.loop_read() != _SUCCESS or self.held or self.delivered == before:
+                return False
+        return False
+
+    def flush_acks(self) -> None:
+        """Nothing to do: paho queued each PUBACK when ``ack()`` was called."""
+
+    def _on_paho_message(self, _client: paho.Client, _userdata: Any,
+                         message: paho.MQTTMessage) -> None:
+        self.delivered += 1
+        try:
+            topic = message.topic.encode()
+        except UnicodeDecodeError:
+            # Kept as received where paho still keeps it, for the dead letter that follows.
+            topic = getattr(message, "_topic", b"(topic not UTF-8)")
+        self._deliver(Publish(topic, bytes(message.payload), message.mid, message.qos,
+                              bool(message.dup), bool(message.retain)))
+
+
+# -- is this paho the one the fast path was written against? ------------------------------
+
+# What _Client overrides or calls of paho's (paho 2.2): methods and their parameters.
+_METHODS = {
+    "_sock_recv": ("self", "bufsize"),
+    "_packet_read": ("self",),
+    "_handle_on_message": ("self", "message"),
+    "_packet_queue": ("self", "command", "packet", "mid", "qos", "info"),
+    "_easy_log": ("self", "level", "fmt", "*args"),
+    "ack": ("self", "mid", "qos"),
+    "loop_read": ("self", "max_packets"),
+}
+# Attributes of a new client that it reads or writes, and what they hold.
+_ATTRIBUTES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "_sock": ("None before connecting", lambda v: v is None),
+    "_in_packet": ("a dict whose 'command' is 0 between packets",
+                   lambda v: isinstance(v, dict) and v.get("command") == 0),
+    "_protocol": ("the protocol asked for (MQTTv5)", lambda v: v == paho.MQTTv5),
+    "_manual_ack": ("the manual_ack asked for (True)", lambda v: v is True),
+    "_msgtime_mutex": ("a lock", lambda v: hasattr(v, "__enter__") and hasattr(v, "__exit__")),
+    # paho's keepalive reads it; 2.1 called it _last_msg_in.
+    "_last_bytes_received": ("a time (float)", lambda v: isinstance(v, float)),
+}
+# Attributes of a received message (paho.MQTTMessage) read for QoS 2 and large packets.
+_MESSAGE_ATTRIBUTES: dict[str, type] = {
+    "_topic": bytes, "payload": bytes, "mid": int, "qos": int, "dup": bool, "retain": bool}
+
+
+def fast_path_problems(client_class: type[paho.Client] = paho.Client,
+                       message_class: type[paho.MQTTMessage] = paho.MQTTMessage) -> list[str]:
+    """What of paho's internals the fast path relies on is missing or differs; [] if nothing.
+
+    Checks the methods ``_Client`` overrides or calls (present, with the parameters it expects),
+    the attributes it touches (on a new client: present, holding what it expects) and
+    ``paho.mqtt.client.time_func``; then, when ``_Client`` is built on ``client_class``, feeds
+    it a byte stream (a QoS 1 PUBLISH it decodes, a QoS 2 one paho decodes from its buffer, a
+    PINGRESP) and checks what is delivered and sent.
+    """
+    name = client_class.__name__
+    problems = []
+    for method, expected in _METHODS.items():
+        found = getattr(client_class, method, None)
+        if not callable(found):
+            problems.append(f"{name}.{method} is missing")
+        elif (params := _parameters(found)) != expected:
+            problems.append(f"{name}.{method}({', '.join(params)}) differs: the fast path"
+                            f" expects ({', '.join(expected)})")
+    if not callable(getattr(paho, "time_func", None)):
+        problems.append("paho.mqtt.client.time_func is missing")
+    try:
+        probe = client_class(CallbackAPIVersion.VERSION2, client_id="oemr-fast-path-check",
+                             protocol=paho.MQTTv5, manual_ack=True)
+        message = message_class(mid=1, topic=b"t")
+    except Exception as exc:  # noqa: BLE001  (any failure is the finding)
+        return [*problems, f"cannot make a {name} to inspect: {exc!r}"]
+    for attribute, (holds, check) in _ATTRIBUTES.items():
+        if attribute not in vars(probe):
+            problems.append(f"{name}.{attribute} is missing (a new client has no such attribute)")
+        elif not check(value := vars(probe)[attribute]):
+            problems.append(f"{name}.{attribute} is {_shown(value)}, not {holds}")
+    message.payload = b""
+    for attribute, kind in _MESSAGE_ATTRIBUTES.items():
+        if not isinstance(getattr(message, attribute, None), kind):
+            problems.append(f"{message_class.__name__}.{attribute} is missing or not"
+                            f" {kind.__name__}")
+    if not problems and issubclass(_Client, client_class):
+        problems += _self_test()
+    return problems
+
+
+def _shown(value: object) -> str:
+    if value is None or isinstance(value, int | float | str):
+        return repr(value)
+    kind = type(value).__name__
+    return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
+
+
+def _parameters(method: Callable[..., Any]) -> tuple[str, ...]:
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return ("?",)
+    return tuple(_STARS.get(p.kind, "") + p.name for p in params)
+
+
+_STARS: dict[Any, str] = {inspect.Parameter.VAR_POSITIONAL: "*",
+                          inspect.Parameter.VAR_KEYWORD: "**"}
+
+
+class _ProbeSocket:
+    """A socket whose peer is the self-test: what it is fed is read, what is sent is kept."""
+
+    def __init__(self, data: bytes) -> None:
+        self.inbox = bytearray(data)
+        self.sent = bytearray()
+
+    def recv(self, bufsize: int) -> bytes:
+        if not self.inbox:
+            raise BlockingIOError
+        data = bytes(self.inbox[:bufsize])
+        del self.inbox[:bufsize]
+        return data
+
+    def send(self, data: bytes) -> int:
+        self.sent += data
+        return len(data)
+
+    def fileno(self) -> int:
+        return -1
+
+    def close(self) -> None:
+        pass
+
+
+# The self-test's stream: a QoS 1 PUBLISH (mid 7) the fast decoder takes, a PINGRESP and a QoS 2
+# PUBLISH (mid 8) that paho reads from the fast client's buffer, and the PUBREL that releases it.
+_TEST_STREAM = (b"\x32\x0b\x00\x01t\x00\x07\x00fast!" + b"\xd0\x00"
+                + b"\x34\x0b\x00\x01t\x00\x08\x00paho!" + b"\x62\x02\x00\x08")
+_TEST_DELIVERED = [(b"t", b"fast!", 7, 1), (b"t", b"paho!", 8, 2)]
+_TEST_SENT = b"\x50\x02\x00\x08" + b"\x40\x02\x00\x07"  # PUBREC 8 (paho), PUBACK 7 (ours)
+
+
+def _self_test() -> list[str]:
+    got: list[Publish] = []
+    try:
+        sock = _ProbeSocket(_TEST_STREAM)
+        client = _Client(CallbackAPIVersion.VERSION2, client_id="oemr-fast-path-check",
+                         protocol=paho.MQTTv5, manual_ack=True, deliver=got.append)
+        client._sock = sock  # type: ignore[assignment]
+        client._last_bytes_received = 0.0
+        for _ in range(20):
+            if client.loop_read() != _SUCCESS or not (sock.inbox or client.buffered):
+                break
+        client.ack(7, 1)
+        client.flush_acks()
+    except Exception as exc:  # noqa: BLE001  (any failure is the finding)
+        return [f"self-test: the fast client failed on a PUBLISH stream: {exc!r}"]
+    problems = []
+    delivered = [(p._topic, p.payload, p.mid, p.qos) for p in got]
+    if delivered != _TEST_DELIVERED:
+        problems.append(f"self-test: delivered {delivered}, expected {_TEST_DELIVERED}")
+    if bytes(sock.sent) != _TEST_SENT:
+        problems.append(f"self-test: sent {bytes(sock.sent)!r}, expected {_TEST_SENT!r}")
+    if not client._last_bytes_received:
+        problems.append("self-test: reading did not set _last_bytes_received (keepalive)")
+    return problems
+
+
+@dataclass(frozen=True, slots=True)
+class ClientChoice:
+    """Which MQTT client the ingester runs, and why."""
+
+    fast: bool
+    why: str
+    problems: tuple[str, ...] = ()
+
+    @property
+    def path(self) -> Literal["fast", "stock"]:
+        """``fast`` (the fast path) or ``stock`` (paho as shipped)."""
+        return "fast" if self.fast else "stock"
+
+
+def choose_client(mode: Literal["auto", "off"], *,
+                  client_class: type[paho.Client] = paho.Client) -> ClientChoice:
+    """The fast path if asked for (``auto``) and paho's internals are as it needs them."""
+    version = paho_version
+    if mode == "off":
+        return ClientChoice(False, f"stock paho-mqtt {version}: OEMR_INGEST_FAST_PATH=off")
+    problems = fast_path_problems(client_class)
+    if problems:
+        return ClientChoice(False, f"stock paho-mqtt {version}: its internals differ from the"
+                            " ones the fast path was written for (paho 2.2)", tuple(problems))
+    return ClientChoice(True, f"fast path on paho-mqtt {version}: its internals checked")
+
+
 @dataclass(frozen=True, slots=True)
 class SessionOptions:
     """How the ingester's MQTT session is set up."""
@@ -273,7 +511,7 @@ class Broker:
 
     def __init__(self, options: SessionOptions, *, on_message: OnMessage,
                  subscriptions: list[tuple[str, SubscribeOptions]],
-                 on_connected: Callable[[], None] | None = None) -> None:
+                 on_connected: Callable[[], None] | None = None, fast: bool = True) -> None:
         self._options = options
         self._subscriptions = subscriptions
         self._on_connected = on_connected
@@ -288,8 +526,9 @@ class Broker:
         # A new connection gets new message ids: acks are only valid in the generation that
         # received the message.
         self.generation = 0
-        client = _Client(CallbackAPIVersion.VERSION2, client_id=options.client_id,
-                         protocol=paho.MQTTv5, manual_ack=True, deliver=on_message)
+        client: _Client | _StockClient = (_Client if fast else _StockClient)(
+            CallbackAPIVersion.VERSION2, client_id=options.client_id, protocol=paho.MQTTv5,
+            manual_ack=True, deliver=on_message)
         if options.username:
             client.username_pw_set(options.username, options.password)
         client.on_connect = self._on_connect
@@ -328,7 +567,7 @@ class Broker:
         if generation != self.generation or not self.connected:
             return False
         client = self._client
-        if not client.acks_pending:
+        if client.fast and not client.acks_pending:
             # PUBACKs are collected: the caller flushes after its batch, or else the next
             # turn of the loop does.
             self._loop.call_soon(client.flush_acks)
@@ -402,16 +641,11 @@ class Broker:
         self._disconnected.set()
 
     def _read(self) -> None:
-        client = self._client
         if self._paused:
             return
-        for _ in range(_BURST):
-            if client.loop_read() != paho.MQTT_ERR_SUCCESS or self._paused:
-                return
-            if not client.buffered:
-                return
-        # Data is left in our buffer and the socket may not wake us again: come back soon.
-        self._loop.call_soon(self._read)
+        if self._client.read_some() and not self._paused:
+            # Data is left in our buffer and the socket may not wake us again: come back soon.
+            self._loop.call_soon(self._read)
 
     def _on_socket_open(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
         def register() -> None:

@@ -30,10 +30,18 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from core.errors import DatabaseUnavailableError
 from core.settings import Settings
 from ingest import json_contract, topics
-from ingest.broker import Broker, Publish, SessionOptions
+from ingest.broker import Broker, ClientChoice, Publish, SessionOptions, choose_client
 from ingest.models import Decoded, Rejected
-from ingest.sparkplug import SparkplugHost
-from ingest.store import Batch, DeadLetter, Message, PoisonBatchError, Store, Written
+from ingest.sparkplug import NOT_A_HOST, SparkplugHost
+from ingest.store import (
+    Batch,
+    ColumnLayoutError,
+    DeadLetter,
+    Message,
+    PoisonBatchError,
+    Store,
+    Written,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +66,13 @@ class Counters:
     pending: int = 0  # received, waiting for a batch
     writing: int = 0  # in batches being written now
     mqtt_connected: bool = False
+    # Which MQTT client runs: "fast" (ingest/broker.py's fast path) or "stock" (paho as
+    # shipped), and why (OEMR_INGEST_FAST_PATH, or paho internals that differ).
+    mqtt_client: str = ""
+    mqtt_client_why: str = ""
     db_ok: bool = False
+    # Why the last write failed, while writes fail (unreachable, or tables not as we write them).
+    db_error: str | None = None
     started_at: float = field(default_factory=time.time)
     updated_at: float = 0.0
 
@@ -116,6 +130,8 @@ class Ingester:
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 50, 50)
+        await self._check_database()
+        client = self._choose_client()
         s = self._settings
         state_topic = f"spBv1.0/STATE/{s.sparkplug_host_id}" if self._host else None
         self._broker = Broker(
@@ -128,6 +144,7 @@ class Ingester:
             on_message=self._on_message,
             subscriptions=self._subscriptions(),
             on_connected=self._announce_host,
+            fast=client.fast,
         )
         tasks = [
             asyncio.create_task(self._flush_loop(), name="flush"),
@@ -171,6 +188,28 @@ class Ingester:
             for store in self._all_stores:
                 await store.close()
             self._write_status()
+
+    async def _check_database(self) -> None:
+        """Refuse to start on tables the binary COPY cannot write (``ColumnLayoutError``).
+
+        An unreachable database is no reason not to start: batches wait for it (unacked).
+        """
+        try:
+            await self._all_stores[0].connect()
+        except DatabaseUnavailableError as exc:
+            self.counters.db_error = str(exc)
+            logger.warning("database unreachable at start (%s): batches wait for it, and the"
+                           " tables are checked when it answers", exc)
+
+    def _choose_client(self) -> ClientChoice:
+        choice = choose_client(self._settings.ingest_fast_path)
+        self.counters.mqtt_client, self.counters.mqtt_client_why = choice.path, choice.why
+        if choice.problems:
+            logger.warning("MQTT client: %s (ingest/broker.py); what differs: %s", choice.why,
+                           "; ".join(choice.problems))
+        else:
+            logger.info("MQTT client: %s", choice.why)
+        return choice
 
     def _subscriptions(self) -> list[tuple[str, SubscribeOptions]]:
         s = self._settings
@@ -247,7 +286,7 @@ class Ingester:
         if isinstance(route, topics.JsonTopic):
             return json_contract.decode(route, payload, now=_now(), max_skew=self._max_skew)
         if self._host is None:
-            raise Rejected("Sparkplug B message, but this ingester is not a Sparkplug host")
+            raise Rejected(NOT_A_HOST)
         outcome = self._host.handle(route, payload, now=_now())
         assert self._broker is not None
         for command in outcome.commands:
@@ -307,27 +346,40 @@ class Ingester:
             dead_letters=[e.dead_letter for e in entries if e.dead_letter is not None],
             redelivered=any(e.dup for e in entries),
         )
-        delay = 0.2
         started = time.perf_counter()
+        try:
+            written = await self._write_retrying(batch, store)
+        except PoisonBatchError as exc:
+            logger.error("database refused a batch (%s): storing its messages one by one", exc)
+            written = await self._store_one_by_one(batch, store)
+        self._count(written, len(batch.messages), time.perf_counter() - started)
+        self._ack(entries)
+
+    async def _write_retrying(self, batch: Batch, store: Store) -> Written:
+        """Write until the database takes the batch; ``PoisonBatchError`` if it refuses it.
+
+        An unreachable database and tables the COPY cannot write are the server's faults, not
+        the messages': retried with backoff, never acked meanwhile, reported in the status.
+        """
+        delay = 0.2
         while True:
             try:
                 written = await store.write(batch)
-                break
-            except DatabaseUnavailableError as exc:
-                self.counters.db_ok = False
-                self.counters.db_retries += 1
-                logger.warning("database unavailable, batch of %d kept for retry in %.1fs: %s",
-                               len(entries), delay, exc)
+            except (DatabaseUnavailableError, ColumnLayoutError) as exc:
+                c = self.counters
+                c.db_ok, c.db_retries, c.db_error = False, c.db_retries + 1, str(exc)
+                if isinstance(exc, ColumnLayoutError):
+                    logger.error("cannot write a batch of %d messages, retrying in %.1fs: %s",
+                                 len(batch.messages) + len(batch.dead_letters), delay, exc)
+                else:
+                    logger.warning("database unavailable, batch of %d kept for retry in %.1fs:"
+                                   " %s", len(batch.messages) + len(batch.dead_letters), delay,
+                                   exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-            except PoisonBatchError as exc:
-                logger.error("database refused a batch (%s): storing its messages one by one",
-                             exc)
-                written = await self._store_one_by_one(batch, store)
-                break
-        self.counters.db_ok = True
-        self._count(written, len(batch.messages), time.perf_counter() - started)
-        self._ack(entries)
+            else:
+                self.counters.db_ok, self.counters.db_error = True, None
+                return written
 
     async def _store_one_by_one(self, batch: Batch, store: Store) -> Written:
         totals = [0, 0, 0, 0]
@@ -343,9 +395,7 @@ class Ingester:
     async def _write_single(self, single: Batch, store: Store) -> Written:
         while True:
             try:
-                return await store.write(single)
-            except DatabaseUnavailableError:
-                await asyncio.sleep(1)
+                return await self._write_retrying(single, store)
             except PoisonBatchError as exc:
                 if single.messages:
                     m = single.messages[0]

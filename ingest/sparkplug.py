@@ -35,6 +35,7 @@ _SERIAL_METRICS = frozenset(
 )
 _SKIPPED_PREFIXES = ("node control/", "properties/", "device control/")
 MAX_SERIAL_CHARS = 64  # as the JSON contract's <serial>; a longer one is ignored (logged)
+NOT_A_HOST = "Sparkplug B message, but this ingester is not a Sparkplug host"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,50 @@ class SparkplugHost:
         except Rejected as exc:
             outcome.rejected = f"{kind}: {exc.reason}"
         return outcome
+
+    def decode_standalone(self, topic: SparkplugTopic, payload: bytes, *,
+                          now: datetime) -> Decoded:
+        """What one message says on its own, without the session it came in (a replay).
+
+        A host's state (the alias bindings of each node's births, its seq and bdSeq, which
+        devices are born) is the order of messages as they came; a message taken out of that
+        order can only be read for what it carries itself. So: metrics with their names
+        (births always have them; DATA only if the node sends names) become samples, a birth's
+        serial number is taken from it; an alias-only metric is rejected (its binding was in a
+        birth this method does not have), and so are deaths (whether one counts depends on the
+        birth then in force). No seq check, no connectivity, no online/offline event: those
+        were the session's, recorded when the message came. Nothing here changes the host.
+        ``now`` is when the message was received (the bounds of its times).
+        """
+        kind = topic.message_type
+        if kind in ("STATE", "NCMD", "DCMD"):
+            return Decoded()
+        if kind in ("NDEATH", "DDEATH"):
+            raise Rejected(f"{kind} is not replayed: whether a death counts depends on the birth"
+                           " in force when it came (bdSeq), which a replay does not know")
+        try:
+            message = schema.Payload.FromString(payload)
+        except DecodeError as exc:
+            raise Rejected(f"{kind} payload is not a valid Sparkplug B protobuf: {exc}") from None
+        try:
+            return Decoded(samples=self._standalone_samples(topic, message, now))
+        except Rejected as exc:
+            raise Rejected(f"{kind}: {exc.reason}") from None
+
+    def _standalone_samples(self, topic: SparkplugTopic, message: Any,
+                            now: datetime) -> list[Samples]:
+        key, device = (topic.group, topic.edge_node), topic.device or ""
+        _check_text(message)
+        birth = topic.message_type.endswith("BIRTH")
+        aliases, serial = self._bind(key, device, message) if birth else ({}, None)
+        unbound = _unbound_alias(message, aliases)
+        if unbound is not None:
+            raise Rejected(f"metric alias {unbound} cannot be replayed: alias bindings are the"
+                           " edge node's session (its births), which is not stored; only metrics"
+                           " sent with their names can be")
+        machine = MachineRef(self._tenant, serial or _default_serial(key, device), "sparkplug",
+                             key[0], key[1], device)
+        return self._samples(_where(key, device), aliases, machine, message, now)
 
     # -- message types -------------------------------------------------------------------
 

@@ -12,6 +12,13 @@ rollup has already rolled up, so the transaction that writes them also marks the
 the ingester's clock, the one its future-skew check bounds data times with: the rollup's window
 follows data times, not the database's clock, and asking the database for its time would cost a
 statement on every batch.
+
+Column layout: the COPY rows are packed by hand (core/pgcopy.py) and the server reads each binary
+field as its column's type. A column whose type drifted (a migration widening an id, a restore
+from another version) makes every row unreadable, which no message is to blame for: each new
+connection compares the tables with the packed layout first (``ColumnLayoutError``), and an
+error that says the server could not read our rows is that same fault, retried and never
+dead-lettered.
 """
 
 from __future__ import annotations
@@ -27,15 +34,21 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from core import pgcopy
-from core.errors import DatabaseUnavailableError
+from core.errors import DatabaseUnavailableError, OemrError
 from core.sql import queries
-from ingest.models import Decoded, MachineRef
+from ingest.models import MACHINE_STATES, Decoded, MachineRef
 
 logger = logging.getLogger(__name__)
 
 # SQLSTATE classes a message's content can cause: 22 data exception, 23 integrity constraint
 # violation, 54 program limit exceeded (an index entry too large).
 _CONTENT_ERROR_CLASSES = frozenset({"22", "23", "54"})
+# SQLSTATEs that say the server could not take our rows as packed, whatever they hold: 22P03
+# invalid binary representation (a field of another size or format than its column's type),
+# 08P01 a field shorter than its type ("insufficient data left in message"), 22P04 a bad COPY
+# format, 23502 a NOT NULL column the COPY leaves out. Decoded values never cause them (the
+# packer writes every field of every row, by type): the table is not what this version writes.
+_UNREADABLE_ROWS = frozenset({"22P03", "08P01", "22P04", "23502"})
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -65,6 +78,11 @@ class Batch:
     messages: list[Message] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     redelivered: bool = False
+    # A replay of dead letters (ingest/replay.py): the id of the dead letter each message comes
+    # from, deleted in the transaction that stores the message. A message whose machine cannot
+    # be resolved keeps its dead letter: its id and reason go to ``unsettled``.
+    settles: list[int] | None = None
+    unsettled: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def decoded(self) -> list[Decoded]:
@@ -84,6 +102,10 @@ class Written:
 
 class PoisonBatchError(Exception):
     """The database refused the batch for its content, not for being unreachable."""
+
+
+class ColumnLayoutError(OemrError):
+    """The tables are not what the binary COPY writes: retry once an operator has fixed them."""
 
 
 def _machine_key(ref: MachineRef) -> tuple[str, ...]:
@@ -111,10 +133,19 @@ class Store:
             finally:
                 self._conn = None
 
+    async def connect(self) -> None:
+        """Connect now (else the first write does) and check the tables' column layout.
+
+        Raises ``ColumnLayoutError`` when a table is not what the binary COPY writes and
+        ``DatabaseUnavailableError`` when the database cannot be reached.
+        """
+        await self._connection()
+
     async def write(self, batch: Batch) -> Written:
         """Store a batch in one transaction.
 
-        Raises ``DatabaseUnavailableError`` when the database is unreachable (retry later) and
+        Raises ``DatabaseUnavailableError`` when the database is unreachable and
+        ``ColumnLayoutError`` when it cannot read our rows (retry later, both), and
         ``PoisonBatchError`` when it refuses the content (split the batch).
         """
         conn = await self._connection()
@@ -130,7 +161,15 @@ class Store:
             # Only what the content caused is poison (split the batch, dead-letter the culprit).
             # Anything else (no connection, a revoked privilege, a table a newer migration
             # changed) is retried without acking: an operator's fix resumes ingest, nothing lost.
-            if (exc.sqlstate or "")[:2] in _CONTENT_ERROR_CLASSES:
+            sqlstate = exc.sqlstate or ""
+            if sqlstate in _UNREADABLE_ROWS:
+                # The next connection's layout check names the column, if a type changed.
+                await self.close()
+                raise ColumnLayoutError(
+                    f"the database could not read the rows as the ingester packs them"
+                    f" ({sqlstate}: {exc}); has a column of telemetry or machine_states"
+                    " changed?") from exc
+            if sqlstate[:2] in _CONTENT_ERROR_CLASSES:
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     await self.close()
                 raise PoisonBatchError(str(exc)) from exc
@@ -149,6 +188,7 @@ class Store:
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailableError(str(exc)) from exc
         try:
+            await self._check_layout(conn)
             await conn.execute(self._q["create_stages"])
             self._machines.clear()
             for row in await (await conn.execute(self._q["all_machines"])).fetchall():
@@ -163,8 +203,26 @@ class Store:
             # missing privilege): the same outage as a failed connect, retried by the caller.
             await conn.close()
             raise DatabaseUnavailableError(str(exc)) from exc
+        except ColumnLayoutError:
+            await conn.close()
+            raise
         self._conn = conn
         return conn
+
+    async def _check_layout(self, conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
+        cur = await conn.execute(self._q["column_layout"], {"tables": list(pgcopy.LAYOUTS)})
+        problems = pgcopy.layout_problems(pgcopy.Column(*row) for row in await cur.fetchall())
+        if not problems:
+            # A state travels as its label: one the enum lacks would fail every message with it.
+            cur = await conn.execute(self._q["state_labels"])
+            labels = {label for (label,) in await cur.fetchall()}
+            problems += [f"machine_states.state has no label {label!r}; the ingester writes"
+                         f" {', '.join(sorted(MACHINE_STATES))}"
+                         for label in sorted(MACHINE_STATES - labels)]
+        if problems:
+            raise ColumnLayoutError(
+                "the tables are not what the ingester writes, so it writes nothing (a migration"
+                " or a restore from another version?): " + "; ".join(problems))
 
     # -- registration --------------------------------------------------------------------
 
@@ -214,18 +272,26 @@ class Store:
 
     def _dead_letter_unresolved(self, batch: Batch) -> None:
         kept: list[Message] = []
-        for message in batch.messages:
+        kept_ids: list[int] = []
+        for i, message in enumerate(batch.messages):
             d = message.decoded
             refs = [s.machine for s in d.samples] + [e.machine for e in d.events]
             missing = [r for r in refs if _machine_key(r) not in self._machines]
             if missing:
                 ref = missing[0]
-                batch.dead_letters.append(DeadLetter(message.topic, message.payload, (
-                    f"machine serial {ref.serial!r} of tenant {ref.tenant!r} is already"
-                    f" registered for another protocol than {ref.protocol}")))
+                reason = (f"machine serial {ref.serial!r} of tenant {ref.tenant!r} is already"
+                          f" registered for another protocol than {ref.protocol}")
+                if batch.settles is None:
+                    batch.dead_letters.append(DeadLetter(message.topic, message.payload, reason))
+                else:
+                    batch.unsettled.append((batch.settles[i], reason))
             else:
                 kept.append(message)
+                if batch.settles is not None:
+                    kept_ids.append(batch.settles[i])
         batch.messages = kept
+        if batch.settles is not None:
+            batch.settles = kept_ids
 
     # -- the transaction -----------------------------------------------------------------
 
@@ -246,6 +312,8 @@ class Store:
             await self._connectivity(conn, batch.decoded)
             await self._gaps(conn, batch.decoded)
             dead = await self._dead_letters(conn, batch.dead_letters)
+            if batch.settles:
+                await conn.execute(q["settle_dead_letters"], {"ids": batch.settles})
             if late:
                 # Last: a writer marking a day another batch has just marked waits for that
                 # batch's commit, so the day's row is held locked no longer than needed.

@@ -1,6 +1,21 @@
 -- name: all_machines
 SELECT id, tenant, serial, protocol, spb_group, spb_edge_node, spb_device FROM machines
 
+-- name: column_layout
+-- The columns of the tables the binary COPY writes, for core/pgcopy.py to compare with its rows;
+-- required: NOT NULL with nothing to fill it when a COPY leaves the column out.
+SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
+       a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = ''
+FROM pg_class c
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.oid = ANY (SELECT to_regclass(t) FROM unnest(%(tables)s::text[]) AS t)
+
+-- name: state_labels
+-- The labels of machine_states.state's enum (the states the ingester writes must be among them).
+SELECT e.enumlabel
+FROM pg_attribute a JOIN pg_enum e ON e.enumtypid = a.atttypid
+WHERE a.attrelid = 'machine_states'::regclass AND a.attname = 'state'
+
 -- name: all_metrics
 SELECT id, name FROM metrics
 
@@ -78,6 +93,10 @@ SELECT * FROM unnest(%(topics)s::text[], %(payloads)s::bytea[], %(sizes)s::int[]
 ON CONFLICT (digest) DO UPDATE
 SET times_received = dead_letters.times_received + excluded.times_received,
     last_received_at = now()
+
+-- name: settle_dead_letters
+-- Dead letters whose messages a replay (ingest/replay.py) stores in this transaction.
+DELETE FROM dead_letters WHERE id = ANY(%(ids)s::bigint[])
 
 -- name: mark_late_days
 -- UTC days of rows older than the ingester's late_after, for the rollup to recompute

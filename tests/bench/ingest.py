@@ -18,7 +18,8 @@ Figures, not pass/fail. All three rates are over the same kind of messages: the 
 2. write limit: psycopg binary COPY (``write_row``) of the same telemetry rows into a freshly
    migrated database, one transaction per ingester batch;
 3. end to end: ``oem-retention ingest run`` from broker to committed rows, its resident memory
-   sampled every 100 ms.
+   sampled every 100 ms; with its fast MQTT client (``--fast-path auto``, the default), stock
+   paho (``off``, its fallback when paho's internals differ: ingest/broker.py), or ``both``.
 
 Modes, the same for 1 and 3:
 
@@ -153,6 +154,7 @@ class Config:
     profile_dir: Path | None
     write_states: bool
     publisher: str
+    fast_paths: tuple[str, ...] = ("auto",)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -878,7 +880,7 @@ def _watch_commits(conn: psycopg.Connection[Any], w: Workload, ingester: Ingeste
 
 
 def _ingester_env(config: Config, w: Workload, *, url: str, state_dir: Path, client_id: str,
-                  group: str) -> dict[str, str]:
+                  group: str, fast_path: str) -> dict[str, str]:
     s = config.settings
     return {
         **os.environ,
@@ -891,18 +893,20 @@ def _ingester_env(config: Config, w: Workload, *, url: str, state_dir: Path, cli
         "OEMR_INGEST_TENANT_FILTER": w.tenant,
         "OEMR_INGEST_BATCH_SIZE": str(s.ingest_batch_size),
         "OEMR_INGEST_SESSION_EXPIRY_S": str(SESSION_EXPIRY_S),
+        "OEMR_INGEST_FAST_PATH": fast_path,
         # No Sparkplug host: it would leave a retained STATE message in the broker.
         "OEMR_SPARKPLUG_HOST_ID": "",
     }
 
 
-def end_to_end(config: Config, mode: str, ctx: Any) -> Phase:
+def end_to_end(config: Config, mode: str, ctx: Any, *, fast_path: str = "auto") -> Phase:
     w = config.workload()
     client_id, group = f"{w.tenant}-ingest", f"g{w.tenant}"
     with fresh_database(config.settings) as url, tempfile.TemporaryDirectory() as tmp:
         state_dir = Path(tmp)
         ingester = IngesterProcess(_ingester_env(config, w, url=url, state_dir=state_dir,
-                                                 client_id=client_id, group=group), state_dir)
+                                                 client_id=client_id, group=group,
+                                                 fast_path=fast_path), state_dir)
         _open_session(config.address, client_id, w.subscription(group))
         profiler: Profiler | None = None
         try:
@@ -945,6 +949,7 @@ def end_to_end(config: Config, mode: str, ctx: Any) -> Phase:
     rate = (w.messages - seen.first_count) / window if window > 0 else float("nan")
     batches, write_ms = counters.get("batches", 0), counters.get("batch_ms_total", 0.0)
     phase = Phase(rate, [
+        f"MQTT client: {counters.get('mqtt_client_why', '?')}",
         f"{w.messages - seen.first_count:,} messages committed in {window:.1f} s after the first"
         f" batch; CPU {cpu}",
         cpu.per_message("ingester", w.messages - seen.first_count),
@@ -1064,6 +1069,9 @@ def _parse(argv: list[str] | None) -> Config:
                    help="raw: pipelined MQTT 5 writer (offers what the broker takes);"
                         " paho: paho 2 client (its CPU cost caps the offered rate)")
     p.add_argument("--mode", choices=("live", "backlog", "both"), default="both")
+    p.add_argument("--fast-path", choices=("auto", "off", "both"), default="auto",
+                   help="end to end with the ingester's fast MQTT client (auto), stock paho"
+                        " (off: OEMR_INGEST_FAST_PATH=off), or both")
     p.add_argument("--batch-size", type=int, default=None,
                    help="OEMR_INGEST_BATCH_SIZE for the ingester and the write limit")
     p.add_argument("--write-states", action="store_true",
@@ -1076,7 +1084,8 @@ def _parse(argv: list[str] | None) -> Config:
                   window=a.inflight,
                   modes=("live", "backlog") if a.mode == "both" else (a.mode,),
                   settings=Settings(**overrides), profile_dir=a.profile,
-                  write_states=a.write_states, publisher=a.publisher)
+                  write_states=a.write_states, publisher=a.publisher,
+                  fast_paths=("auto", "off") if a.fast_path == "both" else (a.fast_path,))
 
 
 def _print_phase(title: str, phase: Phase) -> None:
@@ -1088,14 +1097,16 @@ def _print_phase(title: str, phase: Phase) -> None:
 
 def _print_summary(config: Config, write: Phase, rows: dict[str, tuple[Phase, Phase]]) -> None:
     print("\nsummary (msg/s; 10 telemetry rows per message; indicative: shared 2-core host)")
-    print(f"{'mode':<9}{'receive':>10}{'write':>10}{'end to end':>12}{'ratio':>8}"
+    width = max(9, *(len(mode) + 1 for mode in rows))
+    print(f"{'mode':<{width}}{'receive':>10}{'write':>10}{'end to end':>12}{'ratio':>8}"
           f"{'max RSS':>10}")
     for mode, (rx, e2e) in rows.items():
         ratio = e2e.msg_s / max(min(rx.msg_s, write.msg_s), 1e-9)
-        print(f"{mode:<9}{rx.msg_s:>10,.0f}{write.msg_s:>10,.0f}{e2e.msg_s:>12,.0f}"
+        print(f"{mode:<{width}}{rx.msg_s:>10,.0f}{write.msg_s:>10,.0f}{e2e.msg_s:>12,.0f}"
               f"{ratio:>8.2f}{e2e.max_rss_mb or 0:>7.0f} MB"
               f"   {_verdicts(ratio, e2e)}")
-    print(f"{'target':<9}{'':>10}{'':>10}{f'>= {TARGET_MSG_S:,}':>12}{f'>= {TARGET_RATIO}':>8}"
+    print(f"{'target':<{width}}{'':>10}{'':>10}{f'>= {TARGET_MSG_S:,}':>12}"
+          f"{f'>= {TARGET_RATIO}':>8}"
           f"{f'<= {TARGET_RSS_MB} MB':>10}")
     print(f"ratio = end to end / min(receive, write); end to end {TARGET_MSG_S:,} msg/s ="
           f" {TARGET_MSG_S * len(METRICS):,} rows/s. Batch {config.settings.ingest_batch_size:,},"
@@ -1107,6 +1118,9 @@ def _verdicts(ratio: float, e2e: Phase) -> str:
         ("ratio", ratio >= TARGET_RATIO), ("rate", e2e.msg_s >= TARGET_MSG_S),
         ("RSS", (e2e.max_rss_mb or 0) <= TARGET_RSS_MB)) if not ok]
     return f"below target: {', '.join(below)}" if below else "targets met"
+
+
+_CLIENTS = {"auto": "fast", "off": "stock"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1133,9 +1147,11 @@ def main(argv: list[str] | None = None) -> None:
         _print_phase(f"receive limit, {mode}, the ingester's MQTT client as subscriber", rx_fast)
         # The stricter of the two is the limit: what the broker delivers to the best client.
         rx = max(rx_paho, rx_fast, key=lambda phase: phase.msg_s)
-        e2e = end_to_end(config, mode, ctx)
-        _print_phase(f"end to end, {mode}", e2e)
-        rows[mode] = (rx, e2e)
+        for fast_path in config.fast_paths:
+            e2e = end_to_end(config, mode, ctx, fast_path=fast_path)
+            label = mode if config.fast_paths == ("auto",) else f"{mode}, {_CLIENTS[fast_path]}"
+            _print_phase(f"end to end, {label}", e2e)
+            rows[label] = (rx, e2e)
     _print_summary(config, write, rows)
     stored_after = broker_stored(config.address, fresh=True)
     if stored_before is not None and stored_after is not None \

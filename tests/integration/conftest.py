@@ -198,11 +198,17 @@ def test_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBro
 
 
 class IngesterProcess:
-    """``oem-retention ingest run`` as a child process, as production runs it."""
+    """``oem-retention ingest run`` as a child process, as production runs it.
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    ``module`` is what ``python -m`` runs: a test's wrapper of the CLI can change the process
+    first (tests/integration/paho_drift.py).
+    """
+
+    def __init__(self, env: dict[str, str], log: Path, *,
+                 module: str = "oem_retention") -> None:
         self.env = env
         self.log = log
+        self.module = module
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> IngesterProcess:
@@ -212,7 +218,7 @@ class IngesterProcess:
         status.unlink(missing_ok=True)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "oem_retention", "ingest", "run"],
+                [sys.executable, "-m", self.module, "ingest", "run"],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -273,15 +279,23 @@ def start_ingester(ingester_env: dict[str, str], tmp_path: Path) -> Iterator[Any
     """Factory: ``start_ingester(**env_overrides)`` starts an ingester; all are stopped after."""
     started: list[IngesterProcess] = []
 
-    def start(**overrides: str) -> IngesterProcess:
+    def start(*, module: str = "oem_retention", **overrides: str) -> IngesterProcess:
         env = {**ingester_env, **overrides}
-        proc = IngesterProcess(env, tmp_path / f"ingest-{len(started)}.log").start()
+        proc = IngesterProcess(env, tmp_path / f"ingest-{len(started)}.log",
+                               module=module).start()
         started.append(proc)
         return proc
 
     yield start
     for proc in started:
         proc.stop()
+
+
+# The ingester's two MQTT clients (ingest/broker.py): the end-to-end tests that prove nothing is
+# lost run on both (OEMR_INGEST_FAST_PATH), and check the status says which one ran.
+BOTH_CLIENTS = pytest.mark.parametrize("fast_path", ["auto", "off"],
+                                       ids=["fast-path", "stock-paho"])
+CLIENT_OF = {"auto": "fast", "off": "stock"}
 
 
 def publisher(client_id: str | None = None) -> paho.Client:

@@ -14,7 +14,7 @@ import orjson
 import psycopg
 
 from ingest.sparkplug_schema import DOUBLE
-from tests.integration.conftest import publisher, scalar, wait_for
+from tests.integration.conftest import BOTH_CLIENTS, CLIENT_OF, publisher, scalar, wait_for
 from tests.sparkplug_payloads import bd_seq, metric, payload
 
 
@@ -30,9 +30,11 @@ def dead_letters(database_url: str) -> dict[str, tuple[bytes, int, str, int]]:
         "SELECT topic, payload, payload_size, reason, times_received FROM dead_letters")}
 
 
+@BOTH_CLIENTS
 def test_each_kind_of_bad_input_is_a_dead_letter_with_its_reason(
-        database_url: str, tenant: str, start_ingester: Any) -> None:
-    ingester = start_ingester()
+        database_url: str, tenant: str, start_ingester: Any, fast_path: str) -> None:
+    ingester = start_ingester(OEMR_INGEST_FAST_PATH=fast_path)
+    assert ingester.counters()["mqtt_client"] == CLIENT_OF[fast_path]
     pub = publisher()
     now = int(time.time() * 1000)
     ts = now - 60_000

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import orjson
+from paho.mqtt import __version__ as paho_version
 
 from tests.integration.conftest import ROOT, publisher, scalar, wait_for
 
@@ -38,6 +39,9 @@ def test_health_reports_counters_and_fails_when_the_ingester_is_gone(
     assert status["telemetry_rows"] == 60
     assert status["dead_lettered"] == 1
     assert status["mqtt_connected"] is True and status["db_ok"] is True
+    assert status["db_error"] is None
+    assert (status["mqtt_client"], status["mqtt_client_why"]) == (
+        "fast", f"fast path on paho-mqtt {paho_version}: its internals checked")
     assert status["batches"] >= 1 and status["batch_ms_max"] > 0
 
     ingester.kill()

@@ -33,6 +33,8 @@ from psycopg import sql
 from core.settings import Settings
 from oem_retention import schema
 from tests.integration.conftest import (
+    BOTH_CLIENTS,
+    CLIENT_OF,
     IngesterProcess,
     PrivateBroker,
     TelemetryFlood,
@@ -168,11 +170,13 @@ KILL_RATE = 2_000
 MAX_KILLS = 4
 
 
+@BOTH_CLIENTS
 def test_kill_9_mid_stream_loses_and_doubles_nothing(database_url: str, tenant: str,
-                                                     start_ingester: Any) -> None:
+                                                     start_ingester: Any, fast_path: str) -> None:
     # Full batches (a second's worth at KILL_RATE): a commit is followed by 2,000 PUBACKs, so a
     # kill at the commit lands before they are sent and the broker redelivers stored messages.
-    ingester = start_ingester(OEMR_INGEST_LINGER_MS="1000")
+    ingester = start_ingester(OEMR_INGEST_LINGER_MS="1000", OEMR_INGEST_FAST_PATH=fast_path)
+    assert ingester.counters()["mqtt_client"] == CLIENT_OF[fast_path]
     flood = _flood(tenant, rate=KILL_RATE).start()
     kills: list[tuple[int, int]] = []
     skipped: list[int] = []  # per life of the ingester after a kill
@@ -198,6 +202,35 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(database_url: str, tenant: 
           " PUBACK")
     # Else the run proved nothing about duplicates: no kill fell between a commit and its acks.
     assert any(skipped), "no restart met already stored messages"
+
+
+def test_a_paho_whose_internals_differ_runs_stock_and_loses_and_doubles_nothing(
+        database_url: str, tenant: str, start_ingester: Any) -> None:
+    # paho's _packet_read takes a parameter the fast path does not know (tests/integration/
+    # paho_drift.py): the start-up check names it, the ingester runs stock paho, and a kill -9
+    # at a commit still loses and doubles nothing: acks go out after the commit on that path too.
+    drift = "tests.integration.paho_drift"
+    ingester = start_ingester(module=drift, OEMR_INGEST_LINGER_MS="1000")
+    counters = ingester.counters()
+    assert counters["mqtt_client"] == "stock"
+    assert "internals differ" in counters["mqtt_client_why"]
+    log = ingester.log.read_text()
+    assert ("Client._packet_read(self, max_packets) differs: the fast path expects (self)"
+            in log), log[-2000:]
+    flood = _flood(tenant, rate=KILL_RATE).start()
+    try:
+        committed = _kill_mid_stream(ingester, database_url, flood,
+                                     after_published=flood.messages // 10)
+        time.sleep(0.3)
+        ingester.start()
+        assert ingester.counters()["mqtt_client"] == "stock"
+        skipped = _duplicates_skipped(ingester)
+        flood.release()
+        drained = _assert_exactly_stored(database_url, flood)
+    finally:
+        flood.close()
+    print(f"\nstock paho after a failed check: killed at {committed} messages committed;"
+          f" {skipped} already stored redelivered; all stored {drained:.1f}s after the last PUBACK")
 
 
 # -- 2. database outage ----------------------------------------------------------------------
@@ -423,13 +456,16 @@ def test_database_outage_under_load_loses_nothing_and_memory_stays_bounded(
 # -- 3. two ingesters on one shared subscription ---------------------------------------------
 
 
+@BOTH_CLIENTS
 def test_shared_subscription_two_ingesters_one_killed(database_url: str, tenant: str,
-                                                      start_ingester: Any) -> None:
+                                                      start_ingester: Any, fast_path: str) -> None:
     group = f"g{tenant}"
-    first = start_ingester(OEMR_INGEST_SHARE_GROUP=group)
+    first = start_ingester(OEMR_INGEST_SHARE_GROUP=group, OEMR_INGEST_FAST_PATH=fast_path)
     # Only the first one is the Sparkplug host: an empty host id means "not a host".
-    second = start_ingester(OEMR_INGEST_SHARE_GROUP=group,
+    second = start_ingester(OEMR_INGEST_SHARE_GROUP=group, OEMR_INGEST_FAST_PATH=fast_path,
                             OEMR_INGEST_CLIENT_ID=f"ingest-{tenant}-2", OEMR_SPARKPLUG_HOST_ID="")
+    assert [first.counters()["mqtt_client"], second.counters()["mqtt_client"]] == [
+        CLIENT_OF[fast_path]] * 2
     flood = _flood(tenant).start()
     try:
         def both_received() -> tuple[int, int] | None:

@@ -5,12 +5,14 @@ from typing import Any
 
 import orjson
 
-from tests.integration.conftest import publisher, scalar, wait_for
+from tests.integration.conftest import BOTH_CLIENTS, CLIENT_OF, publisher, scalar, wait_for
 
 
+@BOTH_CLIENTS
 def test_json_telemetry_and_events_are_stored(database_url: str, tenant: str,
-                                              start_ingester: Any) -> None:
-    start_ingester()
+                                              start_ingester: Any, fast_path: str) -> None:
+    ingester = start_ingester(OEMR_INGEST_FAST_PATH=fast_path)
+    assert ingester.counters()["mqtt_client"] == CLIENT_OF[fast_path]
     pub = publisher()
     ts = int(time.time() * 1000) - 60_000
     for i in range(5):

@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ingest.broker import Publish, _Client
+from ingest.broker import Publish, _Client, _StockClient
 
 Row = tuple[bytes, bytes, int, int, bool, bool]
 
@@ -361,3 +361,44 @@ def test_qos0_and_qos1_bypass_paho(monkeypatch: pytest.MonkeyPatch) -> None:
     for cut in (0, 100, 1000):
         assert _drive(client, sock, [stream[:cut], stream[cut:]]) == 0
     assert len(got) == 3 * (len(STREAM) - 1)
+
+
+# -- the fallback: stock paho behind the same members ---------------------------------------
+
+
+def test_stock_client_delivers_what_paho_decodes_and_acks_at_once() -> None:
+    sock = FakeSocket()
+    got: list[Publish] = []
+    client = _StockClient(CallbackAPIVersion.VERSION2, client_id="stock", protocol=paho.MQTTv5,
+                          manual_ack=True, deliver=got.append)
+    client._sock = sock  # type: ignore[assignment]
+    stream = b"".join(STREAM)
+    assert _drive(client, sock, [stream[:100], stream[100:]]) == 0
+    # The invalid UTF-8 topic too, as received: its dead letter says which topic it was.
+    assert _rows(got) == [_decoded_by_paho(p) for p in STREAM if p != PINGRESP]
+    assert client.delivered == len(STREAM) - 1
+    client.ack(258, 1)
+    assert sock.sent == [b"\x40\x02\x01\x02"]  # paho's own PUBACK, written at once
+    assert not client.acks_pending
+    client.flush_acks()
+    assert len(sock.sent) == 1
+
+
+def test_stock_client_reads_until_a_read_delivers_nothing_or_it_is_held() -> None:
+    sock = FakeSocket()
+    got: list[Publish] = []
+
+    def deliver(msg: Publish) -> None:
+        got.append(msg)
+        client.held = len(got) == 3
+
+    client = _StockClient(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, manual_ack=True,
+                          deliver=deliver)
+    client._sock = sock  # type: ignore[assignment]
+    sock.feed(STREAM[0] * 5)
+    assert client.read_some() is False
+    assert len(got) == 3  # held after the third
+    client.held = False
+    assert client.read_some() is False
+    assert len(got) == 5
+    assert sock.recv_sizes[-1] == 1  # the last read found the socket empty

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from ingest import topics
-from ingest.models import Gap, MachineRef, Samples
+from ingest.models import Decoded, Gap, MachineRef, Rejected, Samples
 from ingest.sparkplug import REBIRTH_METRIC, Outcome, SparkplugHost
 from ingest.sparkplug_schema import (
     BOOLEAN,
@@ -731,3 +731,57 @@ def test_text_that_is_not_utf8_is_rejected(host: SparkplugHost, field: str) -> N
     outcome = send(host, "NBIRTH", raw)
     assert outcome.rejected is not None
     assert "not UTF-8" in outcome.rejected
+
+
+# -- a message on its own (dead-letter replay) ---------------------------------------------
+
+
+def standalone(host: SparkplugHost, kind: str, raw: bytes, *, device: str | None = None) -> Any:
+    topic = f"spBv1.0/{GROUP}/{kind}/{NODE}" + (f"/{device}" if device is not None else "")
+    route = topics.parse(topic)
+    assert isinstance(route, topics.SparkplugTopic)
+    return host.decode_standalone(route, raw, now=NOW)
+
+
+def test_a_birth_on_its_own_gives_its_samples_and_serial_and_nothing_of_a_session(
+        host: SparkplugHost) -> None:
+    decoded = standalone(host, "DBIRTH", payload(
+        metric("Properties/Serial Number", datatype=STRING, string_value="SN-4711"),
+        metric("Speed", alias=1, datatype=DOUBLE, double_value=10.0),
+        metric("State", alias=2, datatype=STRING, string_value="running"),
+        timestamp=T0, seq=9), device="press")
+    machine = MachineRef("acme", "SN-4711", "sparkplug", GROUP, NODE, "press")
+    assert decoded.samples == [Samples(machine, T0_TIME, {"Speed": 10.0}, "running")]
+    assert (decoded.events, decoded.connectivity, decoded.gaps) == ([], [], [])
+    # The host learnt nothing: DATA of that device still has no birth here.
+    outcome = send(host, "DDATA", payload(metric(alias=1, datatype=DOUBLE, double_value=1.0),
+                                          timestamp=T0, seq=10), device="press")
+    assert outcome.rejected is not None and "no birth certificate" in outcome.rejected
+
+
+def test_data_on_its_own_takes_named_metrics_and_refuses_aliases(host: SparkplugHost) -> None:
+    named = standalone(host, "DDATA", payload(
+        metric("Speed", datatype=DOUBLE, double_value=11.0), timestamp=T0, seq=3),
+        device="press")
+    assert named.samples == [Samples(device_machine("press"), T0_TIME, {"Speed": 11.0})]
+    with pytest.raises(Rejected, match=r"^NDATA: metric alias 4 cannot be replayed"):
+        standalone(host, "NDATA", payload(
+            metric("Speed", datatype=DOUBLE, double_value=1.0),
+            metric(alias=4, datatype=DOUBLE, double_value=2.0), timestamp=T0, seq=3))
+
+
+@pytest.mark.parametrize("kind", ["NDEATH", "DDEATH"])
+def test_a_death_on_its_own_is_refused(host: SparkplugHost, kind: str) -> None:
+    with pytest.raises(Rejected, match=f"^{kind} is not replayed: .*bdSeq"):
+        standalone(host, kind, payload(bd_seq(3), timestamp=T0),
+                   device="press" if kind == "DDEATH" else None)
+
+
+def test_on_its_own_a_bad_payload_and_state_and_commands(host: SparkplugHost) -> None:
+    with pytest.raises(Rejected, match=r"^NBIRTH payload is not a valid Sparkplug B protobuf"):
+        standalone(host, "NBIRTH", b"\x00 not protobuf")
+    assert standalone(host, "NCMD", b"") == Decoded()
+    with pytest.raises(Rejected, match=r"^DBIRTH: .*in the future"):
+        standalone(host, "DBIRTH", payload(
+            metric("Speed", alias=1, datatype=DOUBLE, double_value=1.0),
+            timestamp=T0 + 7_200_000, seq=0), device="press")
