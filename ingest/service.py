@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -472,6 +473,27 @@ class Ingester:
 def status_path(settings: Settings) -> Path:
     """Where an ingester writes its counters (read by ``oem-retention ingest health``)."""
     return settings.state_dir / "run" / f"ingest-{settings.ingest_client_id}.json"
+
+
+def health_problems(status: dict[str, Any], *, age_s: float, max_age_s: float) -> list[str]:
+    """What is wrong with an ingester, from its status file's counters (empty: healthy).
+
+    Examples
+    --------
+    >>> health_problems({"mqtt_connected": True, "batches": 0, "db_ok": False,
+    ...                  "db_error": "connection refused"}, age_s=1.0, max_age_s=10.0)
+    ['cannot write: connection refused']
+    """
+    problems = []
+    if age_s > max_age_s:
+        problems.append(f"status {age_s:.0f} s old (the ingester is gone or hung)")
+    if not status["mqtt_connected"]:
+        problems.append("not connected to the broker")
+    # A write error counts before the first batch too: an ingester whose every batch fails
+    # has stored none.
+    if status.get("db_error") or (status["batches"] and not status["db_ok"]):
+        problems.append(f"cannot write: {status.get('db_error') or 'database not ok'}")
+    return problems
 
 
 def _now() -> datetime:

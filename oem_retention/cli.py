@@ -118,7 +118,7 @@ def ingest_run(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False
 @ingest_app.command("health")
 def ingest_health(max_age: float = 10.0) -> None:
     """Print the ingester's counters; exit 1 if it is stale, disconnected or cannot write."""
-    from ingest.service import status_path
+    from ingest.service import health_problems, status_path
 
     path = status_path(_settings())
     try:
@@ -128,8 +128,10 @@ def ingest_health(max_age: float = 10.0) -> None:
         raise typer.Exit(1) from None
     age = time.time() - status["updated_at"]
     console.print_json(data={**status, "age_s": round(age, 1)})
-    if age > max_age or not status["mqtt_connected"] or (
-            status["batches"] and not status["db_ok"]):
+    problems = health_problems(status, age_s=age, max_age_s=max_age)
+    for problem in problems:
+        console.print(f"[red]unhealthy:[/red] {problem}", highlight=False)
+    if problems:
         raise typer.Exit(1)
 
 

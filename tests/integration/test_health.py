@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -49,3 +50,19 @@ def test_health_reports_counters_and_fails_when_the_ingester_is_gone(
     stale = _health(ingester.env, "--max-age", "1")
     assert stale.returncode == 1, stale.stdout
     pub.loop_stop()
+
+
+def test_health_fails_when_the_ingester_cannot_write_before_its_first_batch(
+        tenant: str, start_ingester: Any) -> None:
+    # A database that is not there: the ingester waits for it, connected to the broker, and
+    # has stored no batch yet. Healthy it is not.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        nobody = sock.getsockname()[1]
+    ingester = start_ingester(
+        OEMR_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{nobody}/oemr?connect_timeout=1")
+    wait_for(lambda: ingester.counters()["db_error"])
+    assert ingester.counters()["batches"] == 0
+    verdict = _health(ingester.env)
+    assert verdict.returncode == 1, verdict.stdout
+    assert "unhealthy: cannot write:" in verdict.stdout
