@@ -310,6 +310,20 @@ def publisher(client_id: str | None = None) -> paho.Client:
     return client
 
 
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a process and all its descendants if it still runs.
+
+    A failed assertion must not leave `up`'s children running: they would publish and ingest
+    into the next tests' broker.
+    """
+    import psutil
+
+    if proc.poll() is None:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+        proc.kill()
+
+
 def wait_for(predicate: Any, *, timeout: float = 30.0, interval: float = 0.1) -> Any:
     """Poll until ``predicate()`` is truthy; return its value or fail with the last one."""
     deadline = time.monotonic() + timeout

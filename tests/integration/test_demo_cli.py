@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from demo.world.files import MACHINES
-from tests.integration.conftest import ROOT, scalar, wait_for
+from tests.integration.conftest import ROOT, kill_tree, scalar, wait_for
 
 CLI = [sys.executable, "-m", "oem_retention"]
 TINY = ["--size", "small", "--customers", "12", "--machines", "30", "--years", "1",
@@ -176,10 +176,7 @@ def test_demo_up_brings_the_whole_demo_up_and_ctrl_c_stops_it(
         assert proc.wait(timeout=40) == 0
         assert not any(_running(child) for child in children)
     finally:
-        if proc.poll() is None:
-            for child in psutil.Process(proc.pid).children(recursive=True):
-                child.kill()
-            proc.kill()
+        kill_tree(proc)
         log.close()
     output = (tmp_path / "up.log").read_text()
     assert "world: seed 5, 12 customers, 30 machines" in output

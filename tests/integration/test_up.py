@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.integration.conftest import ROOT, scalar, wait_for
+from tests.integration.conftest import ROOT, kill_tree, scalar, wait_for
 
 
 def test_up_runs_ingester_simulator_and_analytics_and_stops_on_ctrl_c(
@@ -49,12 +49,7 @@ def test_up_runs_ingester_simulator_and_analytics_and_stops_on_ctrl_c(
         assert not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE
                        for child in children)
     finally:
-        if proc.poll() is None:
-            # A failed assertion must not leave up's children running (they would publish and
-            # ingest into the next tests' broker): kill the whole tree.
-            for child in psutil.Process(proc.pid).children(recursive=True):
-                child.kill()
-            proc.kill()
+        kill_tree(proc)
         log.close()
     output = (tmp_path / "up.log").read_text()
     assert "machines registered" in output
