@@ -316,9 +316,24 @@ async def test_value_customers_on_the_small_case(conn: Conn, case: dict[str, int
     assert a[10]["parts"]["monetary_value"] == 250
     assert a[10]["contract"]["renewals"] == 3
     assert (a[5], a[6]) == (Decimal(1200), 3)
-    # The contract side: sBG pooled over the three cohorts (or its fallback), and the DERL kept.
-    derl = a[10]["contract"]["derl"]
-    assert a[7] == Decimal(f"{1200 * derl:.2f}")
+    # The contract side, by hand. The cohorts lose 2 of 4 at the first renewal and none of the
+    # 3 at risk later: LL = 2 ln P(T=1) + ln S(3) + ln S(2), and as S(t) <= S(1) = 1 - p with
+    # p = alpha / (alpha + beta), LL <= 2 ln p + 2 ln(1 - p) <= 4 ln 1/2, reached only in the
+    # limit alpha, beta -> 0 with p = 1/2: half the customers leave at once, half never. So a
+    # customer who has renewed renews for ever: DERL = 1 + 1/1.1 + 1/1.1^2 + ... = 11 at 10%,
+    # and one in its first term renews with probability 1/2 first: DERL = 5.5. Each is
+    # discounted from its next anniversary, (days to it) / 365.25 years after T:
+    #   A 1200 x 11  x 1.1^-(60/365.25)  = 13200 x 0.984465 = 12994.94
+    #   B  800 x 11  x 1.1^-(182/365.25) =  8800 x 0.953618 =  8391.84
+    #   C  600 x 5.5 x 1.1^-(152/365.25) =  3300 x 0.961113 =  3171.67
+    assert run.contract_method == "sbg", run.notes
+    assert run.parameters["sbg"]["log_likelihood"] == pytest.approx(4 * math.log(0.5))
+    assert max(run.parameters["sbg"]["alpha"], run.parameters["sbg"]["beta"]) < 1e-6
+    assert a[7] == Decimal("12994.94")
+    assert rows[case["B"]][7] == Decimal("8391.84")
+    # C's value moves with p itself, which the optimiser leaves at 0.50002 on its way to the
+    # edge: within 0.5 of 3171.67.
+    assert float(rows[case["C"]][7]) == pytest.approx(3171.67, abs=0.5)
     assert a[8] == a[7] + a[9]
 
     e = rows[case["E"]]
