@@ -80,6 +80,7 @@ from demo.world.files import truth
 from erp_connectors.files import sync_files
 from erp_connectors.rates import load_exchange_rates
 from tests.integration.conftest import rows
+from tests.renewal_cohorts import renewal_cohorts as cohorts_from_records
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 T = date(2025, 12, 31)
@@ -368,19 +369,21 @@ async def test_demo_world_values(conn: Conn, database_url: str, tmp_path: Path) 
     run = await value_customers(conn, on=end, reporting_currency=EUR)
     ids: dict[str, int] = dict(await (await conn.execute(
         "SELECT external_id, id FROM customers WHERE source = 'demo'")).fetchall())
-    assert run.customers == len(ids) == 60
+    planted = truth(world)["customers"]
+    formers = {ext for ext, t in planted.items()
+               if t["churned"] and date.fromisoformat(t["churn_date"]) < world.window_start}
+    # 60 customers on the books when the window opened, and those lost at a renewal before.
+    assert run.customers == len(ids) == 60 + len(formers)
     assert run.parts_method == "bgnbd+gamma_gamma", run.notes
-    # This world's cohorts renew at 100% for years before the planted churn: the sBG's
-    # likelihood runs off to its no-heterogeneity limit, and the run says it used that limit.
-    cohorts = [list(s) for _, s in run.cohorts]
-    if run.contract_method == "constant_retention":
-        retention = pooled_retention(cohorts)
-        assert retention is not None
-        assert run.parameters["contracts"]["retention"] == pytest.approx(retention)
-        assert any("constant retention" in n for n in run.notes)
-    else:
-        assert run.contract_method == "sbg", run.notes
-    assert sum(c[0] for c in cohorts) <= 60
+    # The world plants a beta distribution of renewal propensities: its cohorts (here as the
+    # records say, computed apart from clv.sql) lose their likely leavers first, and the sBG
+    # is fitted to them with finite estimates and standard errors.
+    assert [list(s) for _, s in run.cohorts] == cohorts_from_records(world.records, end)
+    assert run.contract_method == "sbg", run.notes
+    assert not any("sBG" in n for n in run.notes), run.notes
+    fitted = run.parameters["sbg"]
+    for value in (fitted["alpha"], fitted["beta"], *fitted["standard_errors"].values()):
+        assert math.isfinite(value) and value > 0, fitted
 
     cur = await conn.execute(
         "SELECT customer_id, p_alive, expected_purchases_12m, expected_spend_per_purchase,"
@@ -399,7 +402,6 @@ async def test_demo_world_values(conn: Conn, database_url: str, tmp_path: Path) 
     assert all(y <= CONTRACT_YEARS_CAP + 1 for y in years)
 
     # Churners (truth) valued after their churn look less alive than those who stayed.
-    planted = truth(world)["customers"]
     churned = [ids[ext] for ext, t in planted.items()
                if t["churned"] and date.fromisoformat(t["churn_date"]) < end - timedelta(days=90)]
     stayed = [ids[ext] for ext, t in planted.items() if not t["churned"]]
