@@ -244,7 +244,8 @@ async def shared_machine_rows(conn: Conn, periods: Sequence[Period], *,
         await conn.execute(blocks["drop_kpi_machines"])
 
 
-async def _rollup_covers(conn: Conn, periods: Sequence[Period]) -> list[bool]:
+async def _rollup_covers(conn: Conn, periods: Sequence[Period], *,
+                         now: datetime | None = None) -> list[bool]:
     """Per period: whether ``machine_days`` has every day of it (and of the one before).
 
     The rollup is filled only by its refresh job, which leaves a watermark (the latest data
@@ -252,7 +253,8 @@ async def _rollup_covers(conn: Conn, periods: Sequence[Period]) -> list[bool]:
     the ingester stored nothing after the watermark, and a period not over yet while the
     watermark is less than ``RUNNING_LAG`` old (its numbers are those of the last refresh,
     every 15 minutes).
-    Otherwise the period is read from raw telemetry.
+    Otherwise the period is read from raw telemetry. ``now`` is the moment this is judged at
+    (default: the clock).
     """
     cur = await conn.execute(_sql()["rollup_watermark"])
     row = await cur.fetchone()
@@ -261,7 +263,7 @@ async def _rollup_covers(conn: Conn, periods: Sequence[Period]) -> list[bool]:
     through = row[0]
     # A period still running (today's month to date) is read as of the last refresh, when that
     # was recent: the ingester always has newer data, and raw telemetry is ten times slower.
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     live = through >= now - RUNNING_LAG
     covered: dict[datetime, bool] = {}
     for period in periods:
@@ -341,7 +343,7 @@ def _values(name: str, period: Period, cut: Cut,
 
 async def _compute(conn: Conn, name: str, periods: Sequence[Period], cut: Cut, *,
                    reporting_currency: str, window_days: int,
-                   silent_days: int = DEFAULT_SILENT_DAYS
+                   silent_days: int = DEFAULT_SILENT_DAYS, now: datetime | None = None
                    ) -> list[dict[str, dict[str, KpiValue]]]:
     """Run one query for the periods; per period (in order), its KPIs by name, then segment.
 
@@ -365,7 +367,7 @@ async def _compute(conn: Conn, name: str, periods: Sequence[Period], cut: Cut, *
                            params(periods))
         return [_values(name, period, cut, [r for r in rows if r["n"] == n])
                 for n, period in enumerate(periods, start=1)]
-    covered = await _rollup_covers(conn, periods)
+    covered = await _rollup_covers(conn, periods, now=now)
     for rollup in (True, False):
         group = [p for p, c in zip(periods, covered, strict=True) if c is rollup]
         if not group:
@@ -667,11 +669,14 @@ async def machine_kpis(conn: Conn, period: Period, *, reporting_currency: str,
 
 async def kpi_table(conn: Conn, periods: Sequence[Period], cut: Cut | None = None, *,
                     reporting_currency: str, window_days: int = DEFAULT_WINDOW_DAYS,
-                    silent_days: int = DEFAULT_SILENT_DAYS) -> list[KpiValue]:
+                    silent_days: int = DEFAULT_SILENT_DAYS,
+                    now: datetime | None = None) -> list[KpiValue]:
     """Every KPI for every period and every segment of the cut (what the dashboard reads).
 
     ``cut=Cut("country")`` gives every country; ``Cut("country", "DE")`` only Germany; ``None``
-    the whole base. Ordered by period, KPI, segment.
+    the whole base. Ordered by period, KPI, segment. ``now`` (default: the clock) decides
+    whether a period still running is read from the rollup as of its last refresh (see
+    ``RUNNING_LAG``).
     """
     cut = cut or ALL
     if cut.dimension == "all":
@@ -679,7 +684,7 @@ async def kpi_table(conn: Conn, periods: Sequence[Period], cut: Cut | None = Non
     periods = list(periods)
     by_query = {name: await _compute(conn, name, periods, cut,
                                      reporting_currency=reporting_currency,
-                                     window_days=window_days, silent_days=silent_days)
+                                     window_days=window_days, silent_days=silent_days, now=now)
                 for name in _SPECS}
     specs = {spec.kpi: spec for group in _SPECS.values() for spec in group}
     table: list[KpiValue] = []

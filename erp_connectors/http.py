@@ -10,9 +10,10 @@ login, a missing permission, a bad request or an unknown path cannot heal by wai
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -48,6 +49,9 @@ class RetryPolicy:
     max_delay_s: float = 30.0
     # A Retry-After beyond this is not waited for: the run stops and the schedule tries later.
     max_retry_after_s: float = 120.0
+    # How a wait between attempts is spent; a test passes one that records the waits asked for
+    # (the delays are the behaviour, not the wall clock).
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 
 def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -120,7 +124,7 @@ class ErpHttp:
         """Send a request; a 2xx/3xx response, or the errors the module docstring names."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.policy.attempts), wait=self._wait,
-            retry=retry_if_exception_type(_Transient), reraise=True,
+            sleep=self.policy.sleep, retry=retry_if_exception_type(_Transient), reraise=True,
             before_sleep=lambda s: logger.warning(
                 "%s: %s %s: %s; retry %s of %s", self.name, method, url,
                 s.outcome.exception() if s.outcome else "?", s.attempt_number,

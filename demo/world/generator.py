@@ -22,11 +22,18 @@ from typing import Any
 from demo.world import catalogue as cat
 from demo.world.plan import CAUSE_WEIGHTS, CAUSES, CustomerPlan, Traits, Warning
 
-GENERATOR_VERSION = 1
-CHURN_SHARE = 0.17
+GENERATOR_VERSION = 2
+# Renewal propensities (docs/demo-world.md, "Renewals"): every contract relationship lapses at
+# each renewal with its own probability, drawn from beta(RENEWAL_ALPHA, RENEWAL_BETA), the
+# shifted-beta-geometric's assumption (Fader & Hardie 2007): a third of new relationships are
+# lost by their third renewal, and retention rises with tenure as the likely leavers leave
+# first (83.3% at the first renewal, 91.5% at the fifth).
+RENEWAL_ALPHA = 0.7
+RENEWAL_BETA = 3.5
+# The ERP's service contracts go back this far before the telemetry window.
+CONTRACT_HISTORY_DAYS = 3 * 365
 SILENT_SHARE = 0.15  # of churners: no warning at all
 FALSE_ALARM_SHARE = 0.12  # of staying customers: warnings, but they stay
-LEAD_DAYS = (90, 365)
 HOUR = timedelta(hours=1)
 CENT = Decimal("0.01")
 Record = dict[str, Any]
@@ -67,6 +74,47 @@ class MachinePlan:
     faults: list[tuple[datetime, int, str]] = field(default_factory=list)  # start, hours, code
 
 
+@dataclass(frozen=True, slots=True)
+class _Dip:
+    """Weeks ``start`` to ``end`` (excluded) a machine spends on other work, at less load."""
+
+    start: int
+    end: int
+    depth: float
+
+    def factor(self, week: int) -> float:
+        return 1 - self.depth if self.start <= week < self.end else 1.0
+
+
+@dataclass(slots=True)
+class _Upkeep:
+    """A machine's service state as its weeks go by."""
+
+    since_hours: float
+    since_days: float
+    overdue_weeks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Week:
+    """A week a machine ran: its Monday, workdays before the end, hours run, shift span."""
+
+    monday: date
+    workdays: int
+    effective: float
+    span: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Term:
+    """One term of a contract: its days, annual value (contract currency) and tier."""
+
+    start: date
+    end: date
+    value: Decimal
+    tier: str
+
+
 def _rng(seed: int, end_date: date, size: WorldSize, section: str) -> random.Random:
     return random.Random(f"{seed}:{end_date}:{size.customers}:{size.machines}:{size.years}:"
                          f"{section}")
@@ -96,6 +144,26 @@ def _poisson(rng: random.Random, lam: float) -> int:
 
 def _anniversary(year: int, month_day: tuple[int, int]) -> date:
     return date(year, month_day[0], month_day[1])
+
+
+def _on_or_after(month_day: tuple[int, int], day: date) -> date:
+    """The first anniversary on or after ``day``."""
+    this_year = _anniversary(day.year, month_day)
+    return this_year if this_year >= day else _anniversary(day.year + 1, month_day)
+
+
+def _sbg_losses(n: int) -> tuple[list[float], float]:
+    """P(T = t) for t = 1..n, and S(n), of the world's renewal propensities (Fader & Hardie 2007).
+
+    The retention rate of period t is r_t = (beta + t - 1) / (alpha + beta + t - 1), so
+    P(T = t) = S(t - 1) (1 - r_t) and S(t) = S(t - 1) r_t.
+    """
+    lost, survival = [], 1.0
+    for t in range(1, n + 1):
+        churn = RENEWAL_ALPHA / (RENEWAL_ALPHA + RENEWAL_BETA + t - 1)
+        lost.append(survival * churn)
+        survival *= 1 - churn
+    return lost, survival
 
 
 @dataclass
@@ -151,9 +219,16 @@ class _Builder:
         self.seed, self.end_date, self.size = seed, end_date, size
         start = end_date - timedelta(days=365 * size.years)
         self.window_start = start + timedelta(days=(7 - start.weekday()) % 7)
+        self.contracts_from = self.window_start - timedelta(days=CONTRACT_HISTORY_DAYS)
         self.records: dict[str, list[Record]] = defaultdict(list)
         self.plans: dict[str, CustomerPlan] = {}
-        self.customers: list[Record] = []
+        self.customers: list[Record] = []  # on the books when the window opens
+        self.formers: list[Record] = []  # lost before it: only their contracts show
+        self.names: set[str] = set()
+        # Years of warranty of each customer's first machine (its first contract follows).
+        self.first_warranty: dict[str, int] = {}
+        # A former customer's machines, by model: none of them is in the installed base.
+        self.former_fleet: dict[str, list[str]] = {}
         self.sites: dict[str, list[str]] = defaultdict(list)
         self.contacts: dict[str, list[str]] = defaultdict(list)
         self.country: dict[str, cat.Country] = {}
@@ -180,7 +255,9 @@ class _Builder:
     def build(self) -> World:
         self._exchange_rates()
         self._customers()
+        self._relationships()
         self._churn_plan()
+        self._formers()
         self._installed_base()
         self._operation()
         self._contracts()
@@ -224,67 +301,77 @@ class _Builder:
 
     def _customers(self) -> None:
         rng = self.rng("customers")
-        countries = list(cat.COUNTRIES)
-        industries = [i for i, _ in cat.INDUSTRIES]
-        names: set[str] = set()
-        window_days = (self.end_date - self.window_start).days
-        site_n = contact_n = 0
         for n in range(1, self.size.customers + 1):
-            ext = f"C-{n:04d}"
-            country = _weighted(rng, countries, [c.weight for c in countries])
-            industry = _weighted(rng, industries, [w for _, w in cat.INDUSTRIES])
-            size_class = _weighted(rng, [s for s, _, _ in cat.SIZE_CLASSES],
-                                   [w for _, w, _ in cat.SIZE_CLASSES])
+            self.customers.append(self._customer(rng, n))
+
+    def _customer(self, rng: random.Random, n: int, *, since: date | None = None) -> Record:
+        """A customer with its traits, sites and contacts; ``since`` drawn unless given."""
+        ext = f"C-{n:04d}"
+        countries = list(cat.COUNTRIES)
+        country = _weighted(rng, countries, [c.weight for c in countries])
+        industry = _weighted(rng, [i for i, _ in cat.INDUSTRIES], [w for _, w in cat.INDUSTRIES])
+        size_class = _weighted(rng, [s for s, _, _ in cat.SIZE_CLASSES],
+                               [w for _, w, _ in cat.SIZE_CLASSES])
+        if since is None:
+            window_days = (self.end_date - self.window_start).days
             if rng.random() < 0.85:
                 since = self.window_start - timedelta(days=rng.randint(200, 15 * 365))
             else:
                 since = self.window_start + timedelta(days=rng.randint(0, int(window_days * 0.7)))
-            key = rng.random() < {"enterprise": 0.7, "large": 0.3, "medium": 0.05}.get(
-                size_class, 0.0)
-            name = self._name(rng, country, industry, names)
-            record: Record = {"external_id": ext, "name": name, "industry": industry,
-                              "country": country.code, "size_class": size_class,
-                              "key_account": key, "customer_since": since,
-                              "source_updated_at": _at(max(since, self.window_start), 8)}
-            self.records["customers"].append(record)
-            self.customers.append(record)
-            self.country[ext], self.industry[ext], self.size_class[ext] = (
-                country, industry, size_class)
-            self.plans[ext] = CustomerPlan(ext, self._traits(rng, industry, size_class, key))
-            for _ in range({"small": 1, "medium": 1, "large": rng.randint(1, 3),
-                            "enterprise": rng.randint(2, 4)}[size_class]):
-                site_n += 1
-                site_country = country if rng.random() < 0.85 or not self.sites[ext] else (
-                    _weighted(rng, countries, [c.weight for c in countries]))
-                city = rng.choice(site_country.cities)
-                self.records["sites"].append({
-                    "external_id": f"S-{site_n:05d}", "customer_external_id": ext,
-                    "name": f"{name.split()[0]} {city}", "country": site_country.code,
-                    "city": city, "source_updated_at": record["source_updated_at"]})
-                self.sites[ext].append(f"S-{site_n:05d}")
-            domain = "".join(ch for ch in name.split()[0].lower() if ch.isascii() and ch.isalpha())
-            for k in range({"small": 1, "medium": 2, "large": 3, "enterprise": 4}[size_class]):
-                contact_n += 1
-                first, last = rng.choice(cat.FIRST_NAMES), rng.choice(country.surnames)
-                plain = "".join(ch for ch in last.lower() if ch.isascii() and ch.isalpha())
-                self.records["contacts"].append({
-                    "external_id": f"K-{contact_n:05d}", "customer_external_id": ext,
-                    "site_external_id": self.sites[ext][k % len(self.sites[ext])],
-                    "name": f"{first} {last}", "role": cat.ROLES[k % len(cat.ROLES)],
-                    "email": f"{first.lower()}.{plain or 'x'}@{domain or 'example'}.example",
-                    "phone": f"+{rng.randint(10, 99)} {rng.randint(100, 999)}"
-                             f" {rng.randint(1000, 9999)}",
-                    "source_updated_at": record["source_updated_at"]})
-                self.contacts[ext].append(f"K-{contact_n:05d}")
+        key = rng.random() < {"enterprise": 0.7, "large": 0.3, "medium": 0.05}.get(
+            size_class, 0.0)
+        name = self._name(rng, country, industry, self.names)
+        record: Record = {"external_id": ext, "name": name, "industry": industry,
+                          "country": country.code, "size_class": size_class,
+                          "key_account": key, "customer_since": since,
+                          "source_updated_at": _at(max(since, self.window_start), 8)}
+        self.records["customers"].append(record)
+        self.country[ext], self.industry[ext], self.size_class[ext] = (
+            country, industry, size_class)
+        self.plans[ext] = CustomerPlan(ext, self._traits(rng, industry, size_class, key))
+        for _ in range({"small": 1, "medium": 1, "large": rng.randint(1, 3),
+                        "enterprise": rng.randint(2, 4)}[size_class]):
+            site_country = country if rng.random() < 0.85 or not self.sites[ext] else (
+                _weighted(rng, countries, [c.weight for c in countries]))
+            city = rng.choice(site_country.cities)
+            site = f"S-{len(self.records['sites']) + 1:05d}"
+            self.records["sites"].append({
+                "external_id": site, "customer_external_id": ext,
+                "name": f"{name.split()[0]} {city}", "country": site_country.code,
+                "city": city, "source_updated_at": record["source_updated_at"]})
+            self.sites[ext].append(site)
+        domain = "".join(ch for ch in name.split()[0].lower() if ch.isascii() and ch.isalpha())
+        for k in range({"small": 1, "medium": 2, "large": 3, "enterprise": 4}[size_class]):
+            first, last = rng.choice(cat.FIRST_NAMES), rng.choice(country.surnames)
+            plain = "".join(ch for ch in last.lower() if ch.isascii() and ch.isalpha())
+            contact = f"K-{len(self.records['contacts']) + 1:05d}"
+            self.records["contacts"].append({
+                "external_id": contact, "customer_external_id": ext,
+                "site_external_id": self.sites[ext][k % len(self.sites[ext])],
+                "name": f"{first} {last}", "role": cat.ROLES[k % len(cat.ROLES)],
+                "email": f"{first.lower()}.{plain or 'x'}@{domain or 'example'}.example",
+                "phone": f"+{rng.randint(10, 99)} {rng.randint(100, 999)}"
+                         f" {rng.randint(1000, 9999)}",
+                "source_updated_at": record["source_updated_at"]})
+            self.contacts[ext].append(contact)
+        return record
 
     @staticmethod
     def _name(rng: random.Random, country: cat.Country, industry: str, taken: set[str]) -> str:
+        tries = 0
         while True:
             surname = rng.choice(country.surnames)
             if rng.random() < 0.3:
                 surname = f"{surname} & {rng.choice(country.surnames)}"
-            name = (f"{surname} {rng.choice(cat.INDUSTRY_WORDS[industry])}"
-                    f" {rng.choice(country.legal_forms)}")
+            word = rng.choice(cat.INDUSTRY_WORDS[industry])
+            if tries >= 50:
+                # The country's plain names of the industry are taken (a world of thousands):
+                # a company named after its town, then one numbered, always ends the search.
+                word += f" {rng.choice(country.cities)}"
+                if tries >= 200:
+                    word += f" {tries - 198}"
+            tries += 1
+            name = f"{surname} {word} {rng.choice(country.legal_forms)}"
             if name not in taken:
                 taken.add(name)
                 return name
@@ -322,61 +409,149 @@ class _Builder:
                 ends.append(end)
         return ends
 
+    def _relationships(self) -> None:
+        """When each customer's first recorded service contract starts, and its anniversary.
+
+        A customer-scope contract covers the customer from its first day; machine contracts
+        begin when the first machine's warranty ends. A relationship older than the ERP's
+        contract records shows from its first anniversary in them (the ERP's first term of
+        it); a younger one is co-termed to its own start, so every renewal decision falls in
+        its own contract year.
+        """
+        rng = self.rng("relationships")
+        for c in self.customers:
+            ext = c["external_id"]
+            plan = self.plans[ext]
+            self.first_warranty[ext] = rng.choice((1, 1, 2))
+            since: date = c["customer_since"]
+            start = since if plan.traits.customer_scope else since + timedelta(
+                days=365 * self.first_warranty[ext])
+            if start < self.contracts_from:
+                start = _on_or_after(plan.traits.anniversary, self.contracts_from)
+            else:
+                plan.traits.anniversary = (start.month, min(start.day, 28))
+            plan.contract_start = start if start < self.end_date else None
+
+    def _renewals(self, plan: CustomerPlan, until: date) -> list[date]:
+        """Renewal decisions (term ends) of the customer's relationship, up to ``until``."""
+        if plan.contract_start is None:
+            return []
+        return self._term_ends(plan, plan.contract_start, until)
+
     def _churn_plan(self) -> None:
+        """Who lets the contracts lapse at which renewal, and who shows warnings beforehand."""
         rng = self.rng("churn")
-        earliest = self.window_start + timedelta(days=300)
-        latest = self.end_date - timedelta(days=1)
-        candidates, weights = [], []
+        last = self.end_date - timedelta(days=1)
+        renewals = {c["external_id"]: self._renewals(self.plans[c["external_id"]], last)
+                    for c in self.customers}
+        self._propensities(rng, renewals)
         for c in self.customers:
             plan = self.plans[c["external_id"]]
-            since: date = c["customer_since"]
-            ends = [e for e in self._term_ends(plan, earliest, latest)
-                    if (e - since).days > 400]
-            if not ends:
-                continue
-            t = plan.traits
-            weight = ((2.0 if not t.auto_renew else 1.0)
-                      * {"small": 1.6, "medium": 1.2, "large": 0.7, "enterprise": 0.5}[
-                          self.size_class[c["external_id"]]]
-                      * (0.35 if c["key_account"] else 1.0)
-                      * (1.6 if (self.window_start - since).days < 3 * 365 else 1.0))
-            candidates.append((c["external_id"], ends))
-            weights.append(weight)
-        # Weighted sampling without replacement (Efraimidis-Spirakis keys).
-        keyed = sorted(range(len(candidates)),
-                       key=lambda i: rng.random() ** (1 / weights[i]), reverse=True)
-        churners = keyed[:round(CHURN_SHARE * len(self.customers))]
-        silent = set(rng.sample(churners, round(SILENT_SHARE * len(churners))))
-        for i in churners:
-            ext, ends = candidates[i]
-            plan = self.plans[ext]
-            plan.churn_date = rng.choice(ends)
+            assert plan.churn_probability is not None
+            for end in renewals[c["external_id"]]:
+                if end >= self.window_start and rng.random() < plan.churn_probability:
+                    plan.churn_date = end
+                    break
+        churners = [self.plans[c["external_id"]] for c in self.customers
+                    if self.plans[c["external_id"]].churned]
+        silent = set(rng.sample(range(len(churners)), round(SILENT_SHARE * len(churners))))
+        for i, plan in enumerate(churners):
             if i in silent:
                 plan.silent_churn = True
-                continue
-            room = (plan.churn_date - self.window_start).days - 60
-            lead = rng.randint(90, 120) if rng.random() < 0.15 else rng.randint(150, 365)
-            lead = max(60, min(lead, room))
-            start = plan.churn_date - timedelta(days=lead)
-            causes = self._causes(rng, rng.choices((1, 2, 3), weights=(35, 40, 25))[0])
-            plan.warning = Warning(causes, start, plan.churn_date, 1.0)
-            plan.depth = self._depths(rng)
-        staying = [ext for ext, p in self.plans.items() if not p.churned]
+            else:
+                self._warn(rng, plan)
+        since = {c["external_id"]: c["customer_since"] for c in self.customers}
+        staying = [ext for ext in since if not self.plans[ext].churned]
         for ext in rng.sample(staying, round(FALSE_ALARM_SHARE * len(staying))):
-            plan = self.plans[ext]
-            since = next(c["customer_since"] for c in self.customers if c["external_id"] == ext)
-            lo = max(self.window_start + timedelta(days=90), since + timedelta(days=60))
-            hi = self.end_date - timedelta(days=60)
-            if lo >= hi:
+            self._false_alarm(rng, self.plans[ext], since[ext])
+
+    def _propensities(self, rng: random.Random, renewals: dict[str, list[date]]) -> None:
+        """Each customer's chance of lapsing at a renewal.
+
+        A customer who renewed n times before the window is a survivor of n renewals: its
+        chance is drawn from beta(alpha, beta + n), the world's beta conditioned on that. The
+        chances drawn for one n are handed out in the order of weighted random keys
+        (Efraimidis-Spirakis), so customers without auto-renew, small ones and non-key accounts
+        hold the higher ones more often while the chances keep their distribution.
+        """
+        groups: dict[int, list[str]] = defaultdict(list)
+        key_accounts = {c["external_id"]: bool(c["key_account"]) for c in self.customers}
+        for c in self.customers:
+            ext = c["external_id"]
+            groups[sum(1 for e in renewals[ext] if e < self.window_start)].append(ext)
+        for n, members in sorted(groups.items()):
+            chances = sorted((rng.betavariate(RENEWAL_ALPHA, RENEWAL_BETA + n)
+                              for _ in members), reverse=True)
+            keys = {ext: rng.random() ** (1 / self._churn_weight(ext, key_accounts[ext]))
+                    for ext in members}
+            for ext, chance in zip(sorted(members, key=keys.__getitem__, reverse=True), chances,
+                                   strict=True):
+                self.plans[ext].churn_probability = chance
+
+    def _churn_weight(self, ext: str, key: bool) -> float:
+        t = self.plans[ext].traits
+        return ((2.0 if not t.auto_renew else 1.0)
+                * {"small": 1.6, "medium": 1.2, "large": 0.7, "enterprise": 0.5}[
+                    self.size_class[ext]]
+                * (0.35 if key else 1.0))
+
+    def _warn(self, rng: random.Random, plan: CustomerPlan) -> None:
+        """A churner's warning: one to three causes ramping up to the churn over its lead."""
+        assert plan.churn_date is not None
+        room = (plan.churn_date - self.window_start).days - 60
+        lead = rng.randint(90, 120) if rng.random() < 0.15 else rng.randint(150, 365)
+        lead = max(60, min(lead, room))
+        start = plan.churn_date - timedelta(days=lead)
+        causes = self._causes(rng, rng.choices((1, 2, 3), weights=(35, 40, 25))[0])
+        plan.warning = Warning(causes, start, plan.churn_date, 1.0)
+        plan.depth = self._depths(rng)
+
+    def _false_alarm(self, rng: random.Random, plan: CustomerPlan, since: date) -> None:
+        """Warnings on a customer who stays: they ramp up, and most of them recover."""
+        lo = max(self.window_start + timedelta(days=90), since + timedelta(days=60))
+        hi = self.end_date - timedelta(days=60)
+        if lo >= hi:
+            return
+        start = lo + timedelta(days=rng.randint(0, (hi - lo).days))
+        recovered = (start + timedelta(days=rng.randint(150, 300))
+                     if rng.random() < 0.6 else None)
+        plan.false_alarm = True
+        plan.warning = Warning(self._causes(rng, rng.choice((1, 2))), start,
+                               start + timedelta(days=rng.randint(60, 120)),
+                               rng.uniform(0.5, 1.0), recovered)
+        plan.depth = self._depths(rng)
+
+    def _formers(self) -> None:
+        """Customers lost before the window, whose relationships began with those on the books.
+
+        A customer on the books that renewed n times before the window is the survivor of the
+        relationships that began with it: those lost meanwhile number k with probability
+        (1 - S(n))^k S(n), S(n) the sBG's survival to n, and each was lost at renewal t <= n
+        with probability P(T = t) / (1 - S(n)). With them every cohort of relationships the
+        ERP's contracts begin is whole. A former customer keeps its record and its expired
+        customer-scope contract; its machines left the installed base with it.
+        """
+        rng = self.rng("formers")
+        number = len(self.customers)
+        for c in list(self.customers):
+            plan = self.plans[c["external_id"]]
+            before = self._renewals(plan, self.window_start - timedelta(days=1))
+            if not before:
                 continue
-            start = lo + timedelta(days=rng.randint(0, (hi - lo).days))
-            recovered = (start + timedelta(days=rng.randint(150, 300))
-                         if rng.random() < 0.6 else None)
-            plan.false_alarm = True
-            plan.warning = Warning(self._causes(rng, rng.choice((1, 2))), start,
-                                   start + timedelta(days=rng.randint(60, 120)),
-                                   rng.uniform(0.5, 1.0), recovered)
-            plan.depth = self._depths(rng)
+            lost, survival = _sbg_losses(len(before))
+            while rng.random() >= survival:
+                number += 1
+                former = self._customer(rng, number, since=c["customer_since"])
+                ext = former["external_id"]
+                fate = self.plans[ext]
+                fate.traits.customer_scope = True
+                fate.traits.anniversary = plan.traits.anniversary
+                fate.contract_start = plan.contract_start
+                fate.churn_date = before[rng.choices(range(len(before)), weights=lost)[0]]
+                self.former_fleet[ext] = [
+                    _weighted(rng, list(cat.MODELS), [m.weight for m in cat.MODELS]).model
+                    for _ in range(rng.randint(1, 4))]
+                self.formers.append(former)
 
     @staticmethod
     def _causes(rng: random.Random, k: int) -> tuple[str, ...]:
@@ -431,7 +606,9 @@ class _Builder:
                 model = _weighted(rng, models, [m.weight for m in models])
                 commissioned = since if k == 0 else since + timedelta(
                     days=rng.randint(0, (cap - since).days))
-                warranty_end = commissioned + timedelta(days=365 * rng.choice((1, 1, 2)) - 1)
+                # The first machine's warranty was drawn with the relationship it begins.
+                years = self.first_warranty[ext] if k == 0 else rng.choice((1, 1, 2))
+                warranty_end = commissioned + timedelta(days=365 * years - 1)
                 self.warranty[f"IB-{n:05d}"] = warranty_end
                 serial = f"{model.model.replace('-', '')}-{commissioned.year % 100:02d}{n:05d}"
                 record = {"external_id": f"IB-{n:05d}", "serial": serial, "model": model.model,
@@ -462,44 +639,31 @@ class _Builder:
         for m in self.machines:
             self._operate(rng, m, weeks, cycle[self.industry[m.customer_external_id]])
 
-    def _operate(self, rng: random.Random, m: MachinePlan, weeks: int,  # noqa: PLR0915 - split with the renewal rework
+    def _operate(self, rng: random.Random, m: MachinePlan, weeks: int,
                  cycle: list[float]) -> None:
+        """A machine's weeks: operating hours, the services done or skipped, its faults."""
         plan = self.plans[m.customer_external_id]
-        t = plan.traits
         model = self.models[m.model]
-        country = self.country[m.customer_external_id]
-        holidays = dict(country.holiday_weeks)
         span = cat.SHIFT_SPAN[m.shifts]
-        capacity = 5 * span
-        base = capacity * t.availability * rng.uniform(0.8, 1.15)
+        base = 5 * span * plan.traits.availability * rng.uniform(0.8, 1.15)
         first_monday = m.commissioned_on + timedelta(days=7 - m.commissioned_on.weekday())
         m.first_week = max(0, -(-(first_monday - self.window_start).days // 7))
         years_before = max(0.0, (self.window_start - m.commissioned_on).days / 365.25)
         m.hours_at_start = round(years_before * 52 * base * 0.9, 2)
         # A machine moved to other work for a while: a dip that is no churn signal.
         dip_at = rng.randrange(weeks) if rng.random() < 0.12 else -1
-        dip_len, dip_depth = rng.randint(6, 20), rng.uniform(0.3, 0.6)
-        since_service_h = rng.uniform(0, model.service_interval_hours)
-        since_service_d = rng.uniform(0, model.service_interval_days)
-        overdue_weeks = 0
-        silent = plan.churned and rng.random() < 0.7
-        if silent:
+        length, depth = rng.randint(6, 20), rng.uniform(0.3, 0.6)
+        dip = _Dip(dip_at, dip_at + length, depth) if dip_at >= 0 else _Dip(0, 0, 0.0)
+        upkeep = _Upkeep(rng.uniform(0, model.service_interval_hours),
+                         rng.uniform(0, model.service_interval_days))
+        if plan.churned and rng.random() < 0.7:
             assert plan.churn_date is not None
             m.silent_from = plan.churn_date + timedelta(days=rng.randint(0, 60))
         total = m.hours_at_start
         for w in range(m.first_week, weeks):
             monday = self.window_start + timedelta(weeks=w)
-            day = (monday + timedelta(days=3)).toordinal()
-            factor = cycle[w] * holidays.get(monday.isocalendar().week, 1.0)
-            factor *= 1 + 0.06 * math.sin(2 * math.pi * (monday.timetuple().tm_yday - 80) / 365)
-            factor *= 1 - plan.depth.get("utilisation_decline", 0) * plan.signal(
-                "utilisation_decline", day)
-            if dip_at <= w < dip_at + dip_len:
-                factor *= 1 - dip_depth
-            if plan.gone(day):
-                factor *= 0.8
-            hours = min(capacity, base * factor * rng.lognormvariate(0, 0.1))
-            hours = 0.0 if hours < 1.25 else round(hours, 3)
+            hours = self._week_hours(rng, plan, monday, capacity=5 * span,
+                                     base=base * cycle[w] * dip.factor(w))
             m.weekly_hours.append(hours)
             workdays = min(5, max(0, (self.end_date - monday).days))
             effective = hours * workdays / 5
@@ -508,37 +672,65 @@ class _Builder:
             self.implied_parts[m.customer_external_id][month] += (
                 effective * model.parts_value_per_1000h / 1000)
             if effective == 0:
-                since_service_d += 7
+                upkeep.since_days += 7
                 continue
-            # Maintenance: due by hours or by days, whichever first; done, late, or skipped.
-            since_service_h += effective
-            since_service_d += 7
-            if since_service_h >= model.service_interval_hours or (
-                    since_service_d >= model.service_interval_days):
-                # Skipped: the OEM never comes for this service (the customer's own staff or a
-                # third party does it, or no one); sloppy customers skip some all the time.
-                skip = max(0.3 * (1 - t.adherence), plan.depth.get(
-                    "skipped_maintenance", 0) * plan.signal("skipped_maintenance", day))
-                chance = t.adherence if overdue_weeks < 2 else 0.3
-                if plan.gone(day) or (overdue_weeks == 0 and rng.random() < skip):
-                    since_service_h = since_service_d = 0.0
-                elif rng.random() < chance:
-                    when = _at(monday + timedelta(days=rng.randrange(workdays)),
-                               6 + rng.randint(0, min(span, 8) - 1) + 1 / 6)
-                    m.services.append((when, f"PM-{model.service_interval_hours}h",
-                                       overdue_weeks < 2))
-                    since_service_h = since_service_d = 0.0
-                    overdue_weeks = 0
-                else:
-                    overdue_weeks += 1
-            # Faults: worn machines (service overdue a month) fail more often.
-            rate = 3.0 * (2.5 if overdue_weeks > 4 else 1.0)
-            for _ in range(_poisson(rng, effective / 1000 * rate)):
-                duration = rng.randint(1, 5)
-                start = rng.randint(0, span - duration - 1)
-                when = _at(monday + timedelta(days=rng.randrange(workdays)), 6 + start + 17 / 60)
-                m.faults.append((when, duration, rng.choice(cat.FAULT_CODES)))
+            week = _Week(monday, workdays, effective, span)
+            self._service(rng, m, plan, upkeep, week)
+            self._faults(rng, m, upkeep, week)
         m.hours_at_end = round(total, 2)
+
+    def _week_hours(self, rng: random.Random, plan: CustomerPlan, monday: date, *,
+                    capacity: float, base: float) -> float:
+        """Operating hours of a full week: holidays, season, the customer's decline, noise."""
+        day = (monday + timedelta(days=3)).toordinal()
+        holidays = dict(self.country[plan.external_id].holiday_weeks)
+        factor = holidays.get(monday.isocalendar().week, 1.0)
+        factor *= 1 + 0.06 * math.sin(2 * math.pi * (monday.timetuple().tm_yday - 80) / 365)
+        factor *= 1 - plan.depth.get("utilisation_decline", 0) * plan.signal(
+            "utilisation_decline", day)
+        if plan.gone(day):
+            factor *= 0.8
+        hours = min(capacity, base * factor * rng.lognormvariate(0, 0.1))
+        return 0.0 if hours < 1.25 else round(hours, 3)
+
+    def _service(self, rng: random.Random, m: MachinePlan, plan: CustomerPlan,
+                 upkeep: _Upkeep, week: _Week) -> None:
+        """Maintenance: due by hours or by days, whichever first; done, late, or skipped."""
+        model = self.models[m.model]
+        day = (week.monday + timedelta(days=3)).toordinal()
+        upkeep.since_hours += week.effective
+        upkeep.since_days += 7
+        if (upkeep.since_hours < model.service_interval_hours
+                and upkeep.since_days < model.service_interval_days):
+            return
+        # Skipped: the OEM never comes for this service (the customer's own staff or a third
+        # party does it, or no one); sloppy customers skip some all the time.
+        adherence = plan.traits.adherence
+        skip = max(0.3 * (1 - adherence), plan.depth.get(
+            "skipped_maintenance", 0) * plan.signal("skipped_maintenance", day))
+        chance = adherence if upkeep.overdue_weeks < 2 else 0.3
+        if plan.gone(day) or (upkeep.overdue_weeks == 0 and rng.random() < skip):
+            upkeep.since_hours = upkeep.since_days = 0.0
+        elif rng.random() < chance:
+            when = _at(week.monday + timedelta(days=rng.randrange(week.workdays)),
+                       6 + rng.randint(0, min(week.span, 8) - 1) + 1 / 6)
+            m.services.append((when, f"PM-{model.service_interval_hours}h",
+                               upkeep.overdue_weeks < 2))
+            upkeep.since_hours = upkeep.since_days = 0.0
+            upkeep.overdue_weeks = 0
+        else:
+            upkeep.overdue_weeks += 1
+
+    @staticmethod
+    def _faults(rng: random.Random, m: MachinePlan, upkeep: _Upkeep, week: _Week) -> None:
+        """Faults of a week: worn machines (service overdue a month) fail more often."""
+        rate = 3.0 * (2.5 if upkeep.overdue_weeks > 4 else 1.0)
+        for _ in range(_poisson(rng, week.effective / 1000 * rate)):
+            duration = rng.randint(1, 5)
+            start = rng.randint(0, week.span - duration - 1)
+            when = _at(week.monday + timedelta(days=rng.randrange(week.workdays)),
+                       6 + start + 17 / 60)
+            m.faults.append((when, duration, rng.choice(cat.FAULT_CODES)))
 
     # -- contracts -----------------------------------------------------------------------
 
@@ -546,33 +738,9 @@ class _Builder:
         rng = self.rng("contracts")
         n = 0
         invoices: dict[tuple[str, date], list[Record]] = defaultdict(list)
-        earliest = self.window_start - timedelta(days=3 * 365)
-        for customer in self.customers:
-            ext = customer["external_id"]
-            plan = self.plans[ext]
-            t = plan.traits
-            machines = self.by_customer[ext]
-            scopes: list[tuple[MachinePlan | None, date]] = []
-            if t.customer_scope:
-                scopes.append((None, max(customer["customer_since"], earliest)))
-            else:
-                for m in machines:
-                    if rng.random() < t.coverage:
-                        start = max(self._warranty_end(m) + timedelta(days=1), earliest)
-                        scopes.append((m, start))
-            if not scopes:  # every customer holds at least one contract
-                m = machines[0]
-                scopes.append((m, max(self._warranty_end(m) + timedelta(days=1), earliest)))
-            for first, (machine, start) in enumerate(scopes):
-                starts_on = start
-                if plan.churn_date is not None:
-                    # A churner's contracts all run until the churn: some started at
-                    # commissioning, inside the warranty (premium buyers do that).
-                    commissioned = machine.commissioned_on if machine else start
-                    starts_on = min(start, max(commissioned,
-                                               plan.churn_date - timedelta(days=200)))
-                if starts_on >= self.end_date:
-                    continue
+        for customer in (*self.customers, *self.formers):
+            plan = self.plans[customer["external_id"]]
+            for first, (machine, starts_on) in enumerate(self._scopes(rng, customer, plan)):
                 n += 1
                 # Only a customer's further contracts lapse on their own (a machine sold): a
                 # customer who lets every contract lapse is a churner, and the truth says so.
@@ -580,6 +748,34 @@ class _Builder:
                                invoices=invoices, may_lapse=first > 0)
         for (ext, day), lines in sorted(invoices.items()):
             self._invoice(rng, ext, day, lines)
+
+    def _scopes(self, rng: random.Random, customer: Record, plan: CustomerPlan,
+                ) -> list[tuple[MachinePlan | None, date]]:
+        """What each of the customer's contracts covers (None: the customer), and its start.
+
+        The first one starts the relationship (``contract_start``): customer-scope, or the
+        first machine's. Further machines join once their warranty ends, each with the
+        customer's ``coverage``, never before the first contract.
+        """
+        start = plan.contract_start
+        if start is None:
+            return []
+        if plan.traits.customer_scope:
+            return [(None, start)]
+        machines = self.by_customer[customer["external_id"]]
+        scopes: list[tuple[MachinePlan | None, date]] = [(machines[0], start)]
+        for m in machines[1:]:
+            if rng.random() >= plan.traits.coverage:
+                continue
+            begins = max(self._warranty_end(m) + timedelta(days=1), start)
+            if plan.churn_date is not None:
+                # A churner's contracts all run until the churn: some started at
+                # commissioning, inside the warranty (premium buyers do that).
+                begins = max(start, min(begins, max(m.commissioned_on,
+                                                    plan.churn_date - timedelta(days=200))))
+            if begins < self.end_date:
+                scopes.append((m, begins))
+        return scopes
 
     def _warranty_end(self, m: MachinePlan) -> date:
         return self.warranty[m.external_id]
@@ -589,90 +785,94 @@ class _Builder:
         tier = cat.TIER_FACTOR[plan.traits.tier]
         if machine is not None:
             return self.models[machine.model].contract_eur * tier
-        covered = [m for m in self.by_customer[plan.external_id] if m.commissioned_on <= day]
-        return 0.9 * tier * sum(self.models[m.model].contract_eur for m in covered or
-                                self.by_customer[plan.external_id][:1])
+        fleet = self.by_customer[plan.external_id]
+        covered = [m.model for m in fleet if m.commissioned_on <= day] or [
+            m.model for m in fleet[:1]] or self.former_fleet.get(plan.external_id, [])
+        return 0.9 * tier * sum(self.models[model].contract_eur for model in covered)
 
-    def _contract(self, rng: random.Random, customer: Record, plan: CustomerPlan, *,  # noqa: PLR0915 - split with the renewal rework
+    def _contract(self, rng: random.Random, customer: Record, plan: CustomerPlan, *,
                   machine: MachinePlan | None, starts_on: date, n: int,
                   invoices: dict[tuple[str, date], list[Record]], may_lapse: bool) -> None:
+        """A contract, its renewal decisions term by term, and its terms' invoices."""
         ext = customer["external_id"]
-        t = plan.traits
-        currency = self.country[ext].currency
         contract_id = f"SC-{n:05d}"
         ends = self._term_ends(plan, starts_on + timedelta(days=60), self.end_date + timedelta(
             days=800))
-        term_start, term_end = starts_on, ends[0]
-        value = self.eur_to(currency, self._contract_value_eur(plan, machine, starts_on),
-                            starts_on)
-        tier = t.tier
-        status = "active"
+        value = self.eur_to(self.country[ext].currency,
+                            self._contract_value_eur(plan, machine, starts_on), starts_on)
+        last = _Term(starts_on, ends[0], value, plan.traits.tier)
+        term: _Term | None = last
         renewals: list[Record] = []
-        k = 0
-        while True:
-            if term_start >= self.window_start:
-                share = Decimal((term_end - term_start).days + 1) / Decimal(365)
-                invoices[(ext, term_start)].append({
-                    "kind": "service_contract", "product_code": f"SERVICE-{tier.upper()}",
-                    "description": f"Service contract {contract_id} {tier}"
-                                   f" {term_start:%Y-%m-%d} to {term_end:%Y-%m-%d}",
-                    "net_amount": (value * share).quantize(CENT),
-                    "installed_base_external_id": machine.external_id if machine else None,
-                    "contract_external_id": contract_id})
-            if machine is not None:
-                self.cover[machine.external_id].append((term_start, term_end, tier))
-            else:
-                for m in self.by_customer[ext]:
-                    self.cover[m.external_id].append((term_start, term_end, tier))
-            if term_end >= self.end_date:
+        while term is not None:
+            last = term
+            self._term(ext, contract_id, machine, term, invoices)
+            if term.end >= self.end_date:
                 break
-            k += 1
-            day = term_end.toordinal()
-            worry = plan.any_signal(day)
-            lapse = term_end == plan.churn_date or (
-                may_lapse and not plan.churned and rng.random() < 0.025)
-            renewal: Record = {"external_id": f"RN-{n:05d}-{k:02d}",
-                               "contract_external_id": contract_id,
-                               "previous_ends_on": term_end, "previous_value": value}
-            if lapse:
-                notice = t.notice_days + rng.randint(0, 30)
-                renewal |= {"outcome": "lapsed", "decided_on": term_end - timedelta(
-                    days=notice if t.auto_renew else 0)}
-                renewals.append(renewal)
-                status = "expired"
-                break
-            next_end = self._term_ends(plan, term_end, term_end + timedelta(days=400))[0]
-            outcome, new_tier, growth = "renewed", tier, rng.uniform(1.015, 1.045)
-            draw = rng.random()
-            if draw < 0.03 + 0.25 * worry and tier != cat.TIER_ORDER[0]:
-                outcome = "downgraded"
-                new_tier = cat.TIER_ORDER[cat.TIER_ORDER.index(tier) - 1]
-            elif draw > 0.95 + 0.05 * worry and tier != cat.TIER_ORDER[-1]:
-                outcome = "upgraded"
-                new_tier = cat.TIER_ORDER[cat.TIER_ORDER.index(tier) + 1]
-            base_eur = self._contract_value_eur(plan, machine, term_end)
-            new_value = self.eur_to(currency, base_eur * growth ** k * cat.TIER_FACTOR[
-                new_tier] / cat.TIER_FACTOR[t.tier], term_end)
-            decided = term_end - timedelta(days=t.notice_days if t.auto_renew else
-                                           rng.randint(5, 45))
-            renewal |= {"outcome": outcome, "decided_on": decided, "new_ends_on": next_end,
-                        "new_value": new_value}
+            renewal, term = self._renewal(rng, plan, contract_id, machine=machine, term=term,
+                                          k=len(renewals) + 1, may_lapse=may_lapse)
             renewals.append(renewal)
-            term_start, term_end, value, tier = (term_end + timedelta(days=1), next_end,
-                                                 new_value, new_tier)
+        t = plan.traits
         last_change = renewals[-1]["decided_on"] if renewals else starts_on
         self.records["service_contracts"].append({
             "external_id": contract_id, "customer_external_id": ext,
             "installed_base_external_id": machine.external_id if machine else None,
             "scope": "machine" if machine else "customer",
-            "contract_number": f"SV{starts_on.year}-{n:05d}", "tier": tier,
-            "starts_on": starts_on, "ends_on": term_end,
+            "contract_number": f"SV{starts_on.year}-{n:05d}", "tier": last.tier,
+            "starts_on": starts_on, "ends_on": last.end,
             "notice_period_days": t.notice_days, "auto_renew": t.auto_renew,
-            "annual_value": value, "currency": currency, "status": status,
+            "annual_value": last.value, "currency": self.country[ext].currency,
+            "status": "expired" if term is None else "active",
             "source_updated_at": _at(min(last_change, self.end_date - timedelta(days=1)), 10)})
         for renewal in renewals:
             renewal["source_updated_at"] = _at(renewal["decided_on"], 11)
         self.records["contract_renewals"].extend(renewals)
+
+    def _term(self, ext: str, contract_id: str, machine: MachinePlan | None, term: _Term,
+              invoices: dict[tuple[str, date], list[Record]]) -> None:
+        """A term's invoice line, in advance (inside the window only), and the cover it gives."""
+        if term.start >= self.window_start:
+            share = Decimal((term.end - term.start).days + 1) / Decimal(365)
+            invoices[(ext, term.start)].append({
+                "kind": "service_contract", "product_code": f"SERVICE-{term.tier.upper()}",
+                "description": f"Service contract {contract_id} {term.tier}"
+                               f" {term.start:%Y-%m-%d} to {term.end:%Y-%m-%d}",
+                "net_amount": (term.value * share).quantize(CENT),
+                "installed_base_external_id": machine.external_id if machine else None,
+                "contract_external_id": contract_id})
+        for m in [machine] if machine is not None else self.by_customer[ext]:
+            self.cover[m.external_id].append((term.start, term.end, term.tier))
+
+    def _renewal(self, rng: random.Random, plan: CustomerPlan, contract_id: str, *,
+                 machine: MachinePlan | None, term: _Term, k: int, may_lapse: bool,
+                 ) -> tuple[Record, _Term | None]:
+        """The k-th renewal decision, at ``term``'s end, and the term it begins (None: lapsed)."""
+        t = plan.traits
+        renewal: Record = {"external_id": f"RN-{contract_id[3:]}-{k:02d}",
+                           "contract_external_id": contract_id,
+                           "previous_ends_on": term.end, "previous_value": term.value}
+        if term.end == plan.churn_date or (may_lapse and not plan.churned
+                                           and rng.random() < 0.025):
+            notice = t.notice_days + rng.randint(0, 30)
+            renewal |= {"outcome": "lapsed", "decided_on": term.end - timedelta(
+                days=notice if t.auto_renew else 0)}
+            return renewal, None
+        worry = plan.any_signal(term.end.toordinal())
+        next_end = self._term_ends(plan, term.end, term.end + timedelta(days=400))[0]
+        outcome, tier, growth = "renewed", term.tier, rng.uniform(1.015, 1.045)
+        draw = rng.random()
+        if draw < 0.03 + 0.25 * worry and tier != cat.TIER_ORDER[0]:
+            outcome, tier = "downgraded", cat.TIER_ORDER[cat.TIER_ORDER.index(tier) - 1]
+        elif draw > 0.95 + 0.05 * worry and tier != cat.TIER_ORDER[-1]:
+            outcome, tier = "upgraded", cat.TIER_ORDER[cat.TIER_ORDER.index(tier) + 1]
+        currency = self.country[plan.external_id].currency
+        base_eur = self._contract_value_eur(plan, machine, term.end)
+        value = self.eur_to(currency, base_eur * growth ** k * cat.TIER_FACTOR[tier]
+                            / cat.TIER_FACTOR[t.tier], term.end)
+        decided = term.end - timedelta(days=t.notice_days if t.auto_renew else
+                                       rng.randint(5, 45))
+        renewal |= {"outcome": outcome, "decided_on": decided, "new_ends_on": next_end,
+                    "new_value": value}
+        return renewal, _Term(term.end + timedelta(days=1), next_end, value, tier)
 
     # -- invoices ------------------------------------------------------------------------
 

@@ -69,6 +69,12 @@ class CustomerPlan:
 
     external_id: str
     traits: Traits
+    # The first service contract the ERP records (its relationship, as the CLV's renewal
+    # cohorts count it); None: no contract before the world's end.
+    contract_start: date | None = None
+    # Chance of lapsing at each renewal, drawn from the world's beta distribution (None for a
+    # customer lost before the window: only its renewal history was drawn).
+    churn_probability: float | None = None
     churn_date: date | None = None
     silent_churn: bool = False
     warning: Warning | None = None

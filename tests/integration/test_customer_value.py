@@ -80,6 +80,7 @@ from demo.world.files import truth
 from erp_connectors.files import sync_files
 from erp_connectors.rates import load_exchange_rates
 from tests.integration.conftest import rows
+from tests.renewal_cohorts import renewal_cohorts as cohorts_from_records
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 T = date(2025, 12, 31)
@@ -316,9 +317,24 @@ async def test_value_customers_on_the_small_case(conn: Conn, case: dict[str, int
     assert a[10]["parts"]["monetary_value"] == 250
     assert a[10]["contract"]["renewals"] == 3
     assert (a[5], a[6]) == (Decimal(1200), 3)
-    # The contract side: sBG pooled over the three cohorts (or its fallback), and the DERL kept.
-    derl = a[10]["contract"]["derl"]
-    assert a[7] == Decimal(f"{1200 * derl:.2f}")
+    # The contract side, by hand. The cohorts lose 2 of 4 at the first renewal and none of the
+    # 3 at risk later: LL = 2 ln P(T=1) + ln S(3) + ln S(2), and as S(t) <= S(1) = 1 - p with
+    # p = alpha / (alpha + beta), LL <= 2 ln p + 2 ln(1 - p) <= 4 ln 1/2, reached only in the
+    # limit alpha, beta -> 0 with p = 1/2: half the customers leave at once, half never. So a
+    # customer who has renewed renews for ever: DERL = 1 + 1/1.1 + 1/1.1^2 + ... = 11 at 10%,
+    # and one in its first term renews with probability 1/2 first: DERL = 5.5. Each is
+    # discounted from its next anniversary, (days to it) / 365.25 years after T:
+    #   A 1200 x 11  x 1.1^-(60/365.25)  = 13200 x 0.984465 = 12994.94
+    #   B  800 x 11  x 1.1^-(182/365.25) =  8800 x 0.953618 =  8391.84
+    #   C  600 x 5.5 x 1.1^-(152/365.25) =  3300 x 0.961113 =  3171.67
+    assert run.contract_method == "sbg", run.notes
+    assert run.parameters["sbg"]["log_likelihood"] == pytest.approx(4 * math.log(0.5))
+    assert max(run.parameters["sbg"]["alpha"], run.parameters["sbg"]["beta"]) < 1e-6
+    assert a[7] == Decimal("12994.94")
+    assert rows[case["B"]][7] == Decimal("8391.84")
+    # C's value moves with p itself, which the optimiser leaves at 0.50002 on its way to the
+    # edge: within 0.5 of 3171.67.
+    assert float(rows[case["C"]][7]) == pytest.approx(3171.67, abs=0.5)
     assert a[8] == a[7] + a[9]
 
     e = rows[case["E"]]
@@ -353,19 +369,21 @@ async def test_demo_world_values(conn: Conn, database_url: str, tmp_path: Path) 
     run = await value_customers(conn, on=end, reporting_currency=EUR)
     ids: dict[str, int] = dict(await (await conn.execute(
         "SELECT external_id, id FROM customers WHERE source = 'demo'")).fetchall())
-    assert run.customers == len(ids) == 60
+    planted = truth(world)["customers"]
+    formers = {ext for ext, t in planted.items()
+               if t["churned"] and date.fromisoformat(t["churn_date"]) < world.window_start}
+    # 60 customers on the books when the window opened, and those lost at a renewal before.
+    assert run.customers == len(ids) == 60 + len(formers)
     assert run.parts_method == "bgnbd+gamma_gamma", run.notes
-    # This world's cohorts renew at 100% for years before the planted churn: the sBG's
-    # likelihood runs off to its no-heterogeneity limit, and the run says it used that limit.
-    cohorts = [list(s) for _, s in run.cohorts]
-    if run.contract_method == "constant_retention":
-        retention = pooled_retention(cohorts)
-        assert retention is not None
-        assert run.parameters["contracts"]["retention"] == pytest.approx(retention)
-        assert any("constant retention" in n for n in run.notes)
-    else:
-        assert run.contract_method == "sbg", run.notes
-    assert sum(c[0] for c in cohorts) <= 60
+    # The world plants a beta distribution of renewal propensities: its cohorts (here as the
+    # records say, computed apart from clv.sql) lose their likely leavers first, and the sBG
+    # is fitted to them with finite estimates and standard errors.
+    assert [list(s) for _, s in run.cohorts] == cohorts_from_records(world.records, end)
+    assert run.contract_method == "sbg", run.notes
+    assert not any("sBG" in n for n in run.notes), run.notes
+    fitted = run.parameters["sbg"]
+    for value in (fitted["alpha"], fitted["beta"], *fitted["standard_errors"].values()):
+        assert math.isfinite(value) and value > 0, fitted
 
     cur = await conn.execute(
         "SELECT customer_id, p_alive, expected_purchases_12m, expected_spend_per_purchase,"
@@ -384,7 +402,6 @@ async def test_demo_world_values(conn: Conn, database_url: str, tmp_path: Path) 
     assert all(y <= CONTRACT_YEARS_CAP + 1 for y in years)
 
     # Churners (truth) valued after their churn look less alive than those who stayed.
-    planted = truth(world)["customers"]
     churned = [ids[ext] for ext, t in planted.items()
                if t["churned"] and date.fromisoformat(t["churn_date"]) < end - timedelta(days=90)]
     stayed = [ids[ext] for ext, t in planted.items() if not t["churned"]]

@@ -10,9 +10,8 @@ import itertools
 import os
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -351,17 +350,22 @@ async def test_equal_times_across_a_page_boundary_lose_nothing(
 async def test_throttling_is_waited_out_as_retry_after_says(
         conn: Conn, fake: FakeBusinessCentral) -> None:
     seed(fake)
-    fake.throttle(2, retry_after=1)
-    bc = connector(fake)
-    started = time.monotonic()
+    fake.throttle(2, retry_after=7)
+    # The connector's waits, observed through its retry policy's sleep, with the requests the
+    # fake had received when each began: each 429 is waited out for the 7 s it asked (the
+    # policy's own backoff is 0.005-0.02 s), before the next request. No time passes.
+    waits: list[tuple[float, int]] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append((seconds, fake.count("customers")))
+
+    bc = connector(fake, retry=replace(FAST, sleep=sleep))
     try:
         [result] = (await sync_all(conn, bc, only=("customers",))).values()
     finally:
         await bc.aclose()
-    waited = time.monotonic() - started
     assert (result.status, result.rows_upserted) == ("succeeded", 6)
-    assert waited >= 2.0, f"two 429s asking for 1 s each were answered after {waited:.2f} s"
-    assert waited < 6.0
+    assert waits == [(7.0, 1), (7.0, 2)]
     assert fake.count("customers") == 2 + 2  # two pages, two refusals
 
 

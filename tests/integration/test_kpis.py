@@ -30,7 +30,6 @@ service every 336 h or 28 days, parts EUR 2,000 per 1,000 h (so EUR 2 per hour).
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -723,31 +722,33 @@ async def test_machine_side_kpis_by_usage_profile(conn: Conn, fleet: dict[str, i
 
 
 async def test_a_running_period_is_read_as_of_the_last_refresh(conn: Conn) -> None:
-    now = datetime.now(UTC)
-    if now.day == 1 and now.hour == 0 and now.minute < 4:
-        # The three samples below must fall in one month.
-        await asyncio.sleep((4 - now.minute) * 60)
-        now = datetime.now(UTC)
+    # The moment the KPIs are read at is passed explicitly (not the wall clock): March runs to
+    # date, and the samples are minutes old.
+    now = datetime(2026, 3, 10, 10, 5, tzinfo=UTC)
     x = await customer(conn, "X", "DE")
     _, m1 = await machine(conn, x, "M1", "2020-01-01")
-    await samples(conn, m1, [((now - timedelta(minutes=3)).isoformat(), 100.0),
-                             ((now - timedelta(minutes=2)).isoformat(), 100.25)])
+    await samples(conn, m1, [("2026-03-10T10:02Z", 100.0), ("2026-03-10T10:03Z", 100.25)])
     await conn.commit()
-    await refresh_machine_days(conn)
+    await refresh_machine_days(conn)  # watermark 10:03
     # Newer data than the refresh saw: the ingester keeps writing between two refreshes.
-    await samples(conn, m1, [((now - timedelta(minutes=1)).isoformat(), 100.75)])
+    await samples(conn, m1, [("2026-03-10T10:04Z", 100.75)])
     await conn.commit()
     month = Period.containing("month", now.date()).to_date(now.date())
+
+    async def hours(at: datetime, period: Period = month) -> Decimal | None:
+        table = await kpi.kpi_table(conn, [period], reporting_currency=EUR, now=at)
+        [u] = [v for v in table if v.kpi == "utilisation"]
+        return u.numerator
+
     # Read from the rollup as of its refresh (0.25 h), not from raw telemetry (0.75 h).
-    u = await kpi.utilisation(conn, month, reporting_currency=EUR)
-    assert u.numerator == Decimal("0.25")
+    assert await hours(now) == Decimal("0.25")
+    # Judged two hours later the refresh is no longer recent, and data came after it: raw
+    # telemetry.
+    assert await hours(now + timedelta(hours=2)) == Decimal("0.75")
     await refresh_machine_days(conn)
-    u = await kpi.utilisation(conn, month, reporting_currency=EUR)
-    assert u.numerator == Decimal("0.75")
-    # A period that is over and ends after the watermark is still read from raw telemetry.
-    last_month = month.previous()
-    assert (await kpi.utilisation(conn, last_month, reporting_currency=EUR)).numerator in (
-        None, Decimal("0"))
+    assert await hours(now) == Decimal("0.75")
+    # The month before, over before the first sample: nothing.
+    assert await hours(now, month.previous()) in (None, Decimal("0"))
 
 
 async def test_the_rollup_covers_a_period_with_no_data_after_its_watermark(conn: Conn) -> None:

@@ -147,9 +147,17 @@ async def test_a_mark_made_after_the_refresh_read_the_marks_survives_its_delete(
             await ingest.execute("COMMIT")
             cur = await refresh.execute(_CONSUME, params)
         else:
-            # (3) finds d2's row locked by the open batch and waits for it.
+            # (3) finds d2's row locked by the open batch and waits for it: the server says
+            # the refresh's backend waits on a lock (not merely that it is still running).
             delete = asyncio.create_task(refresh.execute(_CONSUME, params))
-            await asyncio.sleep(0.5)
+            pid = refresh.info.backend_pid
+            async with await psycopg.AsyncConnection.connect(database_url,
+                                                             autocommit=True) as watch:
+                while (await (await watch.execute(
+                        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                        (pid,))).fetchone()) != ("Lock",):
+                    assert not delete.done(), "the delete did not wait for the batch's lock"
+                    await asyncio.sleep(0.02)
             assert not delete.done()
             await ingest.execute("COMMIT")
             cur = await delete

@@ -361,14 +361,15 @@ async def test_segments_on_a_demo_world(wconn: Conn, world: World) -> None:
     rated = sum(n for s, n in run.counts["value_tier"].items() if s != "unrated")
     assert run.counts["value_tier"]["A"] == rated // 5
 
-    # The planted churners (churned by then, or within 180 days after: still active customers
-    # for a while, by the 365-day purchase window) against the stayers: "at risk" (RFM) and
-    # "declining" (usage) hold a larger share of the churners than of the stayers.
+    # The planted churners of the year before (still active customers for a while, by the
+    # 365-day purchase window) or within 180 days after, against the stayers: "at risk" (RFM)
+    # and "declining" (usage) hold a larger share of the churners than of the stayers.
     planted = truth(world)["customers"]
     ids: dict[str, int] = dict(await (await wconn.execute(
         "SELECT external_id, id FROM customers")).fetchall())
     churners = {ids[e] for e, t in planted.items()
-                if t["churned"] and date.fromisoformat(t["churn_date"]) <= on + timedelta(180)}
+                if t["churned"] and on - timedelta(365) <= date.fromisoformat(t["churn_date"])
+                <= on + timedelta(180)}
     stayers = {ids[e] for e, t in planted.items() if not t["churned"]}
     cur = await wconn.execute("SELECT customer_id, kind, segment FROM segment_memberships"
                               " WHERE assigned_on = %(on)s", {"on": on})

@@ -21,13 +21,16 @@ from tests.integration.conftest import _server_url
 
 
 async def load_demo_world(url: str, world: World, directory: Path, *,
-                          telemetry_until: datetime | None = None) -> None:
+                          telemetry_until: datetime | None = None,
+                          process_days: int = 90) -> None:
     """Load ``world`` into the database at ``url`` (its files written to ``directory``).
 
     ``telemetry_until``: machine data from then on is left out (the world as known on a day).
+    ``process_days``: days before the end with the hourly process metrics (no feature, KPI or
+    rollup reads them: 0 loads operating hours, states and events only).
     """
     write_world(world, directory)
-    load_history(url, world)
+    load_history(url, world, process_days=process_days)
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         if telemetry_until is not None:
             for table in ("telemetry", "machine_states", "machine_events"):
