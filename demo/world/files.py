@@ -21,7 +21,14 @@ from typing import Any
 
 import orjson
 
-from demo.world.generator import GENERATOR_VERSION, SIZES, World, WorldSize
+from demo.world.generator import (
+    GENERATOR_VERSION,
+    RENEWAL_ALPHA,
+    RENEWAL_BETA,
+    SIZES,
+    World,
+    WorldSize,
+)
 from demo.world.plan import CAUSES
 from erp_connectors.files import ENTITY_MODELS
 
@@ -85,6 +92,9 @@ def truth(world: World) -> dict[str, Any]:
             "false_alarm": plan.false_alarm,
             "false_alarm_recovered_on": (w.recovered_on.isoformat()
                                          if w and w.recovered_on else None),
+            "former": plan.churn_date is not None and plan.churn_date < world.window_start,
+            "churn_probability": (None if plan.churn_probability is None
+                                  else round(plan.churn_probability, 6)),
             "traits": {"shifts": plan.traits.shifts,
                        "parts_capture": round(plan.traits.parts_capture, 3),
                        "maintenance_adherence": round(plan.traits.adherence, 3),
@@ -98,7 +108,8 @@ def truth(world: World) -> dict[str, Any]:
                   "window_start": world.window_start.isoformat(),
                   "customers": world.size.customers, "machines": world.size.machines,
                   "years": world.size.years, "tenant": TENANT,
-                  "generator_version": GENERATOR_VERSION},
+                  "generator_version": GENERATOR_VERSION,
+                  "renewals": {"alpha": RENEWAL_ALPHA, "beta": RENEWAL_BETA}},
         "definitions": {
             "churn_date": "end of the last contract term that was not renewed: every service"
                           " contract of the customer lapsed on it",
@@ -108,6 +119,10 @@ def truth(world: World) -> dict[str, Any]:
             "causes": list(CAUSES),
             "silent_churn": "churned with no warning at all",
             "false_alarm": "showed warnings (causes, warning_start) but did not churn",
+            "former": "lost before window_start: a record and its expired contracts only",
+            "churn_probability": "the customer's chance of letting its contracts lapse at a"
+                                 " renewal in the window, drawn from beta(alpha, beta + n)"
+                                 " after n renewals before it (world.renewals)",
         },
         "customers": customers,
     }
@@ -190,8 +205,11 @@ def generate_world(directory: Path, *, seed: int, size: WorldSize,
     world = World.generate(seed, end, customers=size.customers, machines=size.machines,
                            years=size.years)
     written = write_world(world, directory)
-    return Generated(directory, seed, size, end, sum(p.churned for p in world.plans.values()),
-                     sum(written.values()), time.perf_counter() - started)
+    # Churners of the window; the former customers, lost before it, are not churn to find.
+    churners = sum(p.churn_date is not None and p.churn_date >= world.window_start
+                   for p in world.plans.values())
+    return Generated(directory, seed, size, end, churners, sum(written.values()),
+                     time.perf_counter() - started)
 
 
 def world_once(directory: Path, *, seed: int, size: WorldSize,
@@ -217,7 +235,8 @@ def world_once(directory: Path, *, seed: int, size: WorldSize,
                              " directory")
         customers = orjson.loads((directory / TRUTH).read_bytes())["customers"]
         return Generated(directory, seed, size, date.fromisoformat(params["end_date"]),
-                         sum(1 for c in customers.values() if c["churned"]), 0, 0.0,
+                         sum(1 for c in customers.values()
+                             if c["churned"] and not c.get("former")), 0, 0.0,
                          reused=True)
     partial = directory.with_name(f"{directory.name}.tmp")
     shutil.rmtree(partial, ignore_errors=True)

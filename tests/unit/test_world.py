@@ -64,6 +64,10 @@ def test_size_is_as_asked(world: World, truth: dict[str, Any]) -> None:
     assert len(ids) - len(formers) == 300
     assert ids[:300] == [f"C-{n:04d}" for n in range(1, 301)]
     assert formers == set(ids[300:])
+    # truth.json says so itself, and who holds a renewal propensity: those on the books.
+    assert {ext for ext, t in truth.items() if t["former"]} == formers
+    assert {ext for ext, t in truth.items() if t["churn_probability"] is None} == formers
+    assert all(0 < t["churn_probability"] < 1 for t in truth.values() if not t["former"])
     assert len(world.records["installed_base"]) == 1500
     assert len(world.machines) == 1500
     assert world.window_start.weekday() == 0
