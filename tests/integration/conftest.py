@@ -322,6 +322,8 @@ def kill_tree(proc: subprocess.Popen[bytes]) -> None:
         for child in psutil.Process(proc.pid).children(recursive=True):
             child.kill()
         proc.kill()
+    # Reaped, or its Popen warns (ResourceWarning, an error here) in whichever test runs next.
+    proc.wait(timeout=30)
 
 
 def wait_for(predicate: Any, *, timeout: float = 30.0, interval: float = 0.1) -> Any:

@@ -149,9 +149,14 @@ def test_demo_up_brings_the_whole_demo_up_and_ctrl_c_stops_it(
                              "0", "--interval", "0.5"], env=up_env, cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT)
     try:
-        # The world's business data, through the fake Odoo and the Odoo connector.
+        # The world's business data, through the fake Odoo and the Odoo connector: its 12
+        # customers on the books and those it lost before the window.
+        wait_for((world / "customers.csv").exists, timeout=60)
+        with (world / "customers.csv").open(newline="") as f:
+            customers = sum(1 for _ in csv.DictReader(f))
+        assert customers >= 12
         wait_for(lambda: scalar(database_url, "SELECT count(*) FROM customers WHERE source ="
-                                              " 'odoo'") == 12, timeout=120)
+                                              " 'odoo'") == customers, timeout=120)
         assert scalar(database_url, "SELECT count(*) FROM machines WHERE tenant = 'demo'") == 30
         assert scalar(database_url, "SELECT count(*) FROM exchange_rates") > 0
         # Its machines live: samples stored now for the world's serials, after the history.
