@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg import sql
 
 from core import timescale
 from core.settings import Settings
@@ -46,16 +47,20 @@ class RetentionRun:
         return f"dropped {self.dropped} chunk(s)"
 
 
-def run_retention(settings: Settings, *, connect_timeout: int = 3) -> RetentionRun:
+def run_retention(settings: Settings, *, connect_timeout: int = 3,
+                  lock_timeout_ms: int = 5000) -> RetentionRun:
     """Drop expired telemetry chunks unless the server's policy does; never raises a driver error.
 
-    A failure (the database down, a lock not granted) is logged and returned: the next turn
-    tries again, and the caller goes on supervising.
+    A failure (the database down, a lock not granted within ``lock_timeout_ms``) is logged and
+    returned: the next turn tries again, and the caller goes on supervising.
     """
     at = datetime.now(UTC)
     try:
         with psycopg.connect(settings.database_url, autocommit=True,
                              connect_timeout=connect_timeout) as conn:
+            # Dropping a chunk waits for every reader of it (a KPI snapshot, a backtest): the
+            # supervisor that calls this must not stand still that long. The next turn retries.
+            conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(lock_timeout_ms)))
             if timescale.detect(conn).retention_policies:
                 return RetentionRun(at)
             dropped = timescale.drop_expired_telemetry(conn, settings)

@@ -7,7 +7,8 @@ Faithful to Odoo's external API as documented ("External API", developer docs, 1
 - ``common.version()``; ``common.authenticate(db, login, api_key, {})`` (and ``login``) answer
   the uid, or ``false`` for wrong credentials (not an error, as in Odoo);
 - ``object.execute_kw(db, uid, api_key, model, method, args, kwargs)`` with ``search_read``,
-  ``search``, ``search_count``, ``read`` and ``fields_get``; a wrong uid/key is
+  ``search``, ``search_count``, ``read``, ``fields_get`` and ``check_access_rights`` (reads
+  only: every call of the documentation example up to its writes); a wrong uid/key is
   ``odoo.exceptions.AccessDenied``;
 - domains in Polish (prefix) notation: leaves ``(field, op, value)`` with ``=``, ``!=``, ``>``,
   ``>=``, ``<``, ``<=``, ``in``, ``not in``, one level of dotted path over a many2one
@@ -86,7 +87,7 @@ MODELS: dict[str, dict[str, str | None]] = {
         "industry_id": "res.partner.industry", "country_id": "res.country", "city": None,
         "function": None, "email": None, "phone": None, "mobile": None,
         "customer_rank": None, "x_size_class": None, "x_key_account": None,
-        "x_customer_since": None},
+        "x_customer_since": None, "comment": None},
     "product.category": {"name": None, "complete_name": None, "parent_id": "product.category"},
     "product.template": {
         "name": None, "active": None, "default_code": None, "categ_id": "product.category",
@@ -453,6 +454,10 @@ class FakeOdoo:
     def _execute(self, model: str, call: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         if model not in self.models:
             raise OdooError("builtins.KeyError", repr(model))
+        if call == "check_access_rights" and (
+                model not in self.faults.denied or not kwargs.get("raise_exception", True)):
+            # The documentation example's first call: False instead of the error when asked so.
+            return model not in self.faults.denied
         if model in self.faults.denied:
             description = DESCRIPTIONS.get(model, model)
             raise OdooError(

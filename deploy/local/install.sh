@@ -30,6 +30,7 @@ if [ ! -f "$stamp" ] || [ "$lock" -nt "$stamp" ] || [ pyproject.toml -nt "$stamp
   pip=(.venv/bin/python -m pip -q --disable-pip-version-check)
   # Exactly the locked versions, each checked against its hash; nothing resolved here.
   "${pip[@]}" install --require-hashes --no-deps -r "$lock"
-  "${pip[@]}" install --no-deps -e . --config-settings editable_mode=compat
+  # Built with the locked setuptools, not one fetched into an isolated build environment.
+  "${pip[@]}" install --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
   touch "$stamp"
 fi

@@ -14,14 +14,17 @@ tools=.venv-lock
 }
 compile=("$tools/bin/pip-compile" -q --generate-hashes --strip-extras --allow-unsafe
          --no-emit-find-links --no-emit-index-url)
+# The build backend too: install.sh builds the editable install without build isolation, so
+# nothing is fetched unpinned.
+project=(--build-deps-for editable)
 export CUSTOM_COMPILE_COMMAND="bash deploy/local/lock.sh"
-"${compile[@]}" --extra dev -o requirements-dev.lock "$@" pyproject.toml
+"${compile[@]}" "${project[@]}" --extra dev -o requirements-dev.lock "$@" pyproject.toml
 # The runtime set pinned to the versions the dev set chose, so `run.sh` and `test.sh` install
 # the same versions of every package they share.
 pins=$(mktemp)
 trap 'rm -f "$pins"' EXIT
 grep -E '^[A-Za-z0-9_.-]+==' requirements-dev.lock | sed 's/ \\$//' > "$pins"
-"${compile[@]}" -c "$pins" -o requirements.lock pyproject.toml
+"${compile[@]}" "${project[@]}" -c "$pins" -o requirements.lock pyproject.toml
 sed -i "\#-c $pins#d" requirements.lock
 # The third-party Sparkplug edge node of the interop test runs in a venv of its own
 # (pysparkplug pins paho-mqtt < 2): locked too.

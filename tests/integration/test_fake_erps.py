@@ -347,6 +347,28 @@ def test_odoos_documentation_example_over_xmlrpc(odoo: tuple[FakeOdoo, WorldLoad
                 {"fields": ["name", "country_id", "ref"], "limit": 5}]}}).json()["result"]
     assert over_json == found
     assert fake.requests["res.partner.search_read"] == 2
+    # The documentation example's reads, call by call (its writes are not served).
+    with xmlrpc.client.ServerProxy(f"{fake.url}/xmlrpc/2/object") as models:
+        def call(method: str, *args: Any, **kwargs: Any) -> Any:
+            return models.execute_kw("demo", uid, "k-123", "res.partner", method, list(args),
+                                     kwargs)
+
+        assert call("check_access_rights", "read", raise_exception=False) is True
+        ids = call("search", companies)
+        assert len(ids) == len(customers)
+        assert call("search", companies, offset=10, limit=5) == ids[10:15]
+        [record] = call("read", ids[:1])
+        assert record["ref"] == customers[0]["external_id"]
+        [shown] = call("read", ids[:1], fields=["name", "country_id", "comment"])
+        assert shown == {"id": ids[0], "name": customers[0]["name"],
+                         "country_id": record["country_id"], "comment": False}
+        described = call("fields_get", attributes=["string", "help", "type"])
+        assert described["comment"]["type"] == "char"
+        assert [p["name"] for p in call("search_read", companies,
+                                        fields=["name", "country_id", "comment"], limit=5)
+                ] == [c["name"] for c in customers[:5]]
+        fake.deny("res.partner")
+        assert call("check_access_rights", "read", raise_exception=False) is False
 
 
 def fault(fake: FakeOdoo, service: str, method: str, *args: Any) -> xmlrpc.client.Fault:

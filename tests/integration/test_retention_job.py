@@ -49,3 +49,19 @@ def test_a_database_that_does_not_answer_is_a_failed_turn_not_a_crash(database_u
     assert cli.returncode == 1
     assert "retention failed: connection failed" in cli.stdout
     assert "Traceback" not in cli.stdout + cli.stderr
+
+
+def test_a_reader_of_an_expired_chunk_makes_a_failed_turn_not_a_wait(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO telemetry VALUES (now() - interval '200 days', 1, 1, 1.0)")
+        conn.execute("INSERT INTO rollup_watermarks (rollup, through)"
+                     " VALUES ('machine_days', now() - interval '150 days')")
+    settings = Settings(database_url=database_url, telemetry_retention="90 days")
+    # A long read (a KPI snapshot, a backtest) holds the expired chunk.
+    with psycopg.connect(database_url) as reader:
+        reader.execute("SELECT count(*) FROM telemetry").fetchone()
+        done = run_retention(settings, lock_timeout_ms=200)
+        assert done.dropped is None
+        assert "lock timeout" in (done.error or "")
+    # Once the reader is done, the next turn drops it.
+    assert run_retention(settings).dropped == 1
