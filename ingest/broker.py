@@ -7,7 +7,8 @@ event loop (as aiomqtt does internally), so decoding, batching and database I/O 
 without locks.
 
 Two clients: the fast path (``_Client``) overrides paho internals for speed, and was written and
-tested against paho 2.2; ``_StockClient`` is paho as shipped, through its public API only.
+tested against paho 2.2; ``_StockClient`` is paho as shipped, through its public API (it only
+peeks, with a default, at the raw bytes of a topic that is not UTF-8).
 ``choose_client`` checks at start-up that paho's internals are the ones the fast path needs
 (``fast_path_problems``) and falls back to stock paho, saying why, where they are not.
 """
@@ -310,7 +311,8 @@ class _StockClient(paho.Client):
         try:
             topic = message.topic.encode()
         except UnicodeDecodeError:
-            # Kept as received where paho still keeps it, for the dead letter that follows.
+            # The public API has no bytes for a topic that is not UTF-8: the raw topic where
+            # paho still keeps it (getattr: no internal is relied on), for the dead letter.
             topic = getattr(message, "_topic", b"(topic not UTF-8)")
         self._deliver(Publish(topic, bytes(message.payload), message.mid, message.qos,
                               bool(message.dup), bool(message.retain)))

@@ -68,7 +68,8 @@ def _logging(verbose: bool, *, level: int = logging.INFO) -> None:
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply pending migrations and changed SQL definitions, then the storage policies."""
-    _logging(False)
+    # What was applied is printed below; the runner's own INFO lines would say it twice.
+    _logging(False, level=logging.WARNING)
     settings = _settings()
     try:
         run = schema.migrate(settings.database_url)

@@ -48,9 +48,11 @@ def platform_commands(settings: Settings, *, simulate_machines: int, interval: f
         commands["erp-sync"] = [*cmd, "erp", "schedule"]
     commands["analytics"] = [*cmd, "analytics", "schedule"]
     if simulate_machines:
-        commands["simulator"] = [*cmd, "demo", "fleet", "--machines", str(simulate_machines),
-                                 "--interval", str(interval), "--tenant", tenant,
-                                 *(["--fleet", str(fleet)] if fleet else [])]
+        # A world's fleet is its machines: a count would only mislead in the process list.
+        commands["simulator"] = [*cmd, "demo", "fleet",
+                                 *(["--fleet", str(fleet)] if fleet
+                                   else ["--machines", str(simulate_machines)]),
+                                 "--interval", str(interval), "--tenant", tenant]
     return commands
 
 

@@ -186,6 +186,7 @@ class Supervisor:
         self.stopping = True
         running = [c for c in reversed(self.children)
                    if c.process is not None and c.process.poll() is None]
+        logger.info("stopping %s", ", ".join(c.name for c in running) or "nothing: none runs")
         for child in self.children:
             child.restart_at = None
         for child in running:
@@ -202,6 +203,7 @@ class Supervisor:
                 child.process.kill()
                 child.process.wait()
             child.last_exit = child.process.returncode
+            logger.info("%s stopped with %s", child.name, child.last_exit)
 
     def _spawn(self, child: Child, now: float) -> None:
         with child.log.open("ab") as log:

@@ -585,6 +585,8 @@ class CpuMeter:
     def per_message(self, name: str, messages: int) -> str:
         """CPU per message of one process, and the rate that would be at a full core."""
         us = 1e6 * self.seconds.get(name, float("nan")) / max(messages, 1)
+        if not us > 0:  # a run too short for the CPU clock's resolution
+            return f"{name}: too little CPU measured for a per-message figure"
         return f"{name} {us:.0f} us CPU per message (= {1e6 / us:,.0f} msg/s on a whole core)"
 
 
@@ -1123,10 +1125,22 @@ def _verdicts(ratio: float, e2e: Phase) -> str:
 _CLIENTS = {"auto": "fast", "off": "stock"}
 
 
+def running_ingesters(settings: Settings, *, fresh_s: float = 30.0) -> list[Path]:
+    """Status files of ingesters that wrote one lately (an `oem-retention up` still running)."""
+    now = time.time()
+    return [path for path in sorted((settings.state_dir / "run").glob("ingest-*.json"))
+            if now - path.stat().st_mtime < fresh_s]
+
+
 def main(argv: list[str] | None = None) -> None:
     config = _parse(argv)
     ctx = mp.get_context("spawn")
     s = config.settings
+    if running := running_ingesters(s):
+        # Its subscription takes every tenant's telemetry: the benchmark's would end up in its
+        # database, and it would share the cores with the figures.
+        sys.exit(f"an ingester is running ({', '.join(map(str, running))}): stop"
+                 " `oem-retention up` (the demo) first")
     print(f"ingest bench: {config.messages:,} messages x {len(METRICS)} metrics,"
           f" {config.machines:,} machines, {config.publishers} {config.publisher} publishers"
           f" ({config.window} in flight each), batch {s.ingest_batch_size:,}, Receive Maximum"

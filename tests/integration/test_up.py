@@ -63,6 +63,10 @@ def test_up_runs_ingester_simulator_and_analytics_and_stops_on_ctrl_c(
         "analytics.log", "ingest.log", "simulator.log", "up.log"]
     assert "INFO ingest.service: ingester" in (logs / "ingest.log").read_text()
     assert "ingest.service" not in output
+    # up's own log says when it stopped what, as it says when it started what.
+    own = (logs / "up.log").read_text()
+    assert "stopping simulator, analytics, ingest" in own
+    assert "ingest stopped with 0" in own
     assert "Traceback" not in "".join(p.read_text() for p in logs.glob("*.log"))
 
 

@@ -85,8 +85,12 @@ def test_the_platform_children() -> None:
                                  fleet=Path("/w/machines.json"))
     assert list(with_all) == ["ingest", "erp-sync", "analytics", "simulator"]
     assert with_all["erp-sync"] == [*cmd, "erp", "schedule"]
-    assert with_all["simulator"] == [*cmd, "demo", "fleet", "--machines", "5", "--interval", "0.5",
-                                     "--tenant", "t1", "--fleet", "/w/machines.json"]
+    assert with_all["simulator"] == [*cmd, "demo", "fleet", "--fleet", "/w/machines.json",
+                                     "--interval", "0.5", "--tenant", "t1"]
+    made_up = platform_commands(settings(), simulate_machines=5, interval=0.5, tenant="t1",
+                                fleet=None)
+    assert made_up["simulator"] == [*cmd, "demo", "fleet", "--machines", "5", "--interval",
+                                    "0.5", "--tenant", "t1"]
     # A source configured but its schedule off: no ERP child.
     off = settings(erp_odoo_url="http://odoo:8069", erp_sync_interval_minutes=0)
     assert "erp-sync" not in platform_commands(off, simulate_machines=0, interval=1.0,
