@@ -75,7 +75,7 @@ from analytics.customer_value import (
     pooled_retention,
     value_customers,
 )
-from demo.world import World, write_world
+from demo.world import SIZES, World, write_world
 from demo.world.files import truth
 from erp_connectors.files import sync_files
 from erp_connectors.rates import load_exchange_rates
@@ -412,6 +412,29 @@ async def test_demo_world_values(conn: Conn, database_url: str, tmp_path: Path) 
         np.mean(alive_churned), np.mean(alive_stayed))
     # And their contract relationship is over: no contract value left.
     assert all(rows[c][5] == 0 for c in churned)
+
+
+async def test_the_standard_demo_world_is_valued_with_sbg_near_its_planted_beta(
+        conn: Conn, database_url: str, tmp_path: Path) -> None:
+    # The world `run.sh` brings up (seed 7, standard size): its contract book is valued with
+    # the sBG, not a constant retention, and the fit finds the planted beta distribution of
+    # renewal propensities (truth.json, world.renewals) within two standard errors.
+    end = date(2026, 5, 1)
+    size = SIZES["standard"]
+    world = World.generate(7, end, customers=size.customers, machines=size.machines,
+                           years=size.years)
+    write_world(world, tmp_path)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as load:
+        await sync_files(load, tmp_path, source="demo")
+        await load_exchange_rates(load, tmp_path / "exchange_rates.csv", source="demo")
+    run = await value_customers(conn, on=end, reporting_currency=EUR)
+    assert run.contract_method == "sbg", run.notes
+    fitted = run.parameters["sbg"]
+    planted = truth(world)["world"]["renewals"]
+    for name in ("alpha", "beta"):
+        error = fitted["standard_errors"][name]
+        assert math.isfinite(fitted[name]) and math.isfinite(error) and error > 0, fitted
+        assert abs(fitted[name] - planted[name]) < 2 * error, (name, fitted, planted)
 
 
 async def test_a_fit_at_the_edge_of_its_range_is_stored(conn: Conn, database_url: str,
