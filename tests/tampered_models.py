@@ -80,6 +80,21 @@ def flip_byte(blob: bytes, at: int | None = None) -> bytes:
     return blob[:at] + bytes([blob[at] ^ 0x5A]) + blob[at + 1:]
 
 
+def flip_byte_in_array(blob: bytes) -> bytes:
+    """``blob`` with one byte changed in the middle of the first stored array's data.
+
+    Where the middle of the whole blob falls varies: skops names array files by object id, so
+    the names' lengths, and with them every offset, differ from one process to the next.
+    """
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        member = next(i for i in archive.infolist() if i.filename.endswith(".npy"))
+    header = member.header_offset
+    name_length = int.from_bytes(blob[header + 26:header + 28], "little")
+    extra_length = int.from_bytes(blob[header + 28:header + 30], "little")
+    data = header + 30 + name_length + extra_length
+    return flip_byte(blob, data + member.compress_size // 2)
+
+
 def first_split(nodes: Nodes) -> int:
     """The first node that is not a leaf and not the root (so an index before it exists)."""
     return int(np.flatnonzero(nodes["is_leaf"] == 0)[1])

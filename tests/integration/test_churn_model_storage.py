@@ -38,7 +38,7 @@ from tests.integration.conftest import _server_url, rows
 from tests.integration.worlds import demo_world_database
 from tests.tampered_models import (
     TREE_EDITS,
-    flip_byte,
+    flip_byte_in_array,
     pickle_payload,
     skops_payload,
     with_tree_edit,
@@ -106,7 +106,7 @@ def _payload_skops(_: ChurnModel, blob: bytes, marker: Path) -> bytes:
 
 
 def _flipped(_: ChurnModel, blob: bytes, marker: Path) -> bytes:
-    return flip_byte(blob)
+    return flip_byte_in_array(blob)
 
 
 def _tree(model: ChurnModel, blob: bytes, marker: Path) -> bytes:

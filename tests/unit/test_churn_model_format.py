@@ -23,7 +23,13 @@ from analytics.churn_models import (
     model_to_bytes,
 )
 from analytics.features import FEATURE_NAMES
-from tests.tampered_models import TREE_EDITS, flip_byte, skops_payload, with_tree_edit
+from tests.tampered_models import (
+    TREE_EDITS,
+    flip_byte,
+    flip_byte_in_array,
+    skops_payload,
+    with_tree_edit,
+)
 
 K = len(FEATURE_NAMES)
 
@@ -169,4 +175,4 @@ def test_a_changed_byte_in_an_array_is_refused(blob: bytes) -> None:
     # Inside a compressed array: a CRC mismatch, or zlib's own error class (none of the usual
     # ones), refused all the same.
     with pytest.raises(RefusedModelError, match=r"BadZipFile|error: Error -3"):
-        model_from_bytes(flip_byte(blob))
+        model_from_bytes(flip_byte_in_array(blob))
