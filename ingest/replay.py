@@ -251,7 +251,7 @@ class _Replay:
         except PoisonBatchError as exc:
             logger.warning("database refused a replayed batch (%s): storing one by one", exc)
         else:
-            self._add(written)
+            self.report.written += written
             return
         assert batch.settles is not None
         kept: list[Message] = []
@@ -259,7 +259,7 @@ class _Replay:
         for message, letter_id in zip(batch.messages, batch.settles, strict=True):
             single = Batch(messages=[message], redelivered=False, settles=[letter_id])
             try:
-                self._add(await self.store.write(single))
+                self.report.written += await self.store.write(single)
             except PoisonBatchError as exc:
                 batch.unsettled.append((letter_id, f"the database refused this message: {exc}"))
                 continue
@@ -267,12 +267,6 @@ class _Replay:
             kept += single.messages
             kept_ids += single.settles or []
         batch.messages, batch.settles = kept, kept_ids
-
-    def _add(self, written: Written) -> None:
-        w = self.report.written
-        self.report.written = Written(
-            w.telemetry_rows + written.telemetry_rows, w.state_rows + written.state_rows,
-            w.events + written.events, w.dead_letters + written.dead_letters)
 
 
 def _count(batch: Batch, report: ReplayReport) -> None:

@@ -383,15 +383,12 @@ class Ingester:
                 return written
 
     async def _store_one_by_one(self, batch: Batch, store: Store) -> Written:
-        totals = [0, 0, 0, 0]
+        total = Written(0, 0, 0, 0)
         singles = [Batch(messages=[m], redelivered=True) for m in batch.messages]
         singles += [Batch(dead_letters=[d]) for d in batch.dead_letters]
         for single in singles:
-            written = await self._write_single(single, store)
-            for i, value in enumerate((written.telemetry_rows, written.state_rows,
-                                       written.events, written.dead_letters)):
-                totals[i] += value
-        return Written(*totals)
+            total += await self._write_single(single, store)
+        return total
 
     async def _write_single(self, single: Batch, store: Store) -> Written:
         while True:

@@ -99,6 +99,11 @@ class Written:
     events: int
     dead_letters: int
 
+    def __add__(self, other: Written) -> Written:
+        return Written(self.telemetry_rows + other.telemetry_rows,
+                       self.state_rows + other.state_rows, self.events + other.events,
+                       self.dead_letters + other.dead_letters)
+
 
 class PoisonBatchError(Exception):
     """The database refused the batch for its content, not for being unreachable."""
