@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -472,7 +473,7 @@ def status_path(settings: Settings) -> Path:
     return settings.state_dir / "run" / f"ingest-{settings.ingest_client_id}.json"
 
 
-def health_problems(status: dict[str, Any], *, age_s: float, max_age_s: float) -> list[str]:
+def health_problems(status: Mapping[str, Any], *, age_s: float, max_age_s: float) -> list[str]:
     """What is wrong with an ingester, from its status file's counters (empty: healthy).
 
     Examples

@@ -21,6 +21,7 @@ import psycopg
 
 from core.retention import RetentionRun
 from core.sql import queries
+from ingest.service import health_problems
 from oem_retention.supervisor import ChildState
 
 logger = logging.getLogger(__name__)
@@ -57,11 +58,10 @@ class IngestView:
 
     @property
     def healthy(self) -> bool:
-        """Fresh, connected to the broker and, once it has written, to the database."""
-        c = self.counters
-        return (c is not None and self.age_s is not None and self.age_s <= STALE_AFTER_S
-                and bool(c.get("mqtt_connected"))
-                and (not c.get("batches") or bool(c.get("db_ok"))))
+        """Healthy as `oem-retention ingest health` judges it (``health_problems``)."""
+        return (self.counters is not None and self.age_s is not None
+                and not health_problems(self.counters, age_s=self.age_s,
+                                        max_age_s=STALE_AFTER_S))
 
 
 class IngestReader:

@@ -117,8 +117,8 @@ def _ingest(view: IngestView) -> str:
                "[red]unhealthy[/red]")
     rate = "" if view.rows_per_s is None else f"{view.rows_per_s:,.0f} rows/s, "
     mqtt = "connected" if c.get("mqtt_connected") else "[red]DISCONNECTED[/red]"
-    db = ("ok" if c.get("db_ok") else "not written to yet" if not c.get("batches")
-          else "[red]FAILING[/red]")
+    db = ("ok" if c.get("db_ok") else "not written to yet"
+          if not c.get("batches") and not c.get("db_error") else "[red]FAILING[/red]")
     # What matters most first: a narrow terminal cuts the end of the line.
     return (f"{verdict}  {rate}{c.get('dead_lettered', 0):,} dead-lettered,"
             f" {c.get('pending', 0):,} pending  MQTT {mqtt}, database {db}"

@@ -143,6 +143,11 @@ def test_a_database_that_does_not_answer_is_said_so() -> None:
     (IngestView(Path("/run/i.json"), COUNTERS | {"db_ok": False}, 0.5, 0.0),
      "ingester  unhealthy  0 rows/s, 3 dead-lettered, 20 pending  MQTT connected, database"
      " FAILING"),
+    # Waiting for a database that is not there, before its first batch: as `ingest health`.
+    (IngestView(Path("/run/i.json"), COUNTERS | {"db_ok": False, "batches": 0,
+                                                 "db_error": "connection refused"}, 0.5, 0.0),
+     "ingester  unhealthy  0 rows/s, 3 dead-lettered, 20 pending  MQTT connected, database"
+     " FAILING"),
 ])
 def test_an_ingester_in_trouble(ingest: IngestView, shown: str) -> None:
     assert shown in "\n".join(draw(dataclasses.replace(status(), ingest=ingest), 200, 50))
