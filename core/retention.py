@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from core import timescale
+from core.errors import first_line
 from core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -66,13 +67,8 @@ def run_retention(settings: Settings, *, connect_timeout: int = 3,
             dropped = timescale.drop_expired_telemetry(conn, settings)
     except psycopg.Error as exc:
         logger.warning("retention job failed, next try in an hour: %s", exc)
-        return RetentionRun(at, error=_first_line(exc))
+        return RetentionRun(at, error=first_line(exc))
     if dropped:
         logger.info("retention: dropped %s telemetry chunk(s) older than %s", dropped,
                     settings.telemetry_retention)
     return RetentionRun(at, dropped=dropped)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import psycopg
 
+from core.errors import first_line
 from core.retention import RetentionRun
 from core.sql import queries
 from ingest.service import health_problems
@@ -204,8 +205,7 @@ class DatabaseReader:
         self._failures += 1
         self._retry_at = now + min(MAX_RETRY_S, 2.0 ** (self._failures - 1))
         kind = "unreachable" if isinstance(exc, psycopg.OperationalError) else "error"
-        text = str(exc).strip()
-        self._problem = f"{kind}: {text.splitlines()[0] if text else type(exc).__name__}"
+        self._problem = f"{kind}: {first_line(exc)}"
         if self._down_since is None:
             self._down_since = wall
             logger.warning("status: database %s", self._problem)
