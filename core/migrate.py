@@ -310,7 +310,8 @@ def _apply_definition(conn: psycopg.Connection[Any], definition: Definition,
     if definition.name in dropped:
         _execute(conn, definition)
         return DefinitionChange(definition, "dropped and recreated", dropped[definition.name])
-    present = any(kind == definition.kind for kind, _ in _objects(conn, definition.name, q))
+    before = _objects(conn, definition.name, q)
+    present = any(kind == definition.kind for kind, _ in before)
     if recorded_checksum == definition.checksum and present:
         return None
     if recorded_checksum is None:
@@ -318,7 +319,7 @@ def _apply_definition(conn: psycopg.Connection[Any], definition: Definition,
     else:
         action = "replaced" if present else "recreated (was missing)"
     try:
-        _replace(conn, definition, q)
+        _replace(conn, definition, before, q)
     except _CannotReplaceError as exc:
         doomed = [definition, *dependants[definition.name]]
         for other in reversed(doomed):
@@ -360,9 +361,12 @@ def _execute(conn: psycopg.Connection[Any], definition: Definition) -> None:
     conn.execute(definition.sql.encode())
 
 
-def _replace(conn: psycopg.Connection[Any], definition: Definition, q: dict[str, str]) -> None:
-    """CREATE OR REPLACE in a savepoint; _CannotReplaceError (savepoint undone) where it can't."""
-    before = _objects(conn, definition.name, q)
+def _replace(conn: psycopg.Connection[Any], definition: Definition,
+             before: list[tuple[str, int]], q: dict[str, str]) -> None:
+    """CREATE OR REPLACE in a savepoint; _CannotReplaceError (savepoint undone) where it can't.
+
+    ``before``: the objects of the definition's name as they are now (``_objects``).
+    """
     other_kinds = {kind for kind, _ in before} - {definition.kind}
     if other_kinds:
         msg = f"it was a {other_kinds.pop()}, it is now a {definition.kind}"
