@@ -17,10 +17,11 @@ from pathlib import Path
 
 import orjson
 
-# Parents first: a loader resolves a record's parents by the ids it gave them.
-ENTITIES = ("customers", "sites", "contacts", "machine_models", "installed_base",
-            "service_contracts", "contract_renewals", "invoices", "invoice_lines", "orders",
-            "order_lines", "survey_responses")
+from erp_connectors.files import FILE_NAMES
+
+# The files contract's entities, parents first: a loader resolves a record's parents by the ids
+# it gave them.
+ENTITIES = tuple(FILE_NAMES)
 
 Records = dict[str, list[dict[str, str]]]
 
@@ -32,7 +33,7 @@ def read_records(directory: Path) -> Records:
     """
     world: Records = {}
     for entity in ENTITIES:
-        path = directory / f"{entity}.csv"
+        path = directory / FILE_NAMES[entity]
         if path.exists():
             with path.open(newline="", encoding="utf-8-sig") as f:
                 world[entity] = [{k: v for k, v in row.items() if v not in (None, "")}
