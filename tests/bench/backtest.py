@@ -26,10 +26,8 @@ import argparse
 import asyncio
 import logging
 import sys
-import tempfile
 import time
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -38,9 +36,8 @@ from analytics.backtest import Evaluation, backtest, truth_churn_dates
 from analytics.churn import train
 from analytics.rollups import refresh_machine_days
 from core.settings import Settings
-from demo.world import World, load_history, truth, write_world
-from erp_connectors.files import sync_files
-from erp_connectors.rates import load_exchange_rates
+from demo.world import World, truth
+from tests.bench.analytics import load_world as load_bench_world
 from tests.bench.ingest import fresh_database, kept_database
 
 END = date(2026, 5, 1)
@@ -57,20 +54,8 @@ def say(line: str) -> None:
 
 
 async def load_world(url: str, world: World, *, process_days: int) -> None:
-    """The world into ``url`` the platform's way, each step timed."""
-    with tempfile.TemporaryDirectory(prefix="oemr-backtest-") as tmp:
-        directory = Path(tmp)
-        write_world(world, directory)
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            started = time.perf_counter()
-            results = await sync_files(conn, directory, source="demo")
-            failed = [r for r in results if r.error is not None or r.rows_rejected]
-            if failed:
-                raise RuntimeError(f"business data did not sync cleanly: {failed}")
-            await load_exchange_rates(conn, directory / "exchange_rates.csv", source="demo")
-            say(f"business data synced in {time.perf_counter() - started:.1f} s")
-    loaded = await asyncio.to_thread(load_history, url, world, process_days=process_days)
-    say(f"history loaded in {loaded.seconds:.1f} s ({loaded.rows:,} rows)")
+    """The world into ``url`` the platform's way (the analytics bench's load), rolled up."""
+    await load_bench_world(url, world, process_days=process_days)
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         started = time.perf_counter()
         await refresh_machine_days(conn)
