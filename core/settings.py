@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Signs the API's own tokens in development only: the settings refuse it anywhere else.
+DEVELOPMENT_SECRET = "development-only-this-key-is-not-a-secret"  # noqa: S105
+DEFAULT_TENANT = "default"
+TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 
 
 class Settings(BaseSettings):
@@ -14,8 +20,14 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="OEMR_", extra="ignore", frozen=True)
 
+    # development: the demo's defaults are allowed; production: every secret must be set.
+    environment: Literal["development", "production"] = "development"
+
     # A libpq connection string: URL (postgresql://...) or key=value form.
     database_url: str = "postgresql://postgres@127.0.0.1:55432/oemr"
+    # A database per tenant (docs/tenancy.md): tenant name -> libpq connection string, as JSON
+    # in OEMR_TENANT_DATABASES. Empty: one tenant, "default", in database_url.
+    tenant_databases: dict[str, str] = Field(default_factory=dict)
     state_dir: Path = Path("/var/lib/oem-retention")
     db_pool_max: int = Field(default=8, ge=1)
 
@@ -86,6 +98,50 @@ class Settings(BaseSettings):
     erp_sap_timezone: str = "UTC"
     # How often `up` syncs every configured source (0: only by hand, `erp sync`).
     erp_sync_interval_minutes: int = Field(default=15, ge=0)
+
+    # The API (docs/api.md).
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_workers: int = Field(default=1, ge=1, le=64)
+    # The role the API logs in as, on each tenant's database: neither owner nor superuser, so
+    # row-level security applies to it (docs/tenancy.md; the migrations create it).
+    api_database_user: str = "oemr_api"
+    api_database_password: SecretStr | None = None
+    api_pool_max: int = Field(default=10, ge=1)
+    # HMAC key of the API's bearer tokens (HS256).
+    api_secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET)
+    api_token_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    # An OEM's own identity provider (Entra ID, Keycloak): its tokens are accepted when these are
+    # set; the role and tenant are read from the named claims.
+    oidc_issuer: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_audience: str | None = None
+    oidc_role_claim: str = "roles"
+    oidc_tenant_claim: str = "tenant"
+
+    @model_validator(mode="after")
+    def _tenant_names(self) -> Settings:
+        for name in self.tenant_databases:
+            if not TENANT_NAME.fullmatch(name):
+                msg = (f"tenant name {name!r}: lower-case letters, digits and '-' only, "
+                       "1 to 40 of them (it is part of API keys and URLs)")
+                raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _no_default_secrets_outside_development(self) -> Settings:
+        if self.environment != "development" and (
+                self.api_secret_key.get_secret_value() == DEVELOPMENT_SECRET
+                or len(self.api_secret_key.get_secret_value()) < 32):
+            msg = ("OEMR_API_SECRET_KEY must be set to a random value of 32 characters or more "
+                   "outside development (python3 -c 'import secrets; "
+                   "print(secrets.token_urlsafe(48))')")
+            raise ValueError(msg)
+        return self
+
+    def tenant_urls(self) -> dict[str, str]:
+        """Every tenant's database, by tenant name."""
+        return dict(self.tenant_databases) or {DEFAULT_TENANT: self.database_url}
 
     @property
     def receive_maximum(self) -> int:

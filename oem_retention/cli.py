@@ -21,6 +21,7 @@ from core import timescale
 from core.errors import OemrError
 from core.settings import Settings
 from oem_retention import render, schema
+from oem_retention.api_commands import api_app
 from oem_retention.demo_commands import demo_app
 
 app = typer.Typer(help="oem-retention: after-sales retention for machine builders.",
@@ -36,6 +37,7 @@ analytics_app = typer.Typer(help="Retention analytics: rollups, customer value, 
 app.add_typer(erp_app, name="erp")
 app.add_typer(analytics_app, name="analytics")
 app.add_typer(demo_app, name="demo")
+app.add_typer(api_app, name="api")
 console = Console()
 
 

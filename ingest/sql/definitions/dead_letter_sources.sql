@@ -1,7 +1,7 @@
 -- Data quality of what machines send, for people who fix publishers (`ingest quality`): one row
 -- per source (JSON: tenant + serial; Sparkplug: group + edge node; anything else: the topic's
 -- first level), with how many messages failed and the latest reason.
-CREATE OR REPLACE VIEW dead_letter_sources AS
+CREATE OR REPLACE VIEW dead_letter_sources WITH (security_invoker = true) AS
 SELECT source,
        count(*)                                                AS distinct_messages,
        sum(times_received)                                     AS times_received,

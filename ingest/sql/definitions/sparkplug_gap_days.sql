@@ -1,6 +1,6 @@
 -- Per Sparkplug edge node and day (`ingest quality`): detected gaps, sequence numbers lost,
 -- data without a birth, rebirths asked for.
-CREATE OR REPLACE VIEW sparkplug_gap_days AS
+CREATE OR REPLACE VIEW sparkplug_gap_days WITH (security_invoker = true) AS
 SELECT spb_group,
        spb_edge_node,
        date_trunc('day', detected_at)                   AS day,
