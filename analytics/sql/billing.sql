@@ -11,8 +11,9 @@
 -- Its value, in the reporting currency: the median billed visit (an invoice's lines of that
 -- kind on one machine, summed) of the machine's model in the 365 days up to %(on)s, else of all
 -- models (value_basis says which; NULL when nothing was billed at all). Coverage: the service
--- contract live on that day on the machine (machine scope) or its customer (customer scope),
--- the machine's own first, then the most valuable: work under a contract may be included in it.
+-- contract of the machine's customer live that day on the machine (machine scope) or on the
+-- customer (customer scope), the machine's own first, then the most valuable: work under a
+-- contract may be included in it.
 WITH p AS (
     SELECT %(on)s::date AS t, %(reporting)s::char(3) AS rc,
            %(older_than_days)s::integer AS n, %(window_days)s::integer AS w,
@@ -63,26 +64,31 @@ by_kind AS (
     SELECT kind, percentile_disc(0.5) WITHIN GROUP (ORDER BY amount) AS median
     FROM billed GROUP BY kind
 ),
+cover AS (
+    -- A machine-scope contract belongs to the machine's customer too: one hash join on the
+    -- customer, then the machine's own contract first.
+    SELECT DISTINCT ON (u.id) u.id, sc.id AS contract_id, sc.tier
+    FROM unbilled u
+    JOIN service_contracts sc
+      ON sc.customer_id = u.customer_id
+     AND (sc.scope = 'customer' OR sc.installed_base_id = u.installed_base_id)
+     AND sc.starts_on <= u.day AND sc.ends_on >= u.day
+    WHERE sc.deleted_at IS NULL AND sc.status NOT IN ('draft', 'cancelled')
+    ORDER BY u.id, sc.scope = 'machine' DESC, sc.annual_value DESC, sc.id
+),
 rows AS (
     SELECT u.*, c.name AS customer_name, p.rc AS reporting_currency,
            round(coalesce(bm.median, bk.median), 2) AS estimated_value,
            CASE WHEN bm.median IS NOT NULL THEN 'model'
                 WHEN bk.median IS NOT NULL THEN 'all models' END AS value_basis,
            p.t - u.day AS age_days,
-           cover.id AS contract_id, cover.tier AS contract_tier
+           cover.contract_id, cover.tier AS contract_tier
     FROM unbilled u
     CROSS JOIN p
     JOIN customers c ON c.id = u.customer_id
     LEFT JOIN by_model bm ON bm.model = u.model AND bm.kind = u.line_kind
     LEFT JOIN by_kind bk ON bk.kind = u.line_kind
-    LEFT JOIN LATERAL (
-        SELECT sc.id, sc.tier FROM service_contracts sc
-        WHERE sc.deleted_at IS NULL AND sc.status NOT IN ('draft', 'cancelled')
-          AND sc.starts_on <= u.day AND sc.ends_on >= u.day
-          AND ((sc.scope = 'machine' AND sc.installed_base_id = u.installed_base_id)
-               OR (sc.scope = 'customer' AND sc.customer_id = u.customer_id))
-        ORDER BY sc.scope = 'machine' DESC, sc.annual_value DESC, sc.id
-        LIMIT 1) cover ON true
+    LEFT JOIN cover ON cover.id = u.id
     WHERE (%(customer_id)s::integer IS NULL OR u.customer_id = %(customer_id)s::integer)
       AND (%(kind)s::text IS NULL OR u.kind = %(kind)s::text)
 ),
