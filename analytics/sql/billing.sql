@@ -45,8 +45,9 @@ unbilled AS (
           AND i.issued_on BETWEEN wk.day - p.w AND wk.day + p.w)
 ),
 billed AS (
+    -- Converted once per visit (one invoice: one currency, one day, one rate).
     SELECT ib.model, l.kind,
-           sum(to_reporting(l.net_amount, i.currency, i.issued_on, p.rc)) AS amount
+           to_reporting(sum(l.net_amount), i.currency, i.issued_on, p.rc) AS amount
     FROM invoice_lines l
     JOIN invoices i ON i.id = l.invoice_id
     JOIN installed_base ib ON ib.id = l.installed_base_id
@@ -54,7 +55,7 @@ billed AS (
     WHERE l.kind IN ('field_service', 'spare_parts') AND l.deleted_at IS NULL
       AND i.deleted_at IS NULL AND i.status NOT IN ('draft', 'cancelled')
       AND i.issued_on > p.t - 365 AND i.issued_on <= p.t
-    GROUP BY ib.model, l.kind, i.id, l.installed_base_id
+    GROUP BY ib.model, l.kind, i.id, l.installed_base_id, p.rc
 ),
 by_model AS (
     SELECT model, kind, percentile_disc(0.5) WITHIN GROUP (ORDER BY amount) AS median

@@ -177,6 +177,15 @@ class UnbilledWork(BaseModel):
     contract_tier: str | None
 
 
+class UnbilledSummary(BaseModel):
+    """All the unbilled work of a filter."""
+
+    items: int
+    estimated_value: Money | None = Field(description="Sum of the items' estimated values")
+    unvalued: int = Field(description="Items without an estimate (nothing billed to compare)")
+    reporting_currency: str
+
+
 class UsageTermsIn(BaseModel):
     """The pay-per-use terms of a contract."""
 

@@ -34,6 +34,7 @@ from api.models.finance import (
     RevenueAtRisk,
     SegmentAtRisk,
     SegmentValue,
+    UnbilledSummary,
     UnbilledWork,
     UsageTerms,
     UsageTermsIn,
@@ -251,6 +252,17 @@ async def clv(request: Request, session: Reader, *,
 # -- unbilled work -----------------------------------------------------------------------------
 
 
+def _unbilled_filter(request: Request, *, older_than_days: int, window_days: int,
+                     since: date | None, coverage: billing.Coverage,
+                     kind: billing.WorkKind | None,
+                     customer_id: int | None) -> billing.UnbilledFilter:
+    today = _today()
+    return _build(lambda: billing.UnbilledFilter(
+        on=today, reporting_currency=settings_of(request).reporting_currency,
+        since=since or today - timedelta(days=365), older_than_days=older_than_days,
+        window_days=window_days, coverage=coverage, kind=kind, customer_id=customer_id))
+
+
 @router.get("/unbilled", response_model=Page[UnbilledWork], summary="Unbilled work")
 async def unbilled(request: Request, session: ServiceReader, *,
                    older_than_days: Days = 14,
@@ -269,15 +281,31 @@ async def unbilled(request: Request, session: ServiceReader, *,
     valued at the model's median billed visit; from ``since`` (default a year ago).
     ``coverage=uncovered``: only work on machines without a live service contract.
     """
-    today = _today()
-    where = _build(lambda: billing.UnbilledFilter(
-        on=today, reporting_currency=settings_of(request).reporting_currency,
-        since=since or today - timedelta(days=365), older_than_days=older_than_days,
-        window_days=window_days, coverage=coverage, kind=kind, customer_id=customer_id))
+    where = _unbilled_filter(request, older_than_days=older_than_days, window_days=window_days,
+                             since=since, coverage=coverage, kind=kind, customer_id=customer_id)
     return await list_response(request, session, fetch=_fetch(billing.unbilled, where=where),
                                item=lambda r: UnbilledWork(**r), model=UnbilledWork,
                                sort=sort, limit=limit, cursor=cursor, fmt=format,
                                filename="unbilled")
+
+
+@router.get("/unbilled/summary", response_model=UnbilledSummary,
+            summary="Unbilled work, counted and valued")
+async def unbilled_summary(request: Request, session: ServiceReader, *,
+                           older_than_days: Days = 14,
+                           window_days: Annotated[int, Query(ge=0, le=365)] =
+                           billing.DEFAULT_WINDOW_DAYS,
+                           since: date | None = None,
+                           coverage: billing.Coverage = "all",
+                           kind: billing.WorkKind | None = None,
+                           customer_id: CustomerId = None) -> Response:
+    """How many items ``GET /finance/unbilled`` lists with these filters, and their value."""
+    where = _unbilled_filter(request, older_than_days=older_than_days, window_days=window_days,
+                             since=since, coverage=coverage, kind=kind, customer_id=customer_id)
+    total = await billing.unbilled_total(session.conn, where=where)
+    return json_response(request, UnbilledSummary(
+        items=total.items, estimated_value=total.estimated_value, unvalued=total.unvalued,
+        reporting_currency=where.reporting_currency))
 
 
 # -- pay-per-use -------------------------------------------------------------------------------

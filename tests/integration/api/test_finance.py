@@ -392,6 +392,10 @@ def test_unbilled_work_equals_analytics_and_a_match_by_hand(world_api: WorldApi)
     total = _run(url, lambda c: billing.unbilled_total(c, where=where))
     assert total.items == len(items)
     assert total.estimated_value == sum(_money(i["estimated_value"]) for i in items)
+    with world_api.api.client("service") as client:
+        summary = client.get("/finance/unbilled/summary", params={"older_than_days": 3}).json()
+    assert (summary["items"], _money(summary["estimated_value"]), summary["unvalued"]) == (
+        total.items, total.estimated_value, 0)
 
 
 def test_unbilled_work_is_valued_at_the_models_median_billed_visit(world_api: WorldApi
@@ -458,6 +462,7 @@ def test_roles_on_finance_routes(world_api: WorldApi) -> None:
     ("/finance/unbilled", {"older_than_days": -5}),
     ("/finance/unbilled", {"since": "2999-01-01"}),
     ("/finance/unbilled", {"coverage": "some"}),
+    ("/finance/unbilled/summary", {"window_days": 1000}),
     ("/finance/usage-billing/billable", {"from": "2026-06", "to": "2026-01"}),
     ("/finance/usage-billing/billable", {"from": "2026-13", "to": "2027-01"}),
     ("/finance/usage-billing/billable", {"to": "2026-01"}),
