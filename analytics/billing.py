@@ -17,7 +17,7 @@ operating hours of the machines it covers (machine_days, the machines' own count
 month's days within the terms' start and the contract's term, minus the included hours (never
 below zero, not pro-rated); amount = billable hours x rate.
 
-SQL in ``sql/billing.sql``; docs/finance.md has the definitions.
+SQL in ``sql/billing.sql``; docs/api-finance.md has the definitions.
 """
 
 from __future__ import annotations

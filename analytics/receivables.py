@@ -1,6 +1,6 @@
 """Receivables per customer: open and overdue invoices and days sales outstanding (DSO).
 
-Definitions (docs/finance.md; SQL in ``sql/receivables.sql``), in the reporting currency, each
+Definitions (docs/api-finance.md; SQL in ``sql/receivables.sql``), in the reporting currency, each
 invoice's net amount converted at its issue day:
 
 - open receivables: invoices the ERP has as open now, in full (partial payments are not known);

@@ -8,7 +8,7 @@ its customer's score of the latest scoring day on or before the day, the day
 :func:`analytics.churn.revenue_at_risk` reads; and its revenue at risk = value in the
 reporting currency x probability, so a customer's contracts in force add up to that customer's
 revenue at risk (annual contract value in force x probability). The SQL is in
-``sql/renewals.sql``; docs/finance.md has the definitions.
+``sql/renewals.sql``; docs/api-finance.md has the definitions.
 """
 
 from __future__ import annotations

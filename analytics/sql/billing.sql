@@ -1,4 +1,4 @@
--- Invoicing that leaks nothing (analytics/billing.py, docs/finance.md): work done on machines
+-- Invoicing that leaks nothing (analytics/billing.py, docs/api-finance.md): work done on machines
 -- that the ERP never invoiced, and pay-per-use contracts' billable operating hours.
 
 -- name: unbilled_rows

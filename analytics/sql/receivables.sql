@@ -1,5 +1,5 @@
 -- Receivables per customer: open and overdue invoices and days sales outstanding
--- (analytics/receivables.py, docs/finance.md). Amounts are invoices' net amounts (the ERPs'
+-- (analytics/receivables.py, docs/api-finance.md). Amounts are invoices' net amounts (the ERPs'
 -- sync carries no tax), converted to the reporting currency at the issue day.
 --
 -- Open: status 'open' as the ERP has it now (a partial payment is not known: an open invoice

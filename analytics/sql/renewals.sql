@@ -1,4 +1,4 @@
--- The renewals pipeline and its revenue at risk (analytics/renewals.py, docs/finance.md).
+-- The renewals pipeline and its revenue at risk (analytics/renewals.py, docs/api-finance.md).
 --
 -- A contract is in the pipeline on %(on)s when it is in force that day (the churn features'
 -- own rule: not deleted, not a draft, started, not ended) and its notice date (term end minus

@@ -1,4 +1,4 @@
-"""Answers and requests of the finance routes (docs/finance.md has the definitions)."""
+"""Answers and requests of the finance routes (docs/api-finance.md has the definitions)."""
 
 from __future__ import annotations
 

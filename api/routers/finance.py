@@ -1,6 +1,6 @@
 """Finance: renewals, revenue at risk, receivables, CLV, unbilled work, pay-per-use billing.
 
-Definitions are in docs/finance.md and the analytics modules the routes read through.
+Definitions are in docs/api-finance.md and the analytics modules the routes read through.
 
 Roles: finance (and admin) read everything and manage the pay-per-use terms; viewer reads;
 service reads unbilled work (its own visits and parts); a portal user (customer) reads its own

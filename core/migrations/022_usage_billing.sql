@@ -1,4 +1,4 @@
--- Pay-per-use billing terms of service contracts (analytics/billing.py, docs/finance.md).
+-- Pay-per-use billing terms of service contracts (analytics/billing.py, docs/api-finance.md).
 --
 -- The ERPs the platform syncs do not say which contracts bill by use, so finance records it
 -- here through the API: a rate per operating hour in a currency, the hours included in each
