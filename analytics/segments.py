@@ -314,7 +314,17 @@ async def segment_trends(conn: Conn, *, kind: SegmentKind, periods: Sequence[Per
         fetched = await cur.fetchall()
     rows = {(start, segment): (customers, retained)
             for start, segment, customers, retained in fetched}
+    return retention_trends(kind, periods, rows, order=[*SEGMENTS[kind], UNASSIGNED])
+
+
+def retention_trends(kind: str, periods: Sequence[Period],
+                     rows: Mapping[tuple[date, str], tuple[int, int]], *,
+                     order: Sequence[str] = ()) -> list[SegmentTrend]:
+    """The trend of every segment in ``rows``: (period start, segment) -> (at start, retained).
+
+    Segments named in ``order`` come first, in that order, then the others by name. Used by
+    :func:`segment_trends` and for the attribute cuts' retention (``kpi.kpi_table``'s counts).
+    """
     seen = {segment for _, segment in rows}
-    order = [*SEGMENTS[kind], UNASSIGNED]
     segments = [s for s in order if s in seen] + sorted(seen - set(order))
     return [_trend(kind, segment, periods, rows) for segment in segments]
