@@ -14,7 +14,8 @@ The list's columns, as of ``on``:
   deleted, ``starts_on <= on <= ends_on``, the KPIs' live contract), converted on ``on``.
 - ``churn_probability``: the score of the latest scoring day on or before ``on``; a customer not
   scored that day is off the books (churned) and has none. ``risk_band``: ``high`` (>= 0.5),
-  ``medium`` (>= 0.2), ``low``.
+  ``medium`` (>= 0.2), ``low`` (:func:`risk_band`; no band of the model's own: these are the
+  API's reading of the probability).
 - ``clv``: ``total_clv`` of the latest valuation on or before ``on`` in the reporting currency.
 - ``open_invoices`` / ``overdue_invoices``: invoices of status ``open`` issued by ``on``; overdue
   when due before ``on``.
@@ -49,6 +50,9 @@ RiskBand = Literal["high", "medium", "low"]
 SILENT_DAYS = 14
 #: What "since the week before" means, in days.
 CHANGE_DAYS = 7
+#: Churn probability from which a customer's risk band is high, and medium.
+HIGH_RISK = 0.5
+MEDIUM_RISK = 0.2
 
 # Sortable names -> the list's never-NULL columns (identifiers from this fixed set only).
 CUSTOMER_SORTS = ("name", "churn_probability", "clv", "revenue_12m", "annual_contract_value")
@@ -61,6 +65,13 @@ RISK_SORTS = ("scored_on",)
 
 def _sql() -> dict[str, str]:
     return queries("analytics", "sql/customers.sql")
+
+
+def risk_band(probability: float) -> RiskBand:
+    """``high`` from :data:`HIGH_RISK`, ``medium`` from :data:`MEDIUM_RISK`, else ``low``."""
+    if probability >= HIGH_RISK:
+        return "high"
+    return "medium" if probability >= MEDIUM_RISK else "low"
 
 
 @dataclass(frozen=True)
@@ -122,7 +133,8 @@ async def list_customers(conn: Conn, page: PageRequest, *, on: date, reporting_c
     """
     where = where or CustomerFilter()
     return await _page(conn, "customer_list", page, CUSTOMER_SORTS, tiebreak="id",
-                       params={**where.params(), "on": on, "rep": reporting_currency})
+                       params={**where.params(), "on": on, "rep": reporting_currency,
+                               "high_risk": HIGH_RISK, "medium_risk": MEDIUM_RISK})
 
 
 async def _all(conn: Conn, name: str, params: Mapping[str, Any]) -> list[Row]:
@@ -257,7 +269,26 @@ async def nps_page(conn: Conn, customer_id: int, page: PageRequest, *,
                        params={"customer_id": customer_id, "category": category})
 
 
-__all__ = ["CHANGE_DAYS", "CONTRACT_SORTS", "CUSTOMER_SORTS", "INVOICE_SORTS", "NPS_SORTS",
-           "ORDER_SORTS", "RISK_SORTS", "SILENT_DAYS", "Customer360", "CustomerFilter",
-           "contracts_page", "customer_360", "customer_exists", "invoices_page",
-           "list_customers", "nps_page", "orders_page", "risk_history"]
+__all__ = [
+    "CHANGE_DAYS",
+    "CONTRACT_SORTS",
+    "CUSTOMER_SORTS",
+    "HIGH_RISK",
+    "INVOICE_SORTS",
+    "MEDIUM_RISK",
+    "NPS_SORTS",
+    "ORDER_SORTS",
+    "RISK_SORTS",
+    "SILENT_DAYS",
+    "Customer360",
+    "CustomerFilter",
+    "contracts_page",
+    "customer_360",
+    "customer_exists",
+    "invoices_page",
+    "list_customers",
+    "nps_page",
+    "orders_page",
+    "risk_band",
+    "risk_history",
+]

@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from analytics.periods import Period
 from core.sql import queries
@@ -259,8 +259,10 @@ async def _rollup_covers(conn: Conn, periods: Sequence[Period], *,
     Otherwise the period is read from raw telemetry. ``now`` is the moment this is judged at
     (default: the clock).
     """
-    cur = await conn.execute(_sql()["rollup_watermark"])
-    row = await cur.fetchone()
+    # Tuple rows whatever the connection's row factory (the API's gives dicts).
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(_sql()["rollup_watermark"])
+        row = await cur.fetchone()
     if row is None:
         return [False] * len(periods)
     through = row[0]
@@ -278,8 +280,9 @@ async def _rollup_covers(conn: Conn, periods: Sequence[Period], *,
             continue
         # Nothing stored between the watermark and the period's end (the ingester was down,
         # or a demo's history ends before its live data begins): the rollup has it all.
-        cur = await conn.execute(_sql()["data_after"], {"through": through, "until": end})
-        newer = await cur.fetchone()
+        async with conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute(_sql()["data_after"], {"through": through, "until": end})
+            newer = await cur.fetchone()
         covered[end] = newer is not None and not newer[0]
     return [covered[period.end_ts] for period in periods]
 

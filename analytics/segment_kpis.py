@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from analytics.kpi import DIMENSIONS, Cut, kpi_table
 from analytics.kpi_snapshot import SnapshotValue, latest_snapshot
@@ -70,7 +70,7 @@ async def segment_counts(conn: Conn, *, on: date, dimensions: Sequence[str] = DI
     cut's add up to the customers.
     """
     dims = [_dimension(d) for d in dimensions]
-    async with conn.cursor() as cur:
+    async with conn.cursor(row_factory=tuple_row) as cur:
         await cur.execute(_sql()["segment_counts"], {"dimensions": dims, "on": on,
                                                      "window": window_days})
         return [SegmentCount(d, s, int(n), int(a)) for d, s, n, a in await cur.fetchall()]
@@ -207,25 +207,48 @@ async def _retention(conn: Conn, dimension: str, periods: Sequence[Period], *,
     return retention_trends(dimension, periods, _counts(table, periods))
 
 
-async def slipping_segments(conn: Conn, *, dimension: str, period_kind: PeriodKind, on: date,
-                            periods: int, reporting_currency: str) -> Slipping:
-    """Retention per segment of ``dimension`` over the ``periods`` complete periods before ``on``.
+async def slipping_segments(conn: Conn, *, dimensions: Sequence[str], period_kind: PeriodKind,
+                            on: date, periods: int, reporting_currency: str) -> list[Slipping]:
+    """Retention per segment of each cut over the ``periods`` complete periods before ``on``.
 
-    Every segment's :class:`analytics.segments.SegmentTrend` (``slipping``: a negative slope)
-    and the whole base's, to compare with.
+    Per dimension, every segment's :class:`analytics.segments.SegmentTrend` (``slipping``: a
+    negative slope) and the whole base's, to compare with.
     """
-    _dimension(dimension)
+    for dimension in dimensions:
+        _dimension(dimension)
     span = last_complete_periods(period_kind, on=on, count=periods)
     [base] = await _retention(conn, "all", span, reporting_currency=reporting_currency)
-    if dimension in KINDS:
-        trends = await segment_trends(conn, kind=dimension,
-                                      periods=span, reporting_currency=reporting_currency)
-    elif dimension == "all":
-        trends = [base]
-    else:
-        trends = await _retention(conn, dimension, span, reporting_currency=reporting_currency)
-    return Slipping(dimension=dimension, periods=tuple(span), base=base, trends=tuple(trends))
+    found = []
+    for dimension in dimensions:
+        if dimension in KINDS:
+            trends = await segment_trends(conn, kind=dimension,
+                                          periods=span, reporting_currency=reporting_currency)
+        elif dimension == "all":
+            trends = [base]
+        else:
+            trends = await _retention(conn, dimension, span,
+                                      reporting_currency=reporting_currency)
+        found.append(Slipping(dimension=dimension, periods=tuple(span), base=base,
+                              trends=tuple(trends)))
+    return found
 
 
-__all__ = ["SegmentCount", "SegmentKpi", "SegmentKpiTable", "Slipping", "TrendPoint",
+def _points(value: Decimal | None) -> str:
+    return "n/a" if value is None else f"{value * 100:+.1f} points"
+
+
+def explain(trend: SegmentTrend, base: SegmentTrend, period_kind: str) -> str:
+    """Why a segment is said to slip (or not), in words, from its own counts."""
+    valued = [p for p in trend.points if p.retention is not None]
+    if len(valued) < 2:
+        return f"fewer than two {period_kind}s with customers at the start: no trend"
+    first, last = valued[0], valued[-1]
+    assert first.retention is not None and last.retention is not None
+    return (f"retention {first.retention:.0%} in {first.period.label} to {last.retention:.0%} "
+            f"in {last.period.label} ({_points(trend.slope)} per {period_kind}; whole base "
+            f"{_points(base.slope)}); {last.period.label}: {last.customers_retained} of "
+            f"{last.customers_start} kept")
+
+
+__all__ = ["SegmentCount", "SegmentKpi", "SegmentKpiTable", "Slipping", "TrendPoint", "explain",
            "last_complete_periods", "segment_counts", "segment_kpis", "slipping_segments"]

@@ -44,7 +44,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from analytics.periods import Period
 from core.sql import queries
@@ -307,7 +307,8 @@ async def segment_trends(conn: Conn, *, kind: SegmentKind, periods: Sequence[Per
     del reporting_currency  # retention counts customers; kept so every KPI call looks alike
     if not periods:
         return []
-    async with conn.cursor() as cur:
+    # Tuple rows whatever the connection's row factory (the API's gives dicts).
+    async with conn.cursor(row_factory=tuple_row) as cur:
         await cur.execute(_sql()["segment_retention"], {
             "kind": kind, "window": window_days,
             "starts": [p.start for p in periods], "lasts": [p.last_day for p in periods]})

@@ -57,7 +57,9 @@ listed AS (
     SELECT c.id, c.external_id, c.name, c.country, c.industry, c.size_class, c.key_account,
            c.customer_since, c.deleted_at IS NOT NULL AS archived,
            s.probability, s.method AS risk_method,
-           CASE WHEN s.probability >= 0.5 THEN 'high' WHEN s.probability >= 0.2 THEN 'medium'
+           -- Bands of analytics.customers.risk_band (its thresholds are the parameters).
+           CASE WHEN s.probability >= %(high_risk)s THEN 'high'
+                WHEN s.probability >= %(medium_risk)s THEN 'medium'
                 WHEN s.probability IS NOT NULL THEN 'low' END AS risk_band,
            v.total_clv, v.method AS clv_method,
            coalesce(r.revenue, 0) AS revenue_12m,
@@ -346,7 +348,7 @@ LIMIT %(keyset_limit)s
 
 -- name: invoices
 SELECT id, number, external_id, issued_on, due_on, paid_on, status, currency, net_amount,
-       status = 'open' AND due_on < %(on)s AS overdue,
+       status = 'open' AND coalesce(due_on < %(on)s, false) AS overdue,
        CASE WHEN status = 'open' AND due_on < %(on)s THEN %(on)s::date - due_on END AS days_overdue
 FROM invoices
 WHERE customer_id = %(customer_id)s AND deleted_at IS NULL
