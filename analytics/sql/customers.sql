@@ -395,16 +395,17 @@ ORDER BY {order}
 LIMIT %(keyset_limit)s
 
 -- name: nps
-SELECT r.id, r.answered_at, r.score,
-       CASE WHEN r.score >= 9 THEN 'promoter' WHEN r.score >= 7 THEN 'passive'
-            ELSE 'detractor' END AS category,
-       r.comment, r.contact_id, k.name AS contact_name, k.role AS contact_role
-FROM survey_responses r
-LEFT JOIN contacts k ON k.id = r.contact_id
-WHERE r.customer_id = %(customer_id)s AND r.deleted_at IS NULL
-  AND (%(category)s::text IS NULL OR CASE WHEN r.score >= 9 THEN 'promoter'
-                                          WHEN r.score >= 7 THEN 'passive'
-                                          ELSE 'detractor' END = %(category)s::text)
+WITH answers AS (
+    SELECT r.id, r.answered_at, r.score,
+           CASE WHEN r.score >= 9 THEN 'promoter' WHEN r.score >= 7 THEN 'passive'
+                ELSE 'detractor' END AS category,
+           r.comment, r.contact_id, k.name AS contact_name, k.role AS contact_role
+    FROM survey_responses r
+    LEFT JOIN contacts k ON k.id = r.contact_id
+    WHERE r.customer_id = %(customer_id)s AND r.deleted_at IS NULL
+)
+SELECT * FROM answers
+WHERE (%(category)s::text IS NULL OR category = %(category)s::text)
   AND {where}
 ORDER BY {order}
 LIMIT %(keyset_limit)s

@@ -431,6 +431,11 @@ def test_the_parts_list_every_row(world_api: WorldApi, staff: httpx.Client) -> N
         world_api, "SELECT id, score FROM survey_responses WHERE customer_id = %s"
                    " AND deleted_at IS NULL ORDER BY answered_at DESC, id DESC", (cid,))]
 
+    detractors = _every(staff, f"/customers/{cid}/nps", category="detractor", sort="score")
+    assert [a["id"] for a in detractors] == [r["id"] for r in _rows(
+        world_api, "SELECT id FROM survey_responses WHERE customer_id = %s"
+                   " AND deleted_at IS NULL AND score <= 6 ORDER BY score, id", (cid,))]
+
     history = _every(staff, f"/customers/{cid}/risk-history", limit=1)
     assert [(h["scored_on"], h["probability"]) for h in history] == [
         (r["scored_on"].isoformat(), r["probability"]) for r in _rows(
