@@ -50,6 +50,10 @@ RiskBand = Literal["high", "medium", "low"]
 SILENT_DAYS = 14
 #: What "since the week before" means, in days.
 CHANGE_DAYS = 7
+#: How many overdue invoices, recent orders and answers, and history days a 360 shows.
+OVERDUE_SHOWN = 20
+RECENT_SHOWN = 5
+HISTORY_DAYS = 90
 #: Churn probability from which a customer's risk band is high, and medium.
 HIGH_RISK = 0.5
 MEDIUM_RISK = 0.2
@@ -181,6 +185,12 @@ class Customer360:
         The latest assignment per behavioural kind, and the contract tier.
     changes
         What changed in the 7 days up to the day: kind, day, text, entity and entity_id.
+    overdue, recent_orders, recent_answers
+        Its overdue invoices (oldest first, up to :data:`OVERDUE_SHOWN`), its latest orders and
+        survey answers (:data:`RECENT_SHOWN` each; answers are internal).
+    risk_days, value_days
+        Churn probability per scoring day and total CLV per valuation day (the latest
+        :data:`HISTORY_DAYS` of each, oldest first; internal).
     """
 
     on: date
@@ -197,6 +207,11 @@ class Customer360:
     risk: Row | None = None
     segments: list[Row] = field(default_factory=list)
     changes: list[Row] = field(default_factory=list)
+    overdue: list[Row] = field(default_factory=list)
+    recent_orders: list[Row] = field(default_factory=list)
+    recent_answers: list[Row] = field(default_factory=list)
+    risk_days: list[Row] = field(default_factory=list)
+    value_days: list[Row] = field(default_factory=list)
 
 
 async def customer_360(conn: Conn, customer_id: int, *, on: date, reporting_currency: str,
@@ -209,7 +224,7 @@ async def customer_360(conn: Conn, customer_id: int, *, on: date, reporting_curr
     :class:`Customer360`).
     """
     params = {"customer_id": customer_id, "on": on, "rep": reporting_currency,
-              "internal": internal, "silent_days": SILENT_DAYS}
+              "internal": internal, "silent_days": SILENT_DAYS, "history_days": HISTORY_DAYS}
     profile = await _one(conn, "profile", params)
     if profile is None:
         return None
@@ -225,13 +240,21 @@ async def customer_360(conn: Conn, customer_id: int, *, on: date, reporting_curr
         contracts=list(contracts.items),
         invoices=await _all(conn, "invoice_totals", params),
         orders=await _all(conn, "order_totals", params),
-        changes=await _all(conn, "changes", params))
+        changes=await _all(conn, "changes", params),
+        overdue=list((await invoices_page(conn, customer_id, PageRequest(
+            limit=OVERDUE_SHOWN, sort="issued_on"), on=on, overdue=True)).items),
+        recent_orders=list((await orders_page(conn, customer_id, PageRequest(
+            limit=RECENT_SHOWN, sort="ordered_on", descending=True))).items))
     if not internal:
         return result
     return replace(result, figures=await _one(conn, "figures", params),
                    value=await _one(conn, "value", params),
                    risk=await _one(conn, "risk", params),
-                   segments=await _all(conn, "segments", params))
+                   segments=await _all(conn, "segments", params),
+                   recent_answers=list((await nps_page(conn, customer_id, PageRequest(
+                       limit=RECENT_SHOWN, sort="answered_at", descending=True))).items),
+                   risk_days=await _all(conn, "risk_days", params),
+                   value_days=await _all(conn, "value_days", params))
 
 
 async def risk_history(conn: Conn, customer_id: int, page: PageRequest) -> Page[Row]:
@@ -274,10 +297,13 @@ __all__ = [
     "CONTRACT_SORTS",
     "CUSTOMER_SORTS",
     "HIGH_RISK",
+    "HISTORY_DAYS",
     "INVOICE_SORTS",
     "MEDIUM_RISK",
     "NPS_SORTS",
     "ORDER_SORTS",
+    "OVERDUE_SHOWN",
+    "RECENT_SHOWN",
     "RISK_SORTS",
     "SILENT_DAYS",
     "Customer360",

@@ -412,3 +412,20 @@ LIMIT %(keyset_limit)s
 
 -- name: exists
 SELECT EXISTS (SELECT 1 FROM customers WHERE id = %(customer_id)s) AS found
+
+-- name: risk_days
+-- The customer's churn probability per scoring day, the latest %(history_days)s on or before the
+-- day, oldest first.
+SELECT day, probability FROM (
+    SELECT scored_on AS day, probability FROM churn_scores
+    WHERE customer_id = %(customer_id)s AND scored_on <= %(on)s
+    ORDER BY scored_on DESC LIMIT %(history_days)s) r
+ORDER BY day
+
+-- name: value_days
+-- Its total CLV per valuation day in the reporting currency, the same way.
+SELECT day, total_clv FROM (
+    SELECT valued_on AS day, total_clv FROM customer_values
+    WHERE customer_id = %(customer_id)s AND valued_on <= %(on)s AND currency = %(rep)s
+    ORDER BY valued_on DESC LIMIT %(history_days)s) v
+ORDER BY day

@@ -220,6 +220,20 @@ class Change(BaseModel):
     entity_id: str
 
 
+class RiskDay(BaseModel):
+    """The churn probability of a scoring day."""
+
+    day: date
+    probability: float
+
+
+class ValueDay(BaseModel):
+    """The total CLV of a valuation day (reporting currency)."""
+
+    day: date
+    total_clv: Decimal
+
+
 class Customer360(BaseModel):
     """Everything about one customer as of ``as_of``.
 
@@ -241,6 +255,11 @@ class Customer360(BaseModel):
     risk: Risk | None
     segments: list[Membership]
     changes: list[Change]
+    overdue_invoices: list[Invoice] = Field(description="overdue invoices, oldest first (20)")
+    recent_orders: list[Order] = Field(description="the latest 5 orders")
+    recent_answers: list[SurveyAnswer] = Field(description="the latest 5 survey answers")
+    risk_history: list[RiskDay] = Field(description="the latest 90 scoring days, oldest first")
+    value_history: list[ValueDay] = Field(description="the latest 90 valuations, oldest first")
 
 
 class RiskPoint(BaseModel):

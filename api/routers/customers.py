@@ -38,9 +38,11 @@ from api.models.customers import (
     Reason,
     Risk,
     RiskBand,
+    RiskDay,
     RiskPoint,
     SurveyAnswer,
     Value,
+    ValueDay,
 )
 from api.paging import Page
 from api.responses import Format, json_response, list_response
@@ -197,7 +199,12 @@ def _view(c: data.Customer360, currency: str) -> Customer360:
         value=Value(**c.value) if c.value else None,
         risk=_risk(c.risk),
         segments=[Membership(**r) for r in c.segments],
-        changes=[Change(**r) for r in c.changes])
+        changes=[Change(**r) for r in c.changes],
+        overdue_invoices=[Invoice(**r) for r in c.overdue],
+        recent_orders=[Order(**r) for r in c.recent_orders],
+        recent_answers=[SurveyAnswer(**r) for r in c.recent_answers],
+        risk_history=[RiskDay(**r) for r in c.risk_days],
+        value_history=[ValueDay(**r) for r in c.value_days])
 
 
 @router.get("/{customer_id}", response_model=Customer360, summary="A customer's 360",

@@ -341,6 +341,16 @@ def test_the_360_equals_analytics_and_the_rows(world_api: WorldApi,
                            for a in answers])
     assert figures["nps_responses"] == responses
     assert (Decimal(figures["nps"]) if figures["nps"] is not None else None) == nps
+    # Overdue invoices, oldest first; the history of the scores.
+    assert [i["id"] for i in body["overdue_invoices"]] == [r["id"] for r in _rows(
+        world_api, "SELECT id FROM invoices WHERE customer_id = %s AND status = 'open'"
+                   " AND deleted_at IS NULL AND due_on < %s ORDER BY issued_on, id LIMIT 20",
+        (cid, today))]
+    assert [(p["day"], p["probability"]) for p in body["risk_history"]] == \
+        [(d.isoformat(), scores[d]["probability"]) for d in sorted(scores)]
+    assert [a["id"] for a in body["recent_answers"]] == [r["id"] for r in _rows(
+        world_api, "SELECT id FROM survey_responses WHERE customer_id = %s"
+                   " AND deleted_at IS NULL ORDER BY answered_at DESC, id DESC LIMIT 5", (cid,))]
     # Segments: the latest assignment of each kind.
     kinds = {r["kind"]: r["segment"] for r in _rows(
         world_api, "SELECT kind, segment FROM segment_memberships WHERE customer_id = %s"
@@ -456,6 +466,7 @@ def test_a_portal_user_sees_its_own_customer_only(world_api: WorldApi,
         # The OEM's assessments of it are not shown to it.
         assert body["risk"] is None and body["value"] is None and body["figures"] is None
         assert body["segments"] == []
+        assert body["recent_answers"] == body["risk_history"] == body["value_history"] == []
         assert not {c["kind"] for c in body["changes"]} & {"risk", "segment", "nps_answer"}
         assert body["machines"] and body["contracts"]
         assert portal.get(f"/customers/{cid}/invoices", params={"limit": 1000}).json() \
