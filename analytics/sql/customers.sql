@@ -110,12 +110,16 @@ WHERE c.id = %(customer_id)s
 
 -- name: machines
 -- The customer's installed base (sold machines, deleted from it, left out), joined by serial to
--- the ingester's machine, with when it was last heard of (the rollup's latest sample).
+-- the ingester's machine, with when it was last heard of (the rollup's latest sample) and
+-- whether that is more than %(silent_days)s days before the day's end (NULL: never heard of).
 SELECT ib.id AS installed_base_id, ib.serial, ib.model, ib.commissioned_on, ib.warranty_end,
-       m.id AS machine_id, m.online,
-       (SELECT max(d.last_seen) FROM machine_days d WHERE d.machine_id = m.id) AS last_seen
+       m.id AS machine_id, m.online, h.last_seen,
+       h.last_seen < (%(on)s::date + 1)::timestamptz - make_interval(days => %(silent_days)s)
+           AS silent
 FROM installed_base ib
 LEFT JOIN machines m ON m.serial = ib.serial
+LEFT JOIN LATERAL (SELECT max(d.last_seen) AS last_seen FROM machine_days d
+                   WHERE d.machine_id = m.id) h ON true
 WHERE ib.customer_id = %(customer_id)s AND ib.deleted_at IS NULL
 ORDER BY ib.serial, ib.id
 

@@ -139,16 +139,13 @@ async def list_customers(
                                filename="customers")
 
 
-def _machine(row: Row, figures: Any, on: date) -> Machine:
-    last_seen: datetime | None = row["last_seen"]
-    end = datetime(on.year, on.month, on.day, tzinfo=UTC).timestamp() + 86400
-    silent = (None if last_seen is None
-              else last_seen.timestamp() < end - data.SILENT_DAYS * 86400)
+def _machine(row: Row, figures: Any) -> Machine:
     known = figures is not None
     return Machine(
         installed_base_id=row["installed_base_id"], serial=row["serial"], model=row["model"],
         commissioned_on=row["commissioned_on"], warranty_end=row["warranty_end"],
-        machine_id=row["machine_id"], online=row["online"], last_seen=last_seen, silent=silent,
+        machine_id=row["machine_id"], online=row["online"], last_seen=row["last_seen"],
+        silent=row["silent"],
         hours=figures.hours if known else None,
         utilisation=figures.utilisation if known else None,
         services=figures.services if known else None,
@@ -190,7 +187,7 @@ def _view(c: data.Customer360, currency: str) -> Customer360:
         customer=Profile(**{k: v for k, v in p.items() if k != "deleted_at"},
                          archived_at=p["deleted_at"]),
         machine_period=c.period.label,
-        machines=[_machine(m, c.machine_figures.get(m["installed_base_id"]), c.on)
+        machines=[_machine(m, c.machine_figures.get(m["installed_base_id"]))
                   for m in c.machines],
         contracts=[Contract(**r) for r in c.contracts],
         invoices=[InvoiceTotals(**r) for r in c.invoices],

@@ -13,7 +13,7 @@ import csv
 import io
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, localcontext
 from typing import Any, TypeVar
 
@@ -295,6 +295,16 @@ def test_the_360_equals_analytics_and_the_rows(world_api: WorldApi,
                                           " WHERE customer_id = %s AND deleted_at IS NULL"
                                           " ORDER BY serial, id", (cid,))]
     assert [m["serial"] for m in body["machines"]] == serials
+    # Machines' figures are machine_kpis' of the quarter to date; silent: last seen more than
+    # 14 days before the day's end.
+    end = datetime.combine(today + timedelta(days=1), time(), tzinfo=UTC)
+    for machine in body["machines"]:
+        figures = mine.machine_figures.get(machine["installed_base_id"])
+        assert (Decimal(machine["hours"]) if machine["hours"] is not None else None) == \
+            (figures.hours if figures is not None else None)
+        seen = machine["last_seen"]
+        assert machine["silent"] == (None if seen is None else
+                                     datetime.fromisoformat(seen) < end - timedelta(days=14))
     # Unpaid invoices per currency.
     unpaid = _rows(world_api, "SELECT currency, net_amount, due_on FROM invoices"
                               " WHERE customer_id = %s AND status = 'open'"
