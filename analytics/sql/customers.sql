@@ -232,7 +232,7 @@ SELECT * FROM (
            format('churn risk %%s%%%% on %%s, %%s%%%% on %%s (%%s points)',
                   round(s.probability::numeric * 100), s.scored_on,
                   round(p.probability::numeric * 100), p.scored_on,
-                  to_char(round((s.probability - p.probability)::numeric * 100), 'SG999'))
+                  to_char(round((s.probability - p.probability)::numeric * 100), 'FMSG990'))
                AS text,
            'customer' AS entity, s.customer_id::text AS entity_id
     FROM churn_scores s, w,

@@ -14,7 +14,7 @@ import io
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal, localcontext
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any, TypeVar
 
 import httpx
@@ -394,12 +394,29 @@ def test_what_changed_in_the_week(world_api: WorldApi, staff: httpx.Client) -> N
                    " AND ordered_on <= %s AND deleted_at IS NULL AND status <> 'draft'",
         (cid, since, today))}
     assert {c["entity_id"] for c in changes if c["kind"] == "order"} == orders
+    paid = {str(r["id"]) for r in _rows(
+        world_api, "SELECT id FROM invoices WHERE customer_id = %s AND paid_on > %s"
+                   " AND paid_on <= %s AND deleted_at IS NULL", (cid, since, today))}
+    assert {c["entity_id"] for c in changes if c["kind"] == "invoice_paid"} == paid
+    fell_due = {str(r["id"]) for r in _rows(
+        world_api, "SELECT id FROM invoices WHERE customer_id = %s AND status = 'open'"
+                   " AND due_on >= %s AND due_on < %s AND deleted_at IS NULL",
+        (cid, since, today))}
+    assert {c["entity_id"] for c in changes if c["kind"] == "invoice_overdue"} == fell_due
+    decided = [str(r["contract_id"]) for r in _rows(
+        world_api, "SELECT r.contract_id FROM contract_renewals r JOIN service_contracts c"
+                   " ON c.id = r.contract_id WHERE c.customer_id = %s AND r.decided_on > %s"
+                   " AND r.decided_on <= %s AND r.deleted_at IS NULL AND c.deleted_at IS NULL"
+                   " ORDER BY 1", (cid, since, today))]
+    assert sorted(c["entity_id"] for c in changes if c["kind"] == "contract_decision") == decided
     [risk] = [c for c in changes if c["kind"] == "risk"]
     scores = {r["scored_on"]: r["probability"] for r in _rows(
         world_api, "SELECT scored_on, probability FROM churn_scores WHERE customer_id = %s",
         (cid,))}
     assert f"{round(scores[today] * 100)}% on {today}" in risk["text"]
     assert f"{round(scores[since] * 100)}% on {since}" in risk["text"]
+    points = (Decimal(repr(scores[today])) - Decimal(repr(scores[since]))) * 100
+    assert risk["text"].endswith(f"({int(points.to_integral_value(ROUND_HALF_UP)):+} points)")
     assert all(since < date.fromisoformat(c["day"]) <= today for c in changes)
     assert [c["day"] for c in changes] == sorted((c["day"] for c in changes), reverse=True)
 
