@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 Conn = psycopg.AsyncConnection[Any]
 
 DEFAULT_WINDOW_DAYS = 365
-_MONTHS: dict[str, int] = {"month": 1, "quarter": 3, "year": 12}
 
 
 def _sql() -> dict[str, str]:
@@ -128,7 +127,7 @@ async def _complete(conn: Conn, *, dimension: str, period_kind: PeriodKind, kpi:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_sql()["complete_periods"], {
             "dimension": dimension, "period_kind": period_kind, "kpi": kpi, "on": on,
-            "months": _MONTHS[period_kind]})
+            "months": 12 // Period(period_kind, date(2000, 1, 1)).per_year})
         return await cur.fetchall()
 
 
