@@ -82,8 +82,10 @@ class DueFilters:
     machine_id: int | None = None
 
 
-def _status_params(today: date) -> dict[str, Any]:
-    return {"today": today, "usage_days": USAGE_DAYS, "soon_days": SOON_DAYS}
+def _status_params(today: date, filters: DueFilters) -> dict[str, Any]:
+    return {"today": today, "usage_days": USAGE_DAYS, "soon_days": SOON_DAYS,
+            "machine_id": filters.machine_id, "customer_id": filters.customer_id,
+            "site_id": filters.site_id, "region": filters.region, "model": filters.model}
 
 
 async def due_page(conn: Conn, page: PageRequest, *, filters: DueFilters,
@@ -92,10 +94,8 @@ async def due_page(conn: Conn, page: PageRequest, *, filters: DueFilters,
     where, order = keyset(DUE_SORTS, sql.Identifier("machine_id"), page)
     query = sql.SQL(_sql()["status"] + "\n" + _sql()["status_page"]).format(
         keyset=where, order=order)
-    params = {**_status_params(today), **keyset_params(page), "machine_id": filters.machine_id,
-              "status": filters.status, "customer_id": filters.customer_id,
-              "site_id": filters.site_id, "region": filters.region, "model": filters.model,
-              "due_before": filters.due_before}
+    params = {**_status_params(today, filters), **keyset_params(page),
+              "status": filters.status, "due_before": filters.due_before}
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
         return cut(await cur.fetchall(), page)
@@ -116,7 +116,8 @@ async def worklist(conn: Conn, *, weeks: int, by: GroupBy, today: date) -> list[
     key, name = _GROUPS[by]
     query = sql.SQL(_sql()["status"] + "\n" + _sql()["worklist"]).format(
         group_key=key, group_name=name)
-    params = {**_status_params(today), "horizon": date.fromordinal(today.toordinal() + 7 * weeks)}
+    params = {**_status_params(today, DueFilters()),
+              "horizon": date.fromordinal(today.toordinal() + 7 * weeks)}
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
         return await cur.fetchall()

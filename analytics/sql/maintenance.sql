@@ -5,7 +5,8 @@
 -- usage rate), %(soon_days)s (due within this many days is 'due').
 
 -- name: status
--- One row per machine the ingester knows and the installed base holds (not deleted): a serial
+-- Filters of the fleet: %(machine_id)s, %(customer_id)s, %(site_id)s, %(region)s, %(model)s
+-- (None: any). One row per machine the ingester knows and the installed base holds (not deleted): a serial
 -- in the installed base twice (two ERPs) counts once, with its latest synced record.
 WITH p AS (
     SELECT %(today)s::date AS t, %(usage_days)s::integer AS w, %(soon_days)s::integer AS soon
@@ -19,6 +20,12 @@ fleet AS (
     JOIN customers c ON c.id = ib.customer_id
     LEFT JOIN sites s ON s.id = ib.site_id
     WHERE ib.deleted_at IS NULL
+      -- The list's filters on what a machine is, here: the rest is computed for them alone.
+      AND (%(machine_id)s::integer IS NULL OR m.id = %(machine_id)s::integer)
+      AND (%(customer_id)s::integer IS NULL OR ib.customer_id = %(customer_id)s::integer)
+      AND (%(site_id)s::integer IS NULL OR ib.site_id = %(site_id)s::integer)
+      AND (%(region)s::text IS NULL OR coalesce(s.country, c.country) = %(region)s::text)
+      AND (%(model)s::text IS NULL OR ib.model = %(model)s::text)
     ORDER BY m.id, ib.synced_at DESC, ib.id DESC
 ),
 last_done AS (
@@ -100,12 +107,7 @@ listed AS (
 
 -- name: status_page
 SELECT * FROM listed
-WHERE (%(machine_id)s::integer IS NULL OR machine_id = %(machine_id)s::integer)
-  AND (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(customer_id)s::integer IS NULL OR customer_id = %(customer_id)s::integer)
-  AND (%(site_id)s::integer IS NULL OR site_id = %(site_id)s::integer)
-  AND (%(region)s::text IS NULL OR region = %(region)s::text)
-  AND (%(model)s::text IS NULL OR model = %(model)s::text)
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(due_before)s::date IS NULL OR due_on <= %(due_before)s::date)
   AND {keyset}
 ORDER BY {order}
