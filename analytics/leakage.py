@@ -44,10 +44,10 @@ Row = dict[str, Any]
 PARTS_WINDOW_DAYS = 365
 
 UNCOVERED_SORTS = {"serial": sql.Identifier("serial"),
-                   "customer": sql.Identifier("customer_name")}
+                   "customer": sql.Identifier("customer")}
 WARRANTY_SORTS = {"warranty_end": sql.Identifier("warranty_end"),
                   "serial": sql.Identifier("serial")}
-GAP_SORTS = {"gap": sql.Identifier("gap"), "customer": sql.Identifier("customer_name")}
+GAP_SORTS = {"gap": sql.Identifier("gap"), "customer": sql.Identifier("customer")}
 
 
 def _sql() -> dict[str, str]:

@@ -5,11 +5,12 @@
 -- whole customer (scope 'customer').
 
 -- name: machines
--- The installed base as it is now (not deleted), with its customer, site and region.
+-- The installed base as it is now (not deleted), with its customer, site and region (customer:
+-- the name again, under the sort's name, which a page's cursor reads).
 WITH p AS (SELECT %(today)s::date AS t),
 machine AS (
     SELECT ib.id AS installed_base_id, ib.serial, ib.model, ib.customer_id,
-           c.name AS customer_name, ib.site_id, s.name AS site_name,
+           c.name AS customer_name, c.name AS customer, ib.site_id, s.name AS site_name,
            coalesce(s.country, c.country) AS region, ib.commissioned_on, ib.warranty_end
     FROM installed_base ib
     JOIN customers c ON c.id = ib.customer_id
@@ -111,7 +112,8 @@ bought AS (
     GROUP BY i.customer_id
 ),
 listed AS (
-    SELECT e.customer_id, c.name AS customer_name, c.country AS region, e.machines,
+    SELECT e.customer_id, c.name AS customer_name, c.name AS customer, c.country AS region,
+           e.machines,
            round(e.hours, 1) AS operating_hours,
            round(e.expected, 2) AS expected_parts,
            round(coalesce(b.bought, 0), 2) AS bought_parts,
