@@ -94,7 +94,8 @@ class DueAfterRecord(BaseModel):
     """A recorded service and the machine's status right after it."""
 
     record: Record
-    status: MachineStatus
+    status: MachineStatus | None = Field(
+        description="null for a machine the installed base does not hold (no plan applies)")
 
 
 class RecordIn(BaseModel):

@@ -94,6 +94,14 @@ def test_warranties_ending_without_a_contract(world_api: WorldApi, days: int) ->
     with world_api.api.client("viewer") as client:
         items = every_page(client, "/leakage/warranty-ending", days=days, limit=7)
     assert {i["installed_base_id"] for i in items} == expected
+
+    async def own() -> list[int]:
+        async with await psycopg.AsyncConnection.connect(world_api.database_url) as conn:
+            page = await leakage.warranty_ending_page(
+                conn, PageRequest(limit=5000, sort="warranty_end"),
+                filters=leakage.LeakageFilters(), today=today, days=days)
+            return [r["installed_base_id"] for r in page.items]
+    assert asyncio.run(own()) == [i["installed_base_id"] for i in items]
     ends = [i["warranty_end"] for i in items]
     assert ends == sorted(ends)
     for item in items:
@@ -184,6 +192,15 @@ def test_parts_gap_equals_the_rows(world_api: WorldApi) -> None:
         [(i["customer_id"], i["gap"]) for i in items]
     assert {i["customer_id"] for i in shorter} == set(expected_gaps(world_api.database_url,
                                                                     today, 90))
+
+    async def own() -> list[tuple[int, str]]:
+        async with await psycopg.AsyncConnection.connect(world_api.database_url) as conn:
+            page = await leakage.parts_gap_page(
+                conn, PageRequest(limit=5000, sort="gap", descending=True),
+                filters=leakage.LeakageFilters(), today=today, days=365,
+                reporting_currency=REPORTING)
+            return [(r["customer_id"], str(r["gap"])) for r in page.items]
+    assert asyncio.run(own()) == [(i["customer_id"], i["gap"]) for i in items]
 
 
 def test_leakage_roles_and_bad_input(world_api: WorldApi) -> None:
