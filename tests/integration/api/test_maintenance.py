@@ -27,6 +27,7 @@ from analytics.periods import Period
 from core.paging import PageRequest
 from demo.world import World
 from tests.integration.api.conftest import REPORTING, WorldApi
+from tests.integration.api.test_access import api_rows
 from tests.integration.api_server import ApiServer, problem, running_api
 from tests.integration.conftest import _server_url
 from tests.integration.worlds import load_demo_world
@@ -368,6 +369,23 @@ def test_a_recorded_service_moves_the_due_date_once_per_key(own_world: OwnWorld)
     with own_world.api.client("admin") as admin:
         trail = admin.get("/admin/audit", params={"entity": "maintenance_record"}).json()
     assert str(answer["record"]["id"]) in [e["entity_id"] for e in trail["items"]]
+    # The record is its customer's: its portal sees the service, another customer nothing.
+    owner = target["customer_id"]
+    other = next(i["customer_id"] for i in whole if i["customer_id"] != owner)
+    with own_world.api.client("customer", customer_id=owner) as portal:
+        mine = portal.get(f"/maintenance/machines/{target['machine_id']}").json()
+        assert mine["last_service_at"] == status["last_service_at"]
+    count = "SELECT count(*) FROM maintenance_records WHERE id = %s"
+    rid = (answer["record"]["id"],)
+    assert api_rows(own_world.url, count, scope="customer", customer_id=owner,
+                    params=rid) == [(1,)]
+    assert api_rows(own_world.url, count, scope="customer", customer_id=other,
+                    params=rid) == [(0,)]
+    assert api_rows(own_world.url, count, scope=None, params=rid) == [(0,)]
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        api_rows(own_world.url, "INSERT INTO maintenance_plans (model, interval_days, updated_by)"
+                 " VALUES ('VMC-650', 1, 'portal') RETURNING model", scope="customer",
+                 customer_id=owner)
 
 
 def test_a_recorded_service_counts_in_maintenance_adherence(own_world: OwnWorld) -> None:
