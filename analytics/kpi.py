@@ -584,9 +584,11 @@ async def maintenance_adherence(conn: Conn, period: Period, *, cut: Cut | None =
                                 window_days: int = DEFAULT_WINDOW_DAYS) -> KpiValue:
     """Services done as planned / services the period made due.
 
-    Per machine with a service plan, services due = max(operating hours /
-    service_interval_hours, calendar days / service_interval_days); done = its ``maintenance``
-    events in the period; on plan = min(done, due rounded up). Adherence = min(1, sum of on
+    Per machine with a service plan (``service_plans``: the API's plan, else the ERP's
+    intervals), services due = max(operating hours / interval_hours, calendar days /
+    interval_days); done = its services in the period (``services_done``: its ``maintenance``
+    events and the API's records, a visit reported by both on one UTC day counted once); on
+    plan = min(done, due rounded up). Adherence = min(1, sum of on
     plan / sum of due) over the machines. ``counts`` also has
     machines_overdue: machines past either interval since their last service at the period's
     end.
