@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI, Request, Response
 
 from api import errors
-from api.routers import admin, auth, health
+from api.routers import admin, auth, health, quality
 from api.security import OidcVerifier
 from api.tenants import TenantPools
 from core.settings import Settings
@@ -56,6 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.oidc = (OidcVerifier(settings) if settings.oidc_issuer and settings.oidc_jwks_url
                       else None)
     errors.install(app)
+    errors.document(app)
 
     @app.middleware("http")
     async def request_id(request: Request,
@@ -71,7 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
         return response
 
     v1 = APIRouter(prefix=PREFIX)
-    for module in (health, auth, admin):
+    for module in (health, auth, admin, quality):
         v1.include_router(module.router)
     app.include_router(v1)
     return app
