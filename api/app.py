@@ -53,8 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
                   docs_url=f"{PREFIX}/docs", redoc_url=None)
     app.state.settings = settings
     app.state.pools = TenantPools(settings)
-    app.state.oidc = (OidcVerifier(settings) if settings.oidc_issuer and settings.oidc_jwks_url
-                      else None)
+    app.state.oidc = OidcVerifier(settings) if settings.oidc_issuer else None
     errors.install(app)
     errors.document(app)
 

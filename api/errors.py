@@ -144,10 +144,11 @@ def install(app: FastAPI) -> None:
 
 
 # What every operation may answer, and what those behind credentials may answer besides.
-_EVERY = {422: "The request's parameters or body are not valid (`errors` names each field)",
+_EVERY = {400: "A request the API understood but cannot act on (a body that is not JSON, a "
+               "cursor of another list)",
+          422: "The request's parameters or body are not valid (`errors` names each field)",
           503: "A database cannot be reached; retry"}
-_SECURED = {400: "A request the API understood but cannot act on (a foreign cursor, say)",
-            401: "No credentials, or wrong, expired or revoked ones",
+_SECURED = {401: "No credentials, or wrong, expired or revoked ones",
             403: "The caller's role may not do this",
             404: "Nothing of that kind with that id is visible to the caller",
             409: "Refused by the database: a duplicate, or a reference to nothing"}
@@ -174,8 +175,11 @@ def document(app: FastAPI) -> None:
                 statuses = {**_EVERY, **(_SECURED if operation.get("security") else {})}
                 responses = operation.setdefault("responses", {})
                 for status, description in statuses.items():
-                    documented = responses.setdefault(str(status), {"description": description})
-                    documented["content"] = content
+                    responses.setdefault(str(status), {"description": description})
+                # Those a route declares itself too (a 404, a login's 401): problem+json all.
+                for status, documented in responses.items():
+                    if status[0] in "45":
+                        documented["content"] = content
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
