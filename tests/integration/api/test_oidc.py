@@ -12,81 +12,45 @@ import hashlib
 import hmac
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
 
 from tests.integration.api_server import ApiServer, fresh_database, problem, running_api
-
-ISSUER = "https://login.example-oem.test/realms/service"
-AUDIENCE = "oem-retention"
-KID = "oem-key-1"
-
-
-class _Jwks(BaseHTTPRequestHandler):
-    document: bytes = b""
-    fetched = 0
-
-    def do_GET(self) -> None:
-        type(self).fetched += 1
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(self.document)))
-        self.end_headers()
-        self.wfile.write(self.document)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the test's output is not the place for an access log."""
+from tests.integration.identity_provider import (
+    AUDIENCE,
+    ISSUER,
+    KID,
+    IdentityProvider,
+    identity_provider,
+)
 
 
 @dataclass(frozen=True)
 class Provider:
     """The test's identity provider and an API that trusts it."""
 
-    key: rsa.RSAPrivateKey
+    idp: IdentityProvider
     api: ApiServer
-    jwks: type[_Jwks]
 
-    def token(self, *, key: rsa.RSAPrivateKey | None = None, kid: str = KID,
-              **claims: Any) -> str:
-        """A token of the provider (its key unless ``key``), with ``claims`` over the defaults."""
-        now = int(time.time())
-        body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "f3c1-77aa", "iat": now,
-                "exp": now + 300, "preferred_username": "jane.fitter@example-oem.test",
-                "roles": ["service"], **claims}
-        return jwt.encode(body, key or self.key, algorithm="RS256", headers={"kid": kid})
+    def token(self, **kwargs: Any) -> str:
+        """A token of the provider."""
+        return self.idp.token(**kwargs)
 
 
 @pytest.fixture(scope="module")
 def provider(template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
     """The provider's JWKS on loopback and an API over a database of its own that trusts it."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
-    handler = type("Jwks", (_Jwks,), {"document": json.dumps(
-        {"keys": [{**jwk, "kid": KID, "use": "sig", "alg": "RS256"}]}).encode()})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    jwks_url = f"http://127.0.0.1:{server.server_address[1]}/protocol/openid-connect/certs"
     log: Path = tmp_path_factory.mktemp("oidc") / "api.log"
-    try:
-        with fresh_database(template_db) as url, running_api(
-                url, log=log, oidc_issuer=ISSUER, oidc_jwks_url=jwks_url,
-                oidc_audience=AUDIENCE) as api:
-            yield Provider(key, api, handler)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with identity_provider() as idp, fresh_database(template_db) as url, running_api(
+            url, log=log, **idp.settings()) as api:
+        yield Provider(idp, api)
 
 
 def test_a_token_of_the_provider_with_a_staff_role_is_let_in(provider: Provider) -> None:
@@ -99,7 +63,7 @@ def test_a_token_of_the_provider_with_a_staff_role_is_let_in(provider: Provider)
         # The role's reach, not more: service reads data quality, not the admin's users.
         assert client.get("/quality/dead-letters").status_code == 200
         assert "may not" in problem(client.get("/admin/users"), 403)["detail"]
-    assert provider.jwks.fetched >= 1
+    assert provider.idp.fetched >= 1
 
 
 def test_the_strongest_staff_role_granted_counts(provider: Provider) -> None:
@@ -119,7 +83,7 @@ def test_a_nested_role_claim_is_not_read_unless_configured(provider: Provider) -
 def test_other_tokens_of_the_provider_are_refused(provider: Provider) -> None:
     other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = int(time.time())
-    public_pem = provider.key.public_key().public_bytes(
+    public_pem = provider.idp.key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     cases = {
         "wrong audience": (provider.token(aud="another-application"), "Audience"),
@@ -160,10 +124,9 @@ def test_a_provider_whose_keys_cannot_be_fetched_is_a_503(provider: Provider,
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         nowhere = f"http://127.0.0.1:{closed.getsockname()[1]}/certs"
-    with running_api(
-            provider.api.database_url, log=tmp_path / "api.log", oidc_issuer=ISSUER,
-            oidc_jwks_url=nowhere,
-            oidc_audience=AUDIENCE) as api, api.client(token=provider.token()) as client:
+    settings = {**provider.idp.settings(), "oidc_jwks_url": nowhere}
+    with running_api(provider.api.database_url, log=tmp_path / "api.log", **settings) as api, \
+            api.client(token=provider.token()) as client:
         answer = client.get("/auth/me")
         body = problem(answer, 503)
         assert "identity provider" in body["detail"] and answer.headers["retry-after"]
