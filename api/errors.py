@@ -126,8 +126,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(psycopg.Error)
     async def _database(request: Request, exc: psycopg.Error) -> Response:
         state = exc.sqlstate or ""
-        if state.startswith(_CLIENT_SQLSTATES):
-            return problem_response(422 if state.startswith("22") else 409,
+        # A DataError without a SQLSTATE is psycopg's own refusal to send a value (a NUL
+        # character in text, which PostgreSQL cannot store): the request's, like class 22.
+        if state.startswith(_CLIENT_SQLSTATES) or (
+                not state and isinstance(exc, psycopg.DataError)):
+            return problem_response(409 if state.startswith("23") else 422,
                                     "Refused by the database", first_line(exc),
                                     request=request, kind="refused")
         if isinstance(exc, psycopg.OperationalError):
