@@ -40,6 +40,12 @@ EXPORT_PAGE = 2000
 _MEDIA = {"csv": "text/csv; charset=utf-8",
           "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 
+# The other bodies of a list route's 200 (``responses=EXPORTS`` beside ``response_model=
+# Page[Item]``), so that the OpenAPI document says what format=csv|xlsx answers.
+EXPORTS: dict[int | str, dict[str, Any]] = {200: {"content": {
+    "text/csv": {"schema": {"type": "string"}},
+    _MEDIA["xlsx"]: {"schema": {"type": "string", "format": "binary"}}}}}
+
 
 def json_response(request: Request, body: BaseModel, *, etag: bool = True) -> Response:
     """``body`` as JSON, with a strong ETag of its bytes; 304 when the client has them already."""
