@@ -24,6 +24,11 @@ from core.errors import DatabaseUnavailableError, first_line
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+# What a list answers with format=csv and format=xlsx (api/responses.py writes them).
+EXPORT_CONTENT = {
+    "text/csv": {"schema": {"type": "string"}},
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {
+        "schema": {"type": "string", "format": "binary"}}}
 TYPE_BASE = "https://oem-retention.dev/problems/"
 
 
@@ -175,6 +180,11 @@ def document(app: FastAPI) -> None:
         content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetail"}}}
         for operations in schema.get("paths", {}).values():
             for operation in operations.values():
+                # Every list exports with format=csv|xlsx: its 200 has those bodies too.
+                if any(p.get("name") == "format" and p.get("in") == "query"
+                       for p in operation.get("parameters", ())):
+                    ok = operation.setdefault("responses", {}).setdefault("200", {})
+                    ok.setdefault("content", {}).update(EXPORT_CONTENT)
                 statuses = {**_EVERY, **(_SECURED if operation.get("security") else {})}
                 responses = operation.setdefault("responses", {})
                 for status, description in statuses.items():

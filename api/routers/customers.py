@@ -94,9 +94,7 @@ def _item(row: Row, currency: str) -> CustomerItem:
         value_tier=row["value_tier"], rfm=row["rfm"], usage=row["usage"])
 
 
-@router.get("", response_model=Page[CustomerItem], summary="Customers",
-            responses={200: {"content": {"text/csv": {}, "application/vnd.openxmlformats-"
-                                         "officedocument.spreadsheetml.sheet": {}}}})
+@router.get("", response_model=Page[CustomerItem], summary="Customers")
 async def list_customers(
     request: Request, session: Staff, *,
     country: Annotated[str | None, Query(pattern=r"^[A-Z]{2}$")] = None,
