@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI, Request, Response
 
 from api import errors
-from api.routers import admin, auth, health
+from api.routers import admin, auth, fleet, health
 from api.security import OidcVerifier
 from api.tenants import TenantPools
 from core.settings import Settings
@@ -71,7 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
         return response
 
     v1 = APIRouter(prefix=PREFIX)
-    for module in (health, auth, admin):
+    for module in (health, auth, admin, fleet):
         v1.include_router(module.router)
     app.include_router(v1)
     return app
