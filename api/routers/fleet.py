@@ -53,7 +53,8 @@ MAX_STATE_DAYS = 366
 MAX_SERIES = timedelta(days=20 * 366)
 
 
-def _filters(*, customer: list[int] | None, model: list[str] | None, site: list[int] | None,
+def _filters(session: Session, *, customer: list[int] | None, model: list[str] | None,
+             site: list[int] | None,
              country: list[str] | None, state: list[State] | None,
              band: list[HealthBand] | None, coverage: list[Coverage] | None,
              connectivity: list[Connectivity] | None, serial_prefix: str | None,
@@ -62,7 +63,8 @@ def _filters(*, customer: list[int] | None, model: list[str] | None, site: list[
         customer=customer or (), model=model or (), site=site or (),
         country=[c.upper() for c in country or ()], state=state or (), band=band or (),
         coverage=coverage or (), connectivity=connectivity or (), serial_prefix=serial_prefix,
-        search=search)
+        search=search, portal_customer=(session.principal.customer_id
+                                        if session.principal.role == "customer" else None))
 
 
 CustomerQ = Annotated[list[Annotated[int, Query(ge=1, le=2**31 - 1)]] | None,
@@ -105,7 +107,7 @@ async def machines(request: Request, session: Reader, *, customer: CustomerQ = N
     Rated as of the status' last refresh (`as_of`, every rollup refresh: 15 minutes).
     `format=csv|xlsx` streams the whole filtered list.
     """
-    filters = _filters(customer=customer, model=model, site=site, country=country,
+    filters = _filters(session, customer=customer, model=model, site=site, country=country,
                        state=state, band=band, coverage=coverage, connectivity=connectivity,
                        serial_prefix=serial_prefix, search=search)
 
@@ -128,7 +130,7 @@ async def summary(request: Request, session: Reader, *, customer: CustomerQ = No
                   connectivity: ConnectivityQ = None, serial_prefix: PrefixQ = None,
                   search: SearchQ = None) -> Response:
     """Machines per health band, coverage and connectivity, with the list's filters."""
-    filters = _filters(customer=customer, model=model, site=site, country=country,
+    filters = _filters(session, customer=customer, model=model, site=site, country=country,
                        state=state, band=band, coverage=coverage, connectivity=connectivity,
                        serial_prefix=serial_prefix, search=search)
     s = await fleet.fleet_summary(session.conn, filters)

@@ -95,7 +95,8 @@ async def _measure(url: str) -> None:
                 ms2, n2 = await _timed_page(url, deep, filters)
                 print(f"{'-' if descending else ''}{sort:18} {label:24} first page {ms1:7.1f} ms"
                       f" ({n1} rows), page after row 50,000 {ms2:7.1f} ms ({n2} rows)")
-    ms, n = await _timed_page(url, PageRequest(limit=50, sort="serial"), none, customer=4242)
+    ms, n = await _timed_page(url, PageRequest(limit=50, sort="serial"),
+                              fleet.FleetFilter(portal_customer=4242), customer=4242)
     print(f"portal user (customer 4242), serial, first page: {ms:.1f} ms ({n} rows)")
     async with await psycopg.AsyncConnection.connect(url) as conn, conn.transaction():
         await conn.execute(_q()["as_api"])
@@ -109,7 +110,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--machines", type=int, default=100_000)
     parser.add_argument("--keep", action="store_true", help="keep the database")
+    parser.add_argument("--reuse", metavar="URL", help="measure a database kept before")
     args = parser.parse_args()
+    if args.reuse:
+        asyncio.run(_measure(args.reuse))
+        return
     settings = Settings()
     name = f"oemr_bench_fleet_{uuid.uuid4().hex[:8]}"
     admin = settings.database_url.rsplit("/", 1)[0] + "/postgres"

@@ -48,21 +48,51 @@ AS $$
         WHERE ib.deleted_at IS NULL
     ),
     usage AS (
+        -- One pass over the 60 days before today (and today, for last seen).
         SELECT md.machine_id,
-               sum(md.operating_hours) FILTER (WHERE md.day >= (as_of AT TIME ZONE 'UTC')::date - 30)
-                   AS hours,
-               sum(md.operating_hours) FILTER (WHERE md.day < (as_of AT TIME ZONE 'UTC')::date - 30)
-                   AS prev_hours,
-               sum(md.faults) FILTER (WHERE md.day >= (as_of AT TIME ZONE 'UTC')::date - 30)
-                   AS faults
+               sum(md.operating_hours) FILTER (
+                   WHERE md.day >= (as_of AT TIME ZONE 'UTC')::date - 30
+                     AND md.day < (as_of AT TIME ZONE 'UTC')::date) AS hours,
+               sum(md.operating_hours) FILTER (
+                   WHERE md.day < (as_of AT TIME ZONE 'UTC')::date - 30) AS prev_hours,
+               sum(md.faults) FILTER (
+                   WHERE md.day >= (as_of AT TIME ZONE 'UTC')::date - 30
+                     AND md.day < (as_of AT TIME ZONE 'UTC')::date) AS faults,
+               max(md.last_seen) FILTER (WHERE md.last_seen <= as_of) AS last_seen
         FROM machine_days md
         WHERE md.day >= (as_of AT TIME ZONE 'UTC')::date - 60
-          AND md.day < (as_of AT TIME ZONE 'UTC')::date
+          AND md.day <= (as_of AT TIME ZONE 'UTC')::date
         GROUP BY md.machine_id
     ),
+    live AS (
+        SELECT sc.id, sc.customer_id, sc.installed_base_id, sc.scope, sc.ends_on
+        FROM service_contracts sc
+        WHERE sc.deleted_at IS NULL AND sc.status NOT IN ('draft', 'cancelled')
+          AND sc.starts_on <= (as_of AT TIME ZONE 'UTC')::date
+          AND (as_of AT TIME ZONE 'UTC')::date <= sc.ends_on
+    ),
+    -- The live contracts, the latest ending per customer (customer scope) and per installed-base
+    -- row (machine scope, of the row's own customer): two small tables to look up in.
+    customer_cover AS (
+        SELECT DISTINCT ON (l.customer_id) l.customer_id, l.id, l.ends_on FROM live l
+        WHERE l.scope = 'customer'
+        ORDER BY l.customer_id, l.ends_on DESC, l.id
+    ),
+    machine_cover AS (
+        SELECT DISTINCT ON (l.installed_base_id) l.installed_base_id, l.id, l.ends_on
+        FROM live l
+        JOIN installed_base ib ON ib.id = l.installed_base_id AND ib.customer_id = l.customer_id
+        WHERE l.scope = 'machine'
+        ORDER BY l.installed_base_id, l.ends_on DESC, l.id
+    ),
     measured AS (
-        SELECT b.*, seen.last_seen, st.state, st.time AS state_reported_at,
-               con.id AS contract_id, con.ends_on AS contract_ends_on,
+        SELECT b.*, coalesce(u.last_seen, seen.last_seen) AS last_seen, st.state,
+               st.time AS state_reported_at,
+               -- The live contract ending last (ties: the lower id).
+               CASE WHEN mc.id IS NOT NULL AND (cc.id IS NULL OR mc.ends_on > cc.ends_on
+                                                OR (mc.ends_on = cc.ends_on AND mc.id < cc.id))
+                    THEN mc.id ELSE cc.id END AS contract_id,
+               greatest(mc.ends_on, cc.ends_on) AS contract_ends_on,
                CASE WHEN b.machine_id IS NULL THEN NULL
                     ELSE coalesce(u.hours, 0) END AS hours,
                coalesce(u.faults, 0)::integer AS faults,
@@ -77,8 +107,10 @@ AS $$
         FROM base b
         LEFT JOIN usage u ON u.machine_id = b.machine_id
         LEFT JOIN LATERAL (
+            -- Only for a machine not heard of in the 60 days: its latest day before them.
             SELECT md.last_seen FROM machine_days md
-            WHERE md.machine_id = b.machine_id AND md.day <= b.today
+            WHERE u.last_seen IS NULL
+              AND md.machine_id = b.machine_id AND md.day <= b.today
               AND md.last_seen IS NOT NULL AND md.last_seen <= as_of
             ORDER BY md.day DESC LIMIT 1) seen ON true
         LEFT JOIN LATERAL (
@@ -86,13 +118,8 @@ AS $$
             WHERE ms.machine_id = b.machine_id
               AND ms.time > as_of - interval '30 days' AND ms.time <= as_of
             ORDER BY ms.time DESC LIMIT 1) st ON true
-        LEFT JOIN LATERAL (
-            SELECT sc.id, sc.ends_on FROM service_contracts sc
-            WHERE sc.customer_id = b.customer_id
-              AND (sc.scope = 'customer' OR sc.installed_base_id = b.id)
-              AND sc.deleted_at IS NULL AND sc.status NOT IN ('draft', 'cancelled')
-              AND sc.starts_on <= b.today AND b.today <= sc.ends_on
-            ORDER BY sc.ends_on DESC, sc.id LIMIT 1) con ON true
+        LEFT JOIN customer_cover cc ON cc.customer_id = b.customer_id
+        LEFT JOIN machine_cover mc ON mc.installed_base_id = b.id
     ),
     rated AS (
         SELECT m.*,
