@@ -207,7 +207,8 @@ class Series:
 
     ``source`` says where the buckets came from: ``raw`` samples (ranges up to ``RAW_MAX``) or
     the ``hourly`` rollup, whose buckets start at ``origin`` (the range's start down to the hour)
-    and which holds hours up to ``rollup_through``.
+    and which holds hours up to ``rollup_through`` (its last hour and those after it are read
+    from the samples).
     """
 
     source: Literal["raw", "hourly"]
@@ -246,17 +247,20 @@ async def metric_series(conn: Conn, *, machine_id: int | None, metric_id: int,
     """
     source, width, origin = bucket_width(start, end, points)
     q = _sql()
-    params = {"machine_id": machine_id if machine_id is not None else -1,
-              "metric_id": metric_id, "width": width, "origin": origin, "from_ts": start,
-              "to_ts": end}
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(q["metric_hours_through"])
         mark = await cur.fetchone()
-        await cur.execute(q["metric_from_raw" if source == "raw" else "metric_from_hours"],
-                          params)
+        through = mark["through"] if mark else None
+        # The rollup's last hour may hold part of its samples: it and what follows come from
+        # the samples (before any refresh, all of the range does).
+        fresh_from = through - timedelta(hours=1) if through is not None else origin
+        await cur.execute(q["metric_from_raw" if source == "raw" else "metric_from_hours"], {
+            "machine_id": machine_id if machine_id is not None else -1,
+            "metric_id": metric_id, "width": width, "origin": origin, "from_ts": start,
+            "to_ts": end, "fresh_from": fresh_from})
         rows = await cur.fetchall()
     return Series(source="raw" if source == "raw" else "hourly", width=width, origin=origin,
-                  rollup_through=mark["through"] if mark else None, buckets=rows)
+                  rollup_through=through, buckets=rows)
 
 
 async def state_timeline(conn: Conn, *, machine_id: int | None, start: datetime,

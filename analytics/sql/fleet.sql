@@ -167,13 +167,26 @@ SELECT id, name, unit, kind FROM metrics WHERE name = %(name)s
 -- name: metric_from_hours
 -- Buckets of %(width)s (whole hours) from %(origin)s (the range's start, down to the hour) over
 -- the hourly rollup: each bucket's average weighs its hours by their samples, so it equals
--- the raw samples' average.
+-- the raw samples' average. The hours from %(fresh_from)s on (the rollup's last hour, which it
+-- may have taken in part, and those after it) are read from the raw samples: at most the
+-- rollup's 15 minutes and an hour of them, so the chart is as current as the samples.
+WITH hours AS (
+    SELECT hour, avg, min, max, samples FROM metric_hours
+    WHERE machine_id = %(machine_id)s AND metric_id = %(metric_id)s
+      AND hour >= %(origin)s::timestamptz AND hour < %(to_ts)s::timestamptz
+      AND hour < %(fresh_from)s::timestamptz
+    UNION ALL
+    SELECT time_bucket('1 hour', time), avg(value), min(value), max(value), count(*)
+    FROM telemetry
+    WHERE machine_id = %(machine_id)s AND metric_id = %(metric_id)s
+      AND time >= %(fresh_from)s::timestamptz AND time >= %(origin)s::timestamptz
+      AND time < %(to_ts)s::timestamptz
+    GROUP BY 1
+)
 SELECT time_bucket(%(width)s::interval, hour, %(origin)s::timestamptz) AS bucket,
        sum(avg * samples) / sum(samples) AS avg, min(min) AS min, max(max) AS max,
        sum(samples)::bigint AS samples
-FROM metric_hours
-WHERE machine_id = %(machine_id)s AND metric_id = %(metric_id)s
-  AND hour >= %(origin)s::timestamptz AND hour < %(to_ts)s::timestamptz
+FROM hours
 GROUP BY 1
 ORDER BY 1
 

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from analytics.fleet import refresh_fleet_status, refresh_metric_hours
+from analytics.fleet import Series, metric_series, refresh_fleet_status, refresh_metric_hours
 from analytics.rollups import refresh_machine_days
 
 TODAY = datetime.now(UTC).date()
@@ -187,3 +187,23 @@ def test_metric_hours_take_in_a_late_sample(database_url: str) -> None:
         assert conn.execute("SELECT through FROM rollup_watermarks"
                             " WHERE rollup = 'metric_hours'").fetchone() == (
                                 hour + timedelta(hours=2),)
+        # Samples the rollup has not seen: one in its last hour (11:00, which it may have
+        # taken in part), one after it. A chart of more than 2 days reads the hours, and those
+        # from the rollup's last hour on from the samples.
+        conn.execute("INSERT INTO telemetry (time, machine_id, metric_id, value) VALUES"
+                     " (%s, %s, 101, 60), (%s, %s, 101, 80)",
+                     (hour + timedelta(minutes=100), machine, hour + timedelta(minutes=190),
+                      machine))
+        conn.commit()
+    series = asyncio.run(_series(database_url, machine, start=hour - timedelta(days=3),
+                                 end=hour + timedelta(hours=4)))
+    assert (series.source, series.width) == ("hourly", timedelta(hours=1))
+    assert [(b["bucket"], b["avg"], b["min"], b["max"], b["samples"]) for b in series.buckets] \
+        == [(hour, 20.0, 10.0, 30.0, 3), (hour + timedelta(hours=1), 50.0, 40.0, 60.0, 2),
+            (hour + timedelta(hours=3), 80.0, 80.0, 80.0, 1)]
+
+
+async def _series(url: str, machine: int, *, start: datetime, end: datetime) -> Series:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        return await metric_series(conn, machine_id=machine, metric_id=101, start=start,
+                                   end=end, points=5000)

@@ -10,7 +10,8 @@
 --   reported (no telemetry machine for its serial) or with no calendar hours in the window.
 -- - utilisation_prev: the same over the 30 days before those; utilisation_trend = utilisation /
 --   utilisation_prev - 1 (NULL when utilisation_prev is 0 or NULL).
--- - last_seen: the latest sample, state report or event the rollup has seen, up to as_of.
+-- - last_seen: the latest sample, state report or event the rollup has seen. as_of is meant
+--   to be the refresh's now: a machine whose clock runs ahead shows its own latest time.
 --   connectivity: reporting (last seen within 4 days of as_of: a machine off over a long weekend
 --   still is), quiet (within 14 days), silent (longer,
 --   the silent_machines KPI's 14 days, or a registered machine the rollup has no data of),
@@ -48,7 +49,7 @@ AS $$
         WHERE ib.deleted_at IS NULL
     ),
     usage AS (
-        -- One pass over the 60 days before today (and today, for last seen).
+        -- One pass over the 60 days before today (and the days since, for last seen).
         SELECT md.machine_id,
                sum(md.operating_hours) FILTER (
                    WHERE md.day >= (as_of AT TIME ZONE 'UTC')::date - 30
@@ -58,10 +59,9 @@ AS $$
                sum(md.faults) FILTER (
                    WHERE md.day >= (as_of AT TIME ZONE 'UTC')::date - 30
                      AND md.day < (as_of AT TIME ZONE 'UTC')::date) AS faults,
-               max(md.last_seen) FILTER (WHERE md.last_seen <= as_of) AS last_seen
+               max(md.last_seen) AS last_seen
         FROM machine_days md
         WHERE md.day >= (as_of AT TIME ZONE 'UTC')::date - 60
-          AND md.day <= (as_of AT TIME ZONE 'UTC')::date
         GROUP BY md.machine_id
     ),
     live AS (
@@ -110,8 +110,7 @@ AS $$
             -- Only for a machine not heard of in the 60 days: its latest day before them.
             SELECT md.last_seen FROM machine_days md
             WHERE u.last_seen IS NULL
-              AND md.machine_id = b.machine_id AND md.day <= b.today
-              AND md.last_seen IS NOT NULL AND md.last_seen <= as_of
+              AND md.machine_id = b.machine_id AND md.last_seen IS NOT NULL
             ORDER BY md.day DESC LIMIT 1) seen ON true
         LEFT JOIN LATERAL (
             SELECT ms.state, ms.time FROM machine_states ms

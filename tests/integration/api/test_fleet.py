@@ -112,11 +112,10 @@ def expected_status(url: str, item: dict[str, Any]) -> dict[str, Any]:
         prev_util = prev / prev_cal if prev_cal else None
         trend = util / prev_util - 1 if util is not None and prev_util else None
         seen = rows(url, "SELECT max(t) AS t FROM (SELECT max(time) AS t FROM telemetry"
-                         " WHERE machine_id = %(m)s AND time <= %(a)s UNION ALL"
+                         " WHERE machine_id = %(m)s UNION ALL"
                          " SELECT max(time) FROM machine_states WHERE machine_id = %(m)s"
-                         " AND time <= %(a)s UNION ALL SELECT max(time) FROM machine_events"
-                         " WHERE machine_id = %(m)s AND time <= %(a)s) x",
-                    {"m": mid, "a": as_of})[0]["t"]
+                         " UNION ALL SELECT max(time) FROM machine_events"
+                         " WHERE machine_id = %(m)s) x", {"m": mid})[0]["t"]
         faults = rows(url, "SELECT count(*) AS n FROM machine_events WHERE machine_id = %s"
                            " AND kind = 'fault' AND time >= %s AND time < %s",
                       (mid, midnight(today - timedelta(days=30)), midnight(today)))[0]["n"]
