@@ -49,6 +49,8 @@ Row = dict[str, Any]
 # Ranges up to this long are drawn from the raw samples; longer ones from the hourly rollup.
 RAW_MAX = timedelta(days=2)
 DEFAULT_POINTS = 500
+# The operating-hours counter: machine_days rolls it up (hours per day), metric_hours does not.
+OPERATING_HOURS = 1
 MAX_POINTS = 5000
 # Hours per metric_hours refresh statement (its samples are grouped in memory).
 METRIC_SLICE_DAYS = 7

@@ -230,6 +230,9 @@ async def machine_metric(request: Request, session: Reader, *, machine_id: Id,
     known = await fleet.metric(session.conn, metric)
     if known is None:
         raise NotFound("metric", metric)
+    if known["id"] == fleet.OPERATING_HOURS:
+        raise BadRequest("the operating-hours counter is charted as hours per day or week: "
+                         f"GET /fleet/machines/{machine_id}/usage")
     frm, to = _range(start, end, timedelta(days=1), MAX_SERIES)
     series = await fleet.metric_series(session.conn, machine_id=telemetry_id,
                                        metric_id=known["id"], start=frm, end=to, points=points)

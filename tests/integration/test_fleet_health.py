@@ -169,6 +169,9 @@ def test_metric_hours_take_in_a_late_sample(database_url: str) -> None:
         with conn.cursor() as cur:
             cur.executemany("INSERT INTO telemetry (time, machine_id, metric_id, value)"
                             " VALUES (%s, %s, 101, %s)", [(t, machine, v) for t, v in samples])
+            # The operating-hours counter is machine_days' (hours per day), not rolled up here.
+            cur.execute("INSERT INTO telemetry (time, machine_id, metric_id, value)"
+                        " VALUES (%s, %s, 1, 5)", (hour, machine))
     asyncio.run(_hours(database_url))
     query = ("SELECT hour, avg, min, max, samples FROM metric_hours WHERE machine_id = %s"
              " ORDER BY hour")

@@ -404,6 +404,8 @@ def test_bad_chart_requests(world_api: WorldApi, staff: httpx.Client,
     problem(staff.get(path, params={"from": "2026-01-02T00:00:00Z",
                                     "to": "2026-01-01T00:00:00Z"}), 400)
     problem(staff.get(f"/fleet/machines/{machine}/metrics/no_such_metric"), 404)
+    assert "usage" in problem(staff.get(f"/fleet/machines/{machine}/metrics/operating_hours"),
+                              400)["detail"]
     problem(staff.get("/fleet/machines/2147483000/metrics/spindle_load_pct"), 404)
     problem(staff.get(f"/fleet/machines/{machine}/usage", params={"by": "month"}), 422)
     problem(staff.get(f"/fleet/machines/{machine}/usage",
