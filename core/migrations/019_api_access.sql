@@ -79,7 +79,7 @@ CREATE TABLE idempotency_keys (
 );
 
 -- Whether the transaction's scope lets it see a customer's rows (fail closed: no scope, no rows).
-CREATE FUNCTION api_customer_visible(customer integer) RETURNS boolean
+CREATE OR REPLACE FUNCTION api_customer_visible(customer integer) RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT CASE current_setting('app.scope', true)
                WHEN 'staff' THEN true
@@ -88,7 +88,7 @@ LANGUAGE sql STABLE AS $$
            END
 $$;
 
-CREATE FUNCTION api_staff() RETURNS boolean
+CREATE OR REPLACE FUNCTION api_staff() RETURNS boolean
 LANGUAGE sql STABLE AS $$ SELECT current_setting('app.scope', true) = 'staff' $$;
 
 DO $$
