@@ -79,12 +79,12 @@ class DueFilters:
     region: str | None = None
     model: str | None = None
     due_before: date | None = None
-    machine_id: int | None = None
+    installed_base_id: int | None = None
 
 
 def _status_params(today: date, filters: DueFilters) -> dict[str, Any]:
     return {"today": today, "usage_days": USAGE_DAYS, "soon_days": SOON_DAYS,
-            "machine_id": filters.machine_id, "customer_id": filters.customer_id,
+            "installed_base_id": filters.installed_base_id, "customer_id": filters.customer_id,
             "site_id": filters.site_id, "region": filters.region, "model": filters.model}
 
 
@@ -101,10 +101,14 @@ async def due_page(conn: Conn, page: PageRequest, *, filters: DueFilters,
         return cut(await cur.fetchall(), page)
 
 
-async def machine_status(conn: Conn, machine_id: int, *, today: date) -> Row | None:
-    """One machine's maintenance status, or None when it is not visible or not installed."""
+async def machine_status(conn: Conn, installed_base_id: int, *, today: date) -> Row | None:
+    """An installed machine's maintenance status (by its installed-base id).
+
+    None when the caller does not see it, the installed base does not hold it or it never
+    reported (no telemetry: no hours, no services).
+    """
     page = await due_page(conn, PageRequest(limit=1, sort="serial"),
-                          filters=DueFilters(machine_id=machine_id), today=today)
+                          filters=DueFilters(installed_base_id=installed_base_id), today=today)
     return page.items[0] if page.items else None
 
 
@@ -158,16 +162,35 @@ async def put_plan(conn: Conn, model: str, plan: PlanChange, *, by: str) -> Row:
     return row
 
 
-async def machine_visible(conn: Conn, machine_id: int) -> bool:
-    """Whether the caller's transaction sees the machine (row-level security)."""
-    cur = await conn.execute(_sql()["machine_visible"], {"machine_id": machine_id})
-    return await cur.fetchone() is not None
+@dataclass(frozen=True)
+class Telemetry:
+    """An installed machine the caller sees and its telemetry machine (None: never reported)."""
+
+    installed_base_id: int
+    machine_id: int | None
+
+
+async def telemetry_of(conn: Conn, installed_base_id: int) -> Telemetry | None:
+    """The installed machine's telemetry machine, by serial.
+
+    None when the caller does not see the installed machine (row-level security) or the
+    installed base does not hold it.
+    """
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_sql()["telemetry_of"], {"installed_base_id": installed_base_id})
+        row = await cur.fetchone()
+    return None if row is None else Telemetry(**row)
 
 
 @dataclass(frozen=True)
 class Service:
-    """A service done, as a technician reports it."""
+    """A service done, as a technician reports it, on an installed machine that reported.
 
+    ``machine_id`` is its telemetry machine (services done are the telemetry's, like its
+    maintenance events), ``installed_base_id`` the installed machine it was recorded for.
+    """
+
+    installed_base_id: int
     machine_id: int
     performed_at: datetime
     work: str
@@ -179,6 +202,7 @@ async def record_service(conn: Conn, service: Service, *, by: str) -> Row:
     """Store a service done; the machine's due date moves in the same transaction."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_sql()["add_record"], {
+            "installed_base_id": service.installed_base_id,
             "machine_id": service.machine_id, "performed_at": service.performed_at,
             "work": service.work, "parts": Jsonb(service.parts),
             "technician": service.technician, "recorded_by": by})
@@ -191,7 +215,7 @@ async def record_service(conn: Conn, service: Service, *, by: str) -> Row:
 class RecordFilters:
     """Which records a list holds (None: any); ``until`` is exclusive."""
 
-    machine_id: int | None = None
+    installed_base_id: int | None = None
     since: datetime | None = None
     until: datetime | None = None
 
@@ -200,7 +224,7 @@ async def records_page(conn: Conn, page: PageRequest, *, filters: RecordFilters)
     """A page of recorded services (sort: performed_at)."""
     where, order = keyset(RECORD_SORTS, sql.Identifier("r", "id"), page)
     query = sql.SQL(_sql()["records_page"]).format(keyset=where, order=order)
-    params = {**keyset_params(page), "machine_id": filters.machine_id,
+    params = {**keyset_params(page), "installed_base_id": filters.installed_base_id,
               "since": filters.since, "until": filters.until}
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)

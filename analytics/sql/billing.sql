@@ -3,7 +3,9 @@
 
 -- name: unbilled_rows
 -- Work: the machines' own events of kind maintenance (a service visit: billed as field_service
--- lines) and part_replaced (billed as spare_parts lines), on a machine of the installed base,
+-- lines) and part_replaced (billed as spare_parts lines), and the services recorded through the
+-- API (maintenance_records, visits too) beyond the machine's maintenance events of the same
+-- UTC day (as services_done counts them), on a machine of the installed base,
 -- from %(since)s on and older than %(older_than_days)s days on %(on)s (its UTC day before
 -- %(on)s - %(older_than_days)s). It is billed when an invoice line of that kind on that
 -- installed machine was issued within %(window_days)s days of the work's day, either side, on
@@ -19,10 +21,21 @@ WITH p AS (
            %(older_than_days)s::integer AS n, %(window_days)s::integer AS w,
            %(since)s::date AS since
 ),
+recorded AS (
+    -- Services recorded through the API, numbered per machine and UTC day.
+    SELECT r.id, r.machine_id, r.performed_at, (r.performed_at AT TIME ZONE 'UTC')::date AS day,
+           row_number() OVER (PARTITION BY r.machine_id, (r.performed_at AT TIME ZONE 'UTC')::date
+                              ORDER BY r.performed_at, r.id) AS nth
+    FROM maintenance_records r
+    CROSS JOIN p
+    WHERE r.performed_at >= (p.since::timestamp AT TIME ZONE 'UTC')
+      AND r.performed_at < ((p.t - p.n)::timestamp AT TIME ZONE 'UTC')
+),
 work AS (
     SELECT e.machine_id || ':' || e.event_key || ':' || extract(epoch FROM e.time)::bigint AS id,
            e.time AS occurred_at, (e.time AT TIME ZONE 'UTC')::date AS day,
-           e.kind, e.code, ib.id AS installed_base_id, ib.serial, ib.model, ib.customer_id,
+           e.kind, e.code, 'event' AS source, ib.id AS installed_base_id, ib.serial, ib.model,
+           ib.customer_id,
            CASE e.kind WHEN 'maintenance' THEN 'field_service' ELSE 'spare_parts' END
                AS line_kind
     FROM machine_events e
@@ -32,6 +45,18 @@ work AS (
     WHERE e.kind IN ('maintenance', 'part_replaced')
       AND e.time >= (p.since::timestamp AT TIME ZONE 'UTC')
       AND e.time < ((p.t - p.n)::timestamp AT TIME ZONE 'UTC')
+    UNION ALL
+    -- A recorded service is a visit of its own only beyond the machine's maintenance events
+    -- of that UTC day (services_done's rule: a visit reported by both counts once).
+    SELECT r.machine_id || ':record:' || r.id, r.performed_at, r.day, 'maintenance', NULL,
+           'record', ib.id, ib.serial, ib.model, ib.customer_id, 'field_service'
+    FROM recorded r
+    JOIN machines m ON m.id = r.machine_id
+    JOIN installed_base ib ON ib.serial = m.serial AND ib.deleted_at IS NULL
+    WHERE r.nth > (SELECT count(*) FROM machine_events e
+                   WHERE e.machine_id = r.machine_id AND e.kind = 'maintenance'
+                     AND e.time >= (r.day::timestamp AT TIME ZONE 'UTC')
+                     AND e.time < ((r.day + 1)::timestamp AT TIME ZONE 'UTC'))
 ),
 unbilled AS (
     SELECT wk.*

@@ -5,8 +5,8 @@
 -- usage rate), %(soon_days)s (due within this many days is 'due').
 
 -- name: status
--- Filters of the fleet: %(machine_id)s, %(customer_id)s, %(site_id)s, %(region)s, %(model)s
--- (None: any). One row per machine the ingester knows and the installed base holds (not deleted): a serial
+-- Filters of the fleet: %(installed_base_id)s, %(customer_id)s, %(site_id)s, %(region)s,
+-- %(model)s (None: any); one installed machine is that installed-base record itself. One row per machine the ingester knows and the installed base holds (not deleted): a serial
 -- in the installed base twice (two ERPs) counts once, with its latest synced record.
 WITH p AS (
     SELECT %(today)s::date AS t, %(usage_days)s::integer AS w, %(soon_days)s::integer AS soon
@@ -21,7 +21,8 @@ fleet AS (
     LEFT JOIN sites s ON s.id = ib.site_id
     WHERE ib.deleted_at IS NULL
       -- The list's filters on what a machine is, here: the rest is computed for them alone.
-      AND (%(machine_id)s::integer IS NULL OR m.id = %(machine_id)s::integer)
+      AND (%(installed_base_id)s::integer IS NULL
+           OR ib.id = %(installed_base_id)s::integer)
       AND (%(customer_id)s::integer IS NULL OR ib.customer_id = %(customer_id)s::integer)
       AND (%(site_id)s::integer IS NULL OR ib.site_id = %(site_id)s::integer)
       AND (%(region)s::text IS NULL OR coalesce(s.country, c.country) = %(region)s::text)
@@ -121,7 +122,8 @@ SELECT date_trunc('week', greatest(l.due_on, %(today)s::date))::date AS week,
        count(*) AS machines,
        count(*) FILTER (WHERE l.status = 'overdue') AS overdue,
        jsonb_agg(jsonb_build_object(
-           'machine_id', l.machine_id, 'serial', l.serial, 'model', l.model,
+           'installed_base_id', l.installed_base_id, 'telemetry_id', l.machine_id,
+           'serial', l.serial, 'model', l.model,
            'customer_id', l.customer_id, 'customer_name', l.customer_name,
            'site_id', l.site_id, 'site_name', l.site_name, 'region', l.region,
            'due_on', l.due_on, 'due_by', l.due_by, 'status', l.status,
@@ -155,20 +157,45 @@ ON CONFLICT (model) DO UPDATE SET
     work = excluded.work, parts_kit = excluded.parts_kit, updated_at = excluded.updated_at,
     updated_by = excluded.updated_by
 
--- name: machine_visible
-SELECT id FROM machines WHERE id = %(machine_id)s
+-- name: telemetry_of
+-- An installed machine the caller sees (row-level security) and its telemetry machine, by
+-- serial (NULL: it never reported).
+SELECT ib.id AS installed_base_id, m.id AS machine_id
+FROM installed_base ib
+LEFT JOIN machines m ON m.serial = ib.serial
+WHERE ib.id = %(installed_base_id)s AND ib.deleted_at IS NULL
+ORDER BY m.id
+LIMIT 1
 
 -- name: add_record
-INSERT INTO maintenance_records (machine_id, performed_at, work, parts, technician, recorded_by)
-VALUES (%(machine_id)s, %(performed_at)s, %(work)s, %(parts)s, %(technician)s, %(recorded_by)s)
-RETURNING id, machine_id, performed_at, work, parts, technician, recorded_by, created_at
+-- The record is the telemetry machine's; the answer names the installed machine it was
+-- recorded for too.
+WITH added AS (
+    INSERT INTO maintenance_records (machine_id, performed_at, work, parts, technician,
+                                     recorded_by)
+    VALUES (%(machine_id)s, %(performed_at)s, %(work)s, %(parts)s, %(technician)s,
+            %(recorded_by)s)
+    RETURNING id, machine_id, performed_at, work, parts, technician, recorded_by, created_at
+)
+SELECT a.id, %(installed_base_id)s::integer AS installed_base_id, a.machine_id, m.serial,
+       a.performed_at, a.work, a.parts, a.technician, a.recorded_by, a.created_at
+FROM added a
+JOIN machines m ON m.id = a.machine_id
 
 -- name: records_page
-SELECT r.id, r.machine_id, m.serial, r.performed_at, r.work, r.parts, r.technician,
-       r.recorded_by, r.created_at
+-- installed_base_id: the machine's installed-base record by serial (a serial twice: the latest
+-- synced, as the status' fleet), NULL when the installed base no longer holds it.
+SELECT r.id, ib.id AS installed_base_id, r.machine_id, m.serial, r.performed_at, r.work,
+       r.parts, r.technician, r.recorded_by, r.created_at
 FROM maintenance_records r
 JOIN machines m ON m.id = r.machine_id
-WHERE (%(machine_id)s::integer IS NULL OR r.machine_id = %(machine_id)s::integer)
+LEFT JOIN LATERAL (
+    SELECT b.id FROM installed_base b
+    WHERE b.serial = m.serial AND b.deleted_at IS NULL
+    ORDER BY b.synced_at DESC, b.id DESC LIMIT 1) ib ON true
+WHERE (%(installed_base_id)s::integer IS NULL OR r.machine_id IN (
+           SELECT t.id FROM installed_base b JOIN machines t ON t.serial = b.serial
+           WHERE b.id = %(installed_base_id)s::integer))
   AND (%(since)s::timestamptz IS NULL OR r.performed_at >= %(since)s::timestamptz)
   AND (%(until)s::timestamptz IS NULL OR r.performed_at < %(until)s::timestamptz)
   AND {keyset}

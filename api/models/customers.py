@@ -64,12 +64,14 @@ class Profile(BaseModel):
 class Machine(BaseModel):
     """A machine of the installed base and its figures for ``machine_period``."""
 
-    installed_base_id: int
+    installed_base_id: int = Field(description="the machine: its installed-base id (the "
+                                               "fleet's id, the maintenance routes' too)")
     serial: str
     model: str
     commissioned_on: date | None
     warranty_end: date | None
-    machine_id: int | None = Field(description="the ingester's machine; null: never reported")
+    telemetry_id: int | None = Field(
+        description="its telemetry machine id (by serial); null when it never reported")
     online: bool | None = Field(description="Sparkplug birth/death state; null: not known")
     last_seen: datetime | None = Field(description="latest sample, state or event (daily rollup)")
     silent: bool | None = Field(description="last seen more than 14 days before as_of's end")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -162,6 +162,10 @@ class UnbilledWork(BaseModel):
     age_days: int
     kind: str = Field(description="maintenance (a service visit) or part_replaced")
     code: str | None
+    source: Literal["event", "record"] = Field(
+        description="event: the machine's own event; record: a service recorded through the "
+                    "API (POST /maintenance/records) that no maintenance event of that machine "
+                    "and UTC day reports")
     installed_base_id: int
     serial: str
     model: str

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from api.models.maintenance import MachineStatus
+
 HealthBand = Literal["healthy", "watch", "at_risk", "silent"]
 Coverage = Literal["covered", "warranty", "uncovered"]
 Connectivity = Literal["reporting", "quiet", "silent", "never_reported"]
@@ -72,7 +74,7 @@ class Contract(BaseModel):
 
 
 class MachineDetail(FleetMachine):
-    """One machine: identity, customer, site, contract, warranty, state and utilisation."""
+    """One machine: identity, customer, site, contract, warranty, state, utilisation, service."""
 
     commissioned_on: date | None
     site_city: str | None
@@ -84,6 +86,9 @@ class MachineDetail(FleetMachine):
     sparkplug_online: bool | None = Field(
         description="Sparkplug BIRTH/DEATH; null for JSON machines (only silence tells).")
     first_seen_at: datetime | None
+    maintenance: MachineStatus | None = Field(
+        description="Its maintenance status today (UTC), the same as GET "
+                    "/maintenance/machines/{id}; null when it never reported.")
 
 
 class UsagePeriod(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
@@ -58,10 +59,11 @@ class Plan(BaseModel):
 
 
 class MachineStatus(BaseModel):
-    """A machine's maintenance status on ``today`` (UTC)."""
+    """An installed machine's maintenance status on ``today`` (UTC)."""
 
-    machine_id: int
-    installed_base_id: int
+    installed_base_id: int = Field(
+        description="the machine: its installed-base id (the fleet's id)")
+    telemetry_id: int = Field(description="its telemetry machine id (by serial)")
     serial: str
     model: str
     customer_id: int
@@ -90,19 +92,28 @@ class MachineStatus(BaseModel):
     overdue_days: int = Field(description="days since the due date, when overdue")
 
 
+def status_of(row: Mapping[str, Any]) -> MachineStatus:
+    """The answer of a row of analytics' status (whose ``machine_id`` is the telemetry's)."""
+    return MachineStatus(telemetry_id=row["machine_id"], **row)
+
+
 class DueAfterRecord(BaseModel):
     """A recorded service and the machine's status right after it."""
 
     record: Record
     status: MachineStatus | None = Field(
-        description="null for a machine the installed base does not hold (no plan applies)")
+        description="the machine's status with the service counted (null only when the "
+                    "machine left the caller's view meanwhile)")
 
 
 class RecordIn(BaseModel):
     """A service done: on which machine, when (UTC), the work, the parts, by whom."""
 
     model_config = ConfigDict(extra="forbid")
-    machine_id: int = Field(ge=1, le=2**31 - 1)
+    installed_base_id: int = Field(
+        ge=1, le=2**31 - 1,
+        description="the machine: its installed-base id (the fleet's id); it must have "
+                    "reported (a machine without telemetry is a 409)")
     performed_at: AwareDatetime
     work: str = Field(min_length=1, max_length=4000)
     parts: list[Part] = Field(default_factory=list, max_length=200)
@@ -124,7 +135,10 @@ class Record(BaseModel):
     """A service recorded through the API."""
 
     id: int
-    machine_id: int
+    installed_base_id: int | None = Field(
+        description="the machine's installed-base id; null when the installed base no longer "
+                    "holds its serial")
+    telemetry_id: int = Field(description="its telemetry machine id, which the record is of")
     serial: str | None = None
     performed_at: datetime
     work: str
@@ -137,7 +151,9 @@ class Record(BaseModel):
 class WorkItem(BaseModel):
     """A machine on the work list."""
 
-    machine_id: int
+    installed_base_id: int = Field(
+        description="the machine: its installed-base id (the fleet's id)")
+    telemetry_id: int = Field(description="its telemetry machine id (by serial)")
     serial: str
     model: str
     customer_id: int

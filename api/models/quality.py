@@ -121,7 +121,8 @@ class SyncReport(BaseModel):
 class MachineWithoutErp(BaseModel):
     """A machine sending data whose serial no ERP's installed base has."""
 
-    id: int
+    telemetry_id: int = Field(
+        description="its telemetry machine id (it has no installed-base id: no ERP holds it)")
     tenant: str
     serial: str
     protocol: str

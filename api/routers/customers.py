@@ -142,7 +142,7 @@ def _machine(row: Row, figures: Any) -> Machine:
     return Machine(
         installed_base_id=row["installed_base_id"], serial=row["serial"], model=row["model"],
         commissioned_on=row["commissioned_on"], warranty_end=row["warranty_end"],
-        machine_id=row["machine_id"], online=row["online"], last_seen=row["last_seen"],
+        telemetry_id=row["machine_id"], online=row["online"], last_seen=row["last_seen"],
         silent=row["silent"],
         hours=figures.hours if known else None,
         utilisation=figures.utilisation if known else None,

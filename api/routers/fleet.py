@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
-from analytics import fleet
+from analytics import fleet, maintenance
 from api.deps import Conn, Session, requires
 from api.errors import BadRequest, NotFound
 from api.models.fleet import (
@@ -37,6 +37,7 @@ from api.models.fleet import (
     Usage,
     UsagePeriod,
 )
+from api.models.maintenance import status_of
 from api.paging import Page as ApiPage
 from api.responses import Format, json_response, list_response
 from core.paging import Page, PageRequest
@@ -143,7 +144,8 @@ async def summary(request: Request, session: Reader, *, customer: CustomerQ = No
 async def machine(request: Request, session: Reader, machine_id: Id) -> Response:
     """Identity, customer, site, contract, warranty, current state, last seen, utilisation.
 
-    Maintenance status is the maintenance routes'.
+    With its maintenance status today (UTC): the same object as GET
+    /maintenance/machines/{id}, null when the machine never reported.
     """
     row = await fleet.machine(session.conn, machine_id)
     if row is None:
@@ -155,12 +157,15 @@ async def machine(request: Request, session: Reader, machine_id: Id) -> Response
         auto_renew=row["contract_auto_renew"], notice_period_days=row["contract_notice_days"],
         annual_value=row["contract_annual_value"], currency=row["contract_currency"])
     under = row["warranty_end"] is not None and row["warranty_end"] >= row["as_of"].date()
+    status = await maintenance.machine_status(session.conn, machine_id,
+                                              today=datetime.now(UTC).date())
     base = _machine(row).model_dump()
     detail = MachineDetail(**base, commissioned_on=row["commissioned_on"],
                            site_city=row["site_city"], utilisation_prev=row["utilisation_prev"],
                            under_warranty=under, contract=contract, protocol=row["protocol"],
                            sparkplug_online=row["sparkplug_online"],
-                           first_seen_at=row["first_seen_at"])
+                           first_seen_at=row["first_seen_at"],
+                           maintenance=status_of(status) if status else None)
     return json_response(request, detail)
 
 

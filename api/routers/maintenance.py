@@ -6,6 +6,7 @@ user reads the maintenance status of its own company's machines (row-level secur
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
@@ -17,7 +18,7 @@ from pydantic import AwareDatetime
 from analytics import maintenance
 from api.audit import audit
 from api.deps import Session, requires
-from api.errors import NotFound
+from api.errors import NotFound, Problem
 from api.idempotency import once
 from api.models.maintenance import (
     DueAfterRecord,
@@ -29,6 +30,7 @@ from api.models.maintenance import (
     Status,
     WorkGroup,
     Worklist,
+    status_of,
 )
 from api.paging import Page
 from api.responses import Format, json_response, list_response
@@ -38,7 +40,8 @@ router = APIRouter(prefix="/maintenance", tags=["maintenance"])
 Reader = Annotated[Session, requires("service", "finance", "viewer")]
 Writer = Annotated[Session, requires("service")]
 Anyone = Annotated[Session, requires("service", "finance", "viewer", "customer")]
-MachineId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+MachineId = Annotated[int, Path(ge=1, le=2**31 - 1,
+                                description="The machine's installed-base id (the fleet's id)")]
 Model = Annotated[str, Path(min_length=1, max_length=100)]
 OptId = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
 Region = Annotated[str | None, Query(pattern=r"^[A-Z]{2}$", description="ISO country code")]
@@ -47,6 +50,10 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 
 def _today() -> date:
     return datetime.now(UTC).date()
+
+
+def _record(row: Mapping[str, Any]) -> Record:
+    return Record(telemetry_id=row["machine_id"], **row)
 
 
 @router.get("/plans", response_model=list[Plan], summary="Service plans per model")
@@ -104,19 +111,23 @@ async def due(request: Request, session: Anyone, *,
     async def fetch(conn: Any, page: PageRequest) -> Any:
         return await maintenance.due_page(conn, page, filters=filters, today=today)
 
-    return await list_response(request, session, fetch=fetch, item=lambda r: MachineStatus(**r),
+    return await list_response(request, session, fetch=fetch, item=status_of,
                                model=MachineStatus, sort=sort, limit=limit, cursor=cursor,
                                fmt=format, filename="maintenance-due", key="machine_id")
 
 
-@router.get("/machines/{machine_id}", response_model=MachineStatus,
+@router.get("/machines/{installed_base_id}", response_model=MachineStatus,
             summary="A machine's maintenance status")
-async def machine(request: Request, session: Anyone, machine_id: MachineId) -> Response:
-    """One machine's maintenance status (404 for a machine the caller may not see)."""
-    row = await maintenance.machine_status(session.conn, machine_id, today=_today())
+async def machine(request: Request, session: Anyone, installed_base_id: MachineId) -> Response:
+    """One installed machine's maintenance status, by its installed-base id.
+
+    404 for a machine the caller may not see, and for one that never reported (no telemetry:
+    no operating hours, no services; the fleet's detail shows it with a null status).
+    """
+    row = await maintenance.machine_status(session.conn, installed_base_id, today=_today())
     if row is None:
-        raise NotFound("machine", machine_id)
-    return json_response(request, MachineStatus(**row))
+        raise NotFound("machine", installed_base_id)
+    return json_response(request, status_of(row))
 
 
 @router.get("/worklist", response_model=Worklist, summary="Work list by week and group")
@@ -136,29 +147,41 @@ async def worklist(request: Request, session: Reader,
 @router.post("/records", response_model=DueAfterRecord, status_code=status.HTTP_201_CREATED,
              summary="Record a service done",
              responses={200: {"description": "the answer of an earlier request with the same "
-                                             "Idempotency-Key"}})
+                                             "Idempotency-Key"},
+                        409: {"description": "the machine never reported (no telemetry to "
+                                             "count the service on), or the database refused "
+                                             "the record"}})
 async def add_record(session: Writer, body: RecordIn,
                      idempotency_key: Annotated[str | None, Header(
                          description="send the same key again to get the first answer, "
                                      "never a second record")] = None) -> Response:
     """Record a service done, once per Idempotency-Key.
 
-    The machine's due date moves at once, and the service counts in maintenance adherence
-    (services_done).
+    The machine is named by its installed-base id. Its due date moves at once, and the service
+    counts in maintenance adherence (services_done) and in unbilled work. A machine that never
+    reported is a 409: services done are counted on its telemetry, which it does not have yet.
     """
     async def act() -> tuple[int, Any]:
-        if not await maintenance.machine_visible(session.conn, body.machine_id):
-            raise NotFound("machine", body.machine_id)
+        machine = await maintenance.telemetry_of(session.conn, body.installed_base_id)
+        if machine is None:
+            raise NotFound("machine", body.installed_base_id)
+        if machine.machine_id is None:
+            raise Problem(status.HTTP_409_CONFLICT, "Machine never reported",
+                          f"machine {body.installed_base_id} has never reported: a service can "
+                          "be recorded once its telemetry is connected",
+                          kind="never-reported")
         row = await maintenance.record_service(session.conn, maintenance.Service(
-            machine_id=body.machine_id, performed_at=body.performed_at, work=body.work,
+            installed_base_id=body.installed_base_id, machine_id=machine.machine_id,
+            performed_at=body.performed_at, work=body.work,
             parts=[p.model_dump() for p in body.parts], technician=body.technician),
             by=session.principal.actor)
-        record = Record(**row)
+        record = _record(row)
         await audit(session, action="maintenance_record.create", entity="maintenance_record",
                     entity_id=record.id, after=record.model_dump(mode="json"))
-        after = await maintenance.machine_status(session.conn, body.machine_id, today=_today())
+        after = await maintenance.machine_status(session.conn, body.installed_base_id,
+                                                 today=_today())
         answer = {"record": record.model_dump(mode="json"),
-                  "status": MachineStatus(**after).model_dump(mode="json") if after else None}
+                  "status": status_of(after).model_dump(mode="json") if after else None}
         return status.HTTP_201_CREATED, answer
 
     code, answer = await once(session, idempotency_key, route="POST /maintenance/records",
@@ -168,7 +191,9 @@ async def add_record(session: Writer, body: RecordIn,
 
 @router.get("/records", response_model=Page[Record], summary="Services recorded")
 async def records(request: Request, session: Reader, *,
-                  machine_id: OptId = None,
+                  installed_base_id: Annotated[int | None, Query(
+                      ge=1, le=2**31 - 1, description="the machine's installed-base id")]
+                  = None,
                   since: Annotated[AwareDatetime | None, Query(description="performed at or after")]
                   = None,
                   until: Annotated[AwareDatetime | None, Query(description="performed before")]
@@ -177,11 +202,12 @@ async def records(request: Request, session: Reader, *,
                   limit: Limit = 50, cursor: str | None = None,
                   format: Format = "json") -> Response:
     """Services recorded through the API (the machines' own maintenance events are not here)."""
-    filters = maintenance.RecordFilters(machine_id=machine_id, since=since, until=until)
+    filters = maintenance.RecordFilters(installed_base_id=installed_base_id, since=since,
+                                        until=until)
 
     async def fetch(conn: Any, page: PageRequest) -> Any:
         return await maintenance.records_page(conn, page, filters=filters)
 
-    return await list_response(request, session, fetch=fetch, item=lambda r: Record(**r),
+    return await list_response(request, session, fetch=fetch, item=_record,
                                model=Record, sort=sort, limit=limit, cursor=cursor, fmt=format,
                                filename="maintenance-records")

@@ -167,8 +167,8 @@ async def machines_without_erp(
     """
     return await list_response(
         request, session, fetch=quality.machines_without_erp,
-        item=lambda r: MachineWithoutErp(**r), model=MachineWithoutErp, sort=sort, limit=limit,
-        cursor=cursor, fmt=format, filename="machines-without-erp")
+        item=lambda r: MachineWithoutErp(telemetry_id=r["id"], **r), model=MachineWithoutErp,
+        sort=sort, limit=limit, cursor=cursor, fmt=format, filename="machines-without-erp")
 
 
 @router.get("/erp-machines-never-seen", response_model=Page[ErpMachineNeverSeen],

@@ -295,6 +295,13 @@ def test_the_360_equals_analytics_and_the_rows(world_api: WorldApi,
                                           " WHERE customer_id = %s AND deleted_at IS NULL"
                                           " ORDER BY serial, id", (cid,))]
     assert [m["serial"] for m in body["machines"]] == serials
+    # Named as everywhere: the installed-base id and the telemetry machine by serial.
+    ids = _rows(world_api, "SELECT ib.id, m.id AS telemetry_id FROM installed_base ib"
+                           " LEFT JOIN machines m ON m.serial = ib.serial"
+                           " WHERE ib.customer_id = %s AND ib.deleted_at IS NULL"
+                           " ORDER BY ib.serial, ib.id", (cid,))
+    assert [(m["installed_base_id"], m["telemetry_id"]) for m in body["machines"]] == \
+        [(r["id"], r["telemetry_id"]) for r in ids]
     # Machines' figures are machine_kpis' of the quarter to date; silent: last seen more than
     # 14 days before the day's end.
     end = datetime.combine(today + timedelta(days=1), time(), tzinfo=UTC)

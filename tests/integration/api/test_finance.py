@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -341,7 +341,9 @@ def test_clv_per_customer_and_segment(world_api: WorldApi) -> None:
 
 def _unbilled_by_hand(url: str, on: date, older: int, window: int) -> set[str]:
     """Work from a year back, older than ``older`` days, with no line of its kind on its
-    machine issued within ``window`` days of it: matched here in Python."""
+    machine issued within ``window`` days of it: matched here in Python. Work is the machines'
+    events, and the services recorded through the API beyond the maintenance events of their
+    machine and UTC day (a visit both report is one)."""
     lines: dict[tuple[int, str], list[date]] = defaultdict(list)
     for ib, kind, issued in _rows(
             url, "SELECT l.installed_base_id, l.kind, i.issued_on FROM invoice_lines l JOIN"
@@ -353,18 +355,31 @@ def _unbilled_by_hand(url: str, on: date, older: int, window: int) -> set[str]:
                                            " WHERE deleted_at IS NULL")}
     machines = dict(_rows(url, "SELECT id, serial FROM machines"))
     out = set()
+
+    def consider(machine: int, day: date, kind: str, key: str) -> None:
+        if not (on - timedelta(days=365) <= day < on - timedelta(days=older)):
+            return
+        ib = serials.get(machines[machine])
+        if ib is None:
+            return
+        line = "field_service" if kind == "maintenance" else "spare_parts"
+        if not any(abs((d - day).days) <= window for d in lines[ib, line]):
+            out.add(key)
+
+    events: Counter[tuple[int, date]] = Counter()
     for machine, key, when, kind in _rows(
             url, "SELECT machine_id, event_key, time, kind FROM machine_events"
                  " WHERE kind IN ('maintenance', 'part_replaced')"):
         day = when.astimezone(UTC).date()
-        if not (on - timedelta(days=365) <= day < on - timedelta(days=older)):
-            continue
-        ib = serials.get(machines[machine])
-        if ib is None:
-            continue
-        line = "field_service" if kind == "maintenance" else "spare_parts"
-        if not any(abs((d - day).days) <= window for d in lines[ib, line]):
-            out.add(f"{machine}:{key}:{int(when.timestamp())}")
+        events[machine, day] += kind == "maintenance"
+        consider(machine, day, kind, f"{machine}:{key}:{int(when.timestamp())}")
+    recorded: dict[tuple[int, date], list[tuple[datetime, int]]] = defaultdict(list)
+    for rid, machine, when in _rows(url, "SELECT id, machine_id, performed_at"
+                                         " FROM maintenance_records"):
+        recorded[machine, when.astimezone(UTC).date()].append((when, rid))
+    for (machine, day), visits in recorded.items():
+        for _, rid in sorted(visits)[events[machine, day]:]:
+            consider(machine, day, "maintenance", f"{machine}:record:{rid}")
     return out
 
 

@@ -22,12 +22,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from analytics import kpi, maintenance
+from analytics import billing, fleet, kpi, maintenance
 from analytics.periods import Period
 from core.paging import PageRequest
 from demo.world import World
 from tests.integration.api.conftest import REPORTING, WorldApi
 from tests.integration.api.test_access import api_rows
+from tests.integration.api.test_finance import _unbilled_by_hand
 from tests.integration.api_server import ApiServer, problem, running_api
 from tests.integration.conftest import _server_url
 from tests.integration.worlds import load_demo_world
@@ -53,8 +54,8 @@ def read_raw(url: str, today: date) -> Raw:
     """The fleet, its days, its services (events and records) and the plans in force."""
     with psycopg.connect(url) as conn:
         fleet = conn.execute(
-            "SELECT m.id, ib.serial, ib.model, ib.customer_id, ib.site_id, ib.commissioned_on,"
-            " coalesce(s.country, c.country) FROM installed_base ib"
+            "SELECT m.id, ib.id, ib.serial, ib.model, ib.customer_id, ib.site_id,"
+            " ib.commissioned_on, coalesce(s.country, c.country) FROM installed_base ib"
             " JOIN machines m ON m.serial = ib.serial JOIN customers c ON c.id = ib.customer_id"
             " LEFT JOIN sites s ON s.id = ib.site_id WHERE ib.deleted_at IS NULL").fetchall()
         days: dict[int, list[tuple[date, float]]] = defaultdict(list)
@@ -72,8 +73,9 @@ def read_raw(url: str, today: date) -> Raw:
             " WHERE deleted_at IS NULL ORDER BY synced_at, id")}
         put = {r[0]: (r[1], r[2]) for r in conn.execute(
             "SELECT model, interval_hours, interval_days FROM maintenance_plans")}
-    machines = {r[0]: dict(zip(("machine_id", "serial", "model", "customer_id", "site_id",
-                                "commissioned_on", "region"), r, strict=True)) for r in fleet}
+    machines = {r[0]: dict(zip(("machine_id", "installed_base_id", "serial", "model",
+                                "customer_id", "site_id", "commissioned_on", "region"), r,
+                               strict=True)) for r in fleet}
     return Raw(machines, days, services, {**erp, **put})
 
 
@@ -113,7 +115,8 @@ def expected_status(raw: Raw, machine_id: int, today: date) -> dict[str, Any]:
         status = "due"
     else:
         status = "ok"
-    return {"machine_id": machine_id, "serial": m["serial"], "customer_id": m["customer_id"],
+    return {"telemetry_id": machine_id, "installed_base_id": m["installed_base_id"],
+            "serial": m["serial"], "customer_id": m["customer_id"],
             "region": m["region"], "last_service_at": last_at, "hours_since": hours_since,
             "days_since": (today - base).days if base else None, "usage_per_day": rate,
             "due_by_days_on": by_days, "due_by_hours_on": by_hours, "due_on": due_on,
@@ -125,8 +128,8 @@ def expected_status(raw: Raw, machine_id: int, today: date) -> dict[str, Any]:
 
 def assert_status_equal(got: dict[str, Any], want: dict[str, Any]) -> None:
     """An answer's status equals the expected one (hours to float rounding)."""
-    for key in ("machine_id", "serial", "customer_id", "region", "days_since", "status",
-                "overdue_days"):
+    for key in ("telemetry_id", "installed_base_id", "serial", "customer_id", "region",
+                "days_since", "status", "overdue_days"):
         assert got[key] == want[key], (key, got, want)
     for key in ("due_by_days_on", "due_by_hours_on", "due_on"):
         assert got[key] == (want[key].isoformat() if want[key] else None), (key, got, want)
@@ -168,7 +171,7 @@ def test_due_values_equal_an_independent_computation(world_api: WorldApi) -> Non
     statuses = {i["status"] for i in items}
     assert {"overdue", "ok"} <= statuses, statuses
     for item in items:
-        assert_status_equal(item, expected_status(raw, item["machine_id"], today))
+        assert_status_equal(item, expected_status(raw, item["telemetry_id"], today))
     # The same rows as analytics' own function gives.
 
     async def own() -> list[dict[str, Any]]:
@@ -177,7 +180,8 @@ def test_due_values_equal_an_independent_computation(world_api: WorldApi) -> Non
                                               filters=maintenance.DueFilters(), today=today)
             return list(page.items)
     mine = asyncio.run(own())
-    assert [r["machine_id"] for r in mine] == [i["machine_id"] for i in items]
+    assert [r["machine_id"] for r in mine] == [i["telemetry_id"] for i in items]
+    assert [r["installed_base_id"] for r in mine] == [i["installed_base_id"] for i in items]
     assert [r["due_on"].isoformat() if r["due_on"] else None for r in mine] == \
         [i["due_on"] for i in items]
 
@@ -188,7 +192,7 @@ def test_due_pages_sorts_filters_and_export(world_api: WorldApi) -> None:
         whole = client.get("/maintenance/due", params={"limit": 1000}).json()["items"]
         for sort in ("due", "-due", "serial", "-overdue_days"):
             paged = every_page(client, "/maintenance/due", limit=37, sort=sort)
-            assert sorted(i["machine_id"] for i in paged) == sorted(i["machine_id"]
+            assert sorted(i["installed_base_id"] for i in paged) == sorted(i["installed_base_id"]
                                                                     for i in whole)
             name = sort.lstrip("-")
             keys = [(i["due_on"] or "9999-12-31") if name == "due" else i[name] for i in paged]
@@ -198,20 +202,21 @@ def test_due_pages_sorts_filters_and_export(world_api: WorldApi) -> None:
         assert len(overdue) == sum(i["status"] == "overdue" for i in whole)
         customer = whole[0]["customer_id"]
         mine = every_page(client, "/maintenance/due", customer_id=customer)
-        assert {i["machine_id"] for i in mine} == {i["machine_id"] for i in whole
+        assert {i["installed_base_id"] for i in mine} == {i["installed_base_id"] for i in whole
                                                   if i["customer_id"] == customer}
         region = whole[0]["region"]
-        assert {i["machine_id"] for i in every_page(client, "/maintenance/due",
+        assert {i["installed_base_id"] for i in every_page(client, "/maintenance/due",
                                                     region=region)} == \
-            {i["machine_id"] for i in whole if i["region"] == region}
+            {i["installed_base_id"] for i in whole if i["region"] == region}
         horizon = (today + timedelta(weeks=2)).isoformat()
         soon = every_page(client, "/maintenance/due", within_weeks=2)
-        assert {i["machine_id"] for i in soon} == \
-            {i["machine_id"] for i in whole if i["due_on"] and i["due_on"] <= horizon}
+        assert {i["installed_base_id"] for i in soon} == \
+            {i["installed_base_id"] for i in whole if i["due_on"] and i["due_on"] <= horizon}
         exported = client.get("/maintenance/due", params={"format": "csv", "status": "overdue"})
         assert exported.status_code == 200
         rows = list(csv.DictReader(io.StringIO(exported.content.decode("utf-8-sig"))))
-        assert [int(r["machine_id"]) for r in rows] == [i["machine_id"] for i in overdue]
+        assert [int(r["installed_base_id"]) for r in rows] == \
+            [i["installed_base_id"] for i in overdue]
         assert [r["due_on"] for r in rows] == [i["due_on"] for i in overdue]
 
 
@@ -224,18 +229,40 @@ def test_worklist_groups_the_machines_due_by_week(world_api: WorldApi) -> None:
             assert answer.status_code == 200, answer.text
             work = answer.json()
             horizon = today + timedelta(weeks=3)
-            due = {i["machine_id"]: i for i in whole
+            due = {i["installed_base_id"]: i for i in whole
                    if i["due_on"] and date.fromisoformat(i["due_on"]) <= horizon}
             listed = [(g, i) for g in work["groups"] for i in g["items"]]
-            assert sorted(i["machine_id"] for _, i in listed) == sorted(due)
+            assert sorted(i["installed_base_id"] for _, i in listed) == sorted(due)
             for group, item in listed:
                 day = max(date.fromisoformat(item["due_on"]), today)
                 assert group["week"] == (day - timedelta(days=day.weekday())).isoformat()
-                assert group["group_key"] == str(due[item["machine_id"]][key] or "")
-                assert item["due_on"] == due[item["machine_id"]]["due_on"]
+                assert group["group_key"] == str(due[item["installed_base_id"]][key] or "")
+                assert item["due_on"] == due[item["installed_base_id"]]["due_on"]
             for group in work["groups"]:
                 assert group["machines"] == len(group["items"])
                 assert group["overdue"] == sum(i["status"] == "overdue" for i in group["items"])
+
+
+def test_the_fleet_detail_holds_the_maintenance_status(world_api: WorldApi) -> None:
+    today = _today()
+    raw = read_raw(world_api.database_url, today)
+    with world_api.api.client("service") as client:
+        whole = client.get("/maintenance/due", params={"limit": 1000}).json()["items"]
+        sample = whole[::23]
+        for item in sample:
+            ib = item["installed_base_id"]
+            detail = client.get(f"/fleet/machines/{ib}").json()
+            status = client.get(f"/maintenance/machines/{ib}").json()
+            assert detail["maintenance"] == status == item
+            assert (detail["id"], detail["telemetry_id"]) == (ib, status["telemetry_id"])
+            assert_status_equal(status, expected_status(raw, status["telemetry_id"], today))
+    owner = sample[0]["customer_id"]
+    with world_api.api.client("customer", customer_id=owner) as portal:
+        ib = sample[0]["installed_base_id"]
+        assert portal.get(f"/fleet/machines/{ib}").json()["maintenance"] == \
+            portal.get(f"/maintenance/machines/{ib}").json() == sample[0]
+        other = next(i["installed_base_id"] for i in whole if i["customer_id"] != owner)
+        assert "no machine" in problem(portal.get(f"/fleet/machines/{other}"), 404)["detail"]
 
 
 def test_plans_follow_the_erp_until_one_is_put(world_api: WorldApi) -> None:
@@ -255,25 +282,26 @@ def test_plans_follow_the_erp_until_one_is_put(world_api: WorldApi) -> None:
 def test_roles_portal_and_bad_input(world_api: WorldApi) -> None:
     api = world_api.api
     with psycopg.connect(world_api.database_url) as conn:
+        # (customer, one of its installed machines that reported), by installed-base id.
         mine, other = conn.execute(
-            "SELECT ib.customer_id, min(m.id) FROM installed_base ib JOIN machines m"
+            "SELECT ib.customer_id, min(ib.id) FROM installed_base ib JOIN machines m"
             " ON m.serial = ib.serial WHERE ib.deleted_at IS NULL GROUP BY ib.customer_id"
             " ORDER BY ib.customer_id LIMIT 2").fetchall()
         own_machines = {r[0] for r in conn.execute(
-            "SELECT m.id FROM installed_base ib JOIN machines m ON m.serial = ib.serial"
+            "SELECT ib.id FROM installed_base ib JOIN machines m ON m.serial = ib.serial"
             " WHERE ib.deleted_at IS NULL AND ib.customer_id = %s", (mine[0],))}
     with api.client("customer", customer_id=mine[0]) as portal:
         assert portal.get(f"/maintenance/machines/{mine[1]}").status_code == 200
         assert "no machine" in problem(portal.get(f"/maintenance/machines/{other[1]}"),
                                        404)["detail"]
         seen = every_page(portal, "/maintenance/due")
-        assert {i["machine_id"] for i in seen} == own_machines
+        assert {i["installed_base_id"] for i in seen} == own_machines
         for path in ("/maintenance/plans", "/maintenance/worklist", "/maintenance/records"):
             problem(portal.get(path), 403)
     with api.client("viewer") as viewer:
         problem(viewer.put("/maintenance/plans/VMC-650", json={"interval_days": 30}), 403)
         problem(viewer.post("/maintenance/records", json={
-            "machine_id": mine[1], "performed_at": datetime.now(UTC).isoformat(),
+            "installed_base_id": mine[1], "performed_at": datetime.now(UTC).isoformat(),
             "work": "oil", "technician": "x"}), 403)
         for params in ({"status": "late"}, {"region": "germany"}, {"within_weeks": -1},
                        {"sort": "price"}, {"limit": 0}, {"customer_id": 0}):
@@ -289,11 +317,12 @@ def test_roles_portal_and_bad_input(world_api: WorldApi) -> None:
             problem(service.put("/maintenance/plans/VMC-650", json=body), 422)
         problem(service.put("/maintenance/plans/NO-SUCH-MODEL", json={"interval_days": 9}), 404)
         now = datetime.now(UTC)
-        good = {"machine_id": mine[1], "performed_at": now.isoformat(), "work": "oil",
+        good = {"installed_base_id": mine[1], "performed_at": now.isoformat(), "work": "oil",
                 "technician": "x"}
         for change in ({"performed_at": (now + timedelta(days=2)).isoformat()},
                        {"performed_at": "2026-01-01T10:00:00"}, {"work": ""},
-                       {"machine_id": "one"}, {"parts": [{"part_number": "P", "quantity": 0}]}):
+                       {"installed_base_id": "one"}, {"machine_id": mine[1]},
+                       {"parts": [{"part_number": "P", "quantity": 0}]}):
             problem(service.post("/maintenance/records", json={**good, **change}), 422)
 
 
@@ -341,7 +370,8 @@ def test_a_recorded_service_moves_the_due_date_once_per_key(own_world: OwnWorld)
         whole = client.get("/maintenance/due", params={"limit": 1000}).json()["items"]
         target = next(i for i in whole if i["status"] == "overdue" and i["usage_per_day"])
         at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
-        body = {"machine_id": target["machine_id"], "performed_at": at.isoformat(),
+        body = {"installed_base_id": target["installed_base_id"],
+                "performed_at": at.isoformat(),
                 "work": "500 h service: oil, filters", "technician": "A. Meier",
                 "parts": [{"part_number": "F-100", "description": "oil filter", "quantity": 1}]}
         key = {"Idempotency-Key": f"visit-{secrets.token_hex(4)}"}
@@ -362,10 +392,15 @@ def test_a_recorded_service_moves_the_due_date_once_per_key(own_world: OwnWorld)
         assert status["status"] in {"ok", "due"} and status["overdue_days"] == 0
         assert status["hours_since"] == 0 and status["days_since"] == 0
         assert_status_equal(status, expected_status(read_raw(own_world.url, today),
-                                                    target["machine_id"], today))
-        assert client.get(f"/maintenance/machines/{target['machine_id']}").json() == status
-        records = every_page(client, "/maintenance/records", machine_id=target["machine_id"])
+                                                    target["telemetry_id"], today))
+        assert client.get(f"/maintenance/machines/{target['installed_base_id']}").json() == status
+        records = every_page(client, "/maintenance/records",
+                             installed_base_id=target["installed_base_id"])
         assert [r["id"] for r in records] == [answer["record"]["id"]]
+        assert (records[0]["installed_base_id"], records[0]["telemetry_id"]) == \
+            (target["installed_base_id"], target["telemetry_id"])
+        assert (answer["record"]["installed_base_id"], answer["record"]["telemetry_id"]) == \
+            (target["installed_base_id"], target["telemetry_id"])
     with own_world.api.client("admin") as admin:
         trail = admin.get("/admin/audit", params={"entity": "maintenance_record"}).json()
     assert str(answer["record"]["id"]) in [e["entity_id"] for e in trail["items"]]
@@ -373,7 +408,7 @@ def test_a_recorded_service_moves_the_due_date_once_per_key(own_world: OwnWorld)
     owner = target["customer_id"]
     other = next(i["customer_id"] for i in whole if i["customer_id"] != owner)
     with own_world.api.client("customer", customer_id=owner) as portal:
-        mine = portal.get(f"/maintenance/machines/{target['machine_id']}").json()
+        mine = portal.get(f"/maintenance/machines/{target['installed_base_id']}").json()
         assert mine["last_service_at"] == status["last_service_at"]
     count = "SELECT count(*) FROM maintenance_records WHERE id = %s"
     rid = (answer["record"]["id"],)
@@ -397,7 +432,7 @@ def test_a_recorded_service_counts_in_maintenance_adherence(own_world: OwnWorld)
         # at least one), and a second on the day of a maintenance event of another machine
         # adds nothing (the visit reported by both counts once).
         quiet = conn.execute(
-            "SELECT m.id FROM machines m JOIN installed_base ib ON ib.serial = m.serial"
+            "SELECT ib.id FROM machines m JOIN installed_base ib ON ib.serial = m.serial"
             " WHERE ib.deleted_at IS NULL AND ib.commissioned_on < %(start)s"
             "   AND EXISTS (SELECT 1 FROM machine_days d WHERE d.machine_id = m.id"
             "               AND d.day BETWEEN %(start)s AND %(last)s AND d.samples > 0)"
@@ -407,8 +442,10 @@ def test_a_recorded_service_counts_in_maintenance_adherence(own_world: OwnWorld)
             {"start": period.start, "last": first_of_month - timedelta(days=1),
              "stop": first_of_month}).fetchone()[0]
         serviced, visit = conn.execute(
-            "SELECT machine_id, time FROM machine_events WHERE kind = 'maintenance'"
-            " AND time >= %s AND time < %s ORDER BY time LIMIT 1",
+            "SELECT ib.id, e.time FROM machine_events e JOIN machines m ON m.id = e.machine_id"
+            " JOIN installed_base ib ON ib.serial = m.serial AND ib.deleted_at IS NULL"
+            " WHERE e.kind = 'maintenance' AND e.time >= %s AND e.time < %s"
+            " ORDER BY e.time LIMIT 1",
             (period.start, first_of_month)).fetchone()
     before = _adherence(own_world.url, period)
     with own_world.api.client("service") as client:
@@ -417,7 +454,7 @@ def test_a_recorded_service_counts_in_maintenance_adherence(own_world: OwnWorld)
                             (serviced, datetime.combine(visit.astimezone(UTC).date(),
                                                         datetime.min.time(), UTC))):
             answer = client.post("/maintenance/records", json={
-                "machine_id": machine, "performed_at": at.isoformat(), "work": "service",
+                "installed_base_id": machine, "performed_at": at.isoformat(), "work": "service",
                 "technician": "B. Roth"})
             assert answer.status_code == 201, answer.text
     after = _adherence(own_world.url, period)
@@ -446,12 +483,142 @@ def test_a_plan_edit_moves_the_due_dates_of_its_model(own_world: OwnWorld) -> No
         raw = read_raw(own_world.url, today)
         for item in moved:
             assert item["due_by_hours_on"] is None and item["due_by"] == "days"
-            assert_status_equal(item, expected_status(raw, item["machine_id"], today))
-        others = {i["machine_id"]: i for i in whole if i["model"] != model}
+            assert_status_equal(item, expected_status(raw, item["telemetry_id"], today))
+        others = {i["installed_base_id"]: i for i in whole if i["model"] != model}
         for item in every_page(client, "/maintenance/due", limit=1000):
-            if item["machine_id"] in others:
-                assert item["due_on"] == others[item["machine_id"]]["due_on"]
+            if item["installed_base_id"] in others:
+                assert item["due_on"] == others[item["installed_base_id"]]["due_on"]
     with own_world.api.client("admin") as admin:
         trail = admin.get("/admin/audit", params={"entity": "maintenance_plan"}).json()["items"]
     assert trail[0]["entity_id"] == model and trail[0]["before"]["source"] == "erp"
     assert trail[0]["after"]["interval_days"] == 30
+
+
+def test_a_machine_that_never_reported_has_no_status_and_no_record(own_world: OwnWorld) -> None:
+    with psycopg.connect(own_world.url) as conn:
+        customer, model = conn.execute(
+            "SELECT customer_id, model FROM installed_base WHERE deleted_at IS NULL"
+            " ORDER BY id LIMIT 1").fetchone()
+        (new,) = conn.execute(
+            "INSERT INTO installed_base (source, external_id, serial, model, customer_id)"
+            " VALUES ('test', %s, %s, %s, %s) RETURNING id",
+            (f"never-{secrets.token_hex(4)}", f"NEVER-{secrets.token_hex(4)}", model,
+             customer)).fetchone()
+
+    async def rate() -> None:
+        async with await psycopg.AsyncConnection.connect(own_world.url) as conn:
+            await fleet.refresh_fleet_status(conn)
+            await conn.commit()
+    asyncio.run(rate())
+    with own_world.api.client("service") as client:
+        detail = client.get(f"/fleet/machines/{new}")
+        assert detail.status_code == 200, detail.text
+        assert (detail.json()["telemetry_id"], detail.json()["maintenance"]) == (None, None)
+        assert detail.json()["connectivity"] == "never_reported"
+        problem(client.get(f"/maintenance/machines/{new}"), 404)
+        refused = problem(client.post("/maintenance/records", json={
+            "installed_base_id": new, "performed_at": datetime.now(UTC).isoformat(),
+            "work": "oil", "technician": "x"}), 409)
+        assert "never reported" in refused["detail"]
+        problem(client.post("/maintenance/records", json={
+            "installed_base_id": 2_000_000_000, "performed_at": datetime.now(UTC).isoformat(),
+            "work": "oil", "technician": "x"}), 404)
+    with psycopg.connect(own_world.url) as conn:
+        assert conn.execute("SELECT count(*) FROM maintenance_records r JOIN machines m"
+                            " ON m.id = r.machine_id WHERE m.serial LIKE 'NEVER-%%'"
+                            ).fetchone() == (0,)
+
+
+def _unbilled(client: httpx.Client, customer_id: int) -> list[dict[str, Any]]:
+    return every_page(client, "/finance/unbilled", older_than_days=14, kind="maintenance",
+                      customer_id=customer_id, limit=500)
+
+
+def _post_visit(client: httpx.Client, installed_base_id: int, at: datetime) -> int:
+    answer = client.post("/maintenance/records", json={
+        "installed_base_id": installed_base_id, "performed_at": at.isoformat(),
+        "work": "service visit", "technician": "C. Vogt"})
+    assert answer.status_code == 201, answer.text
+    record_id: int = answer.json()["record"]["id"]
+    return record_id
+
+
+def test_a_recorded_service_is_unbilled_work_once(own_world: OwnWorld) -> None:
+    today = _today()
+    url = own_world.url
+    with psycopg.connect(url) as conn:
+        # A machine with no field-service line within 30 days either side of a day 20 days
+        # back, and no service reported that day (neither an event nor a record).
+        day = today - timedelta(days=20)
+        ib, machine, customer = conn.execute(
+            "SELECT ib.id, m.id, ib.customer_id FROM installed_base ib"
+            " JOIN machines m ON m.serial = ib.serial WHERE ib.deleted_at IS NULL"
+            "  AND NOT EXISTS (SELECT 1 FROM invoice_lines l JOIN invoices i"
+            "      ON i.id = l.invoice_id WHERE l.installed_base_id = ib.id"
+            "      AND l.kind = 'field_service' AND i.issued_on BETWEEN %(d)s::date - 30"
+            "      AND %(d)s::date + 30)"
+            "  AND NOT EXISTS (SELECT 1 FROM services_done s WHERE s.machine_id = m.id"
+            "      AND s.day = %(d)s)"
+            "  AND (SELECT count(*) FROM installed_base b WHERE b.serial = ib.serial) = 1"
+            " ORDER BY ib.id LIMIT 1", {"d": day}).fetchone()
+        # An unbilled maintenance event on a day with exactly one such event and no record.
+        with_event = conn.execute(
+            "SELECT e.machine_id, (e.time AT TIME ZONE 'UTC')::date FROM machine_events e"
+            " WHERE e.kind = 'maintenance' AND e.time >= %(from)s AND e.time < %(to)s"
+            "  AND NOT EXISTS (SELECT 1 FROM maintenance_records r"
+            "      WHERE r.machine_id = e.machine_id"
+            "      AND (r.performed_at AT TIME ZONE 'UTC')::date ="
+            "          (e.time AT TIME ZONE 'UTC')::date)"
+            " GROUP BY 1, 2 HAVING count(*) = 1 ORDER BY 2 DESC, 1",
+            {"from": today - timedelta(days=300), "to": today - timedelta(days=20)}).fetchall()
+    with own_world.api.client("service") as client:
+        before = _unbilled(client, customer)
+        record = _post_visit(client, ib, datetime.combine(day, datetime.min.time(), UTC)
+                             + timedelta(hours=10))
+        after = _unbilled(client, customer)
+    new = [i for i in after if i["id"] not in {b["id"] for b in before}]
+    assert [(i["id"], i["source"], i["installed_base_id"], i["kind"], i["line_kind"])
+            for i in new] == [(f"{machine}:record:{record}", "record", ib, "maintenance",
+                              "field_service")]
+    assert datetime.fromisoformat(new[0]["occurred_at"]) == \
+        datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=10)
+    assert {i["id"] for i in after} <= _unbilled_by_hand(url, today, 14, 30)
+    # A visit on a day the machine reported one maintenance event itself: the first record is
+    # the same visit (counted once), a second one that day is a visit of its own.
+    with own_world.api.client("service") as client:
+        listed = {i["id"]: i for i in every_page(client, "/finance/unbilled",
+                                                  older_than_days=14, kind="maintenance",
+                                                  limit=500)}
+    event_machine, event_day = next(
+        (m, d) for m, d in with_event
+        if any(k.startswith(f"{m}:") and ":record:" not in k
+               and datetime.fromisoformat(i["occurred_at"]).date() == d
+               for k, i in listed.items()))
+    item = next(i for k, i in listed.items() if k.startswith(f"{event_machine}:")
+                and datetime.fromisoformat(i["occurred_at"]).date() == event_day)
+    ib2, customer2 = item["installed_base_id"], item["customer_id"]
+
+    def that_day(items: list[dict[str, Any]]) -> list[str]:
+        return sorted(i["id"] for i in items if i["installed_base_id"] == ib2
+                      and datetime.fromisoformat(i["occurred_at"]).date() == event_day)
+    noon = datetime.combine(event_day, datetime.min.time(), UTC) + timedelta(hours=12)
+    with own_world.api.client("service") as client:
+        first = that_day(_unbilled(client, customer2))
+        _post_visit(client, ib2, noon)
+        assert that_day(_unbilled(client, customer2)) == first
+        second = _post_visit(client, ib2, noon + timedelta(hours=2))
+        again = that_day(_unbilled(client, customer2))
+    assert again == sorted([*first, f"{event_machine}:record:{second}"])
+    with own_world.api.client("finance") as client:
+        everything = every_page(client, "/finance/unbilled", older_than_days=14, limit=500)
+    assert {i["id"] for i in everything} == _unbilled_by_hand(url, today, 14, 30)
+
+    async def own() -> set[str]:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            page = await billing.unbilled(conn, PageRequest(limit=10000, sort="occurred_at"),
+                                          where=billing.UnbilledFilter(
+                                              on=today, reporting_currency=REPORTING,
+                                              since=today - timedelta(days=365),
+                                              older_than_days=14))
+            return {r["id"] for r in page.items}
+    assert asyncio.run(own()) == {i["id"] for i in everything}

@@ -277,6 +277,8 @@ def test_machines_the_erp_and_the_ingester_disagree_on(world: QualityWorld) -> N
         never = _everything(client, "/quality/erp-machines-never-seen", sort="-serial")
         exported = client.get("/quality/erp-machines-never-seen", params={"format": "csv"})
     assert [m["serial"] for m in strays] == sorted(machines - set(installed)) == ["SN-STRAY"]
+    assert [m["telemetry_id"] for m in strays] == [r["id"] for r in _rows(
+        world.url, "SELECT id FROM machines WHERE serial = 'SN-STRAY'")]
     assert [m["serial"] for m in never] == sorted(set(installed) - machines, reverse=True)
     assert [m["serial"] for m in never] == ["SN-Q3", "SN-Q2"]  # SN-Q3 sent bad data only
     assert {m["serial"]: m["customer"] for m in never} == {
