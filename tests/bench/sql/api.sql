@@ -24,8 +24,12 @@ WHERE md.day >= %(today)s::date - 30 AND md.samples > 0 AND m.serial NOT LIKE 'B
 ORDER BY 1
 
 -- name: installed_base_ids
-SELECT ib.id FROM installed_base ib JOIN machines m ON m.serial = ib.serial
-WHERE ib.deleted_at IS NULL AND ib.source <> 'bench'
+-- The installed-base rows of those machines.
+SELECT DISTINCT ib.id FROM installed_base ib
+JOIN machines m ON m.serial = ib.serial
+JOIN machine_days md ON md.machine_id = m.id
+WHERE ib.deleted_at IS NULL AND ib.source <> 'bench' AND md.day >= %(today)s::date - 30
+  AND md.samples > 0
 ORDER BY 1
 
 -- name: grow_customers
