@@ -464,6 +464,10 @@ class Measured:
     def rate(self) -> float:
         return self.requests / self.seconds
 
+    def cpu_ms(self, share: float) -> float:
+        """CPU milliseconds per request, of a process group busy ``share`` of a core."""
+        return 1000 * share * self.seconds / max(self.requests, 1)
+
     def percentile_ms(self, q: float) -> float:
         values = np.asarray(self.outcome.latencies_us, dtype=np.int64)
         return float(np.percentile(values, q, method="inverted_cdf")) / 1000
@@ -493,15 +497,18 @@ def report(runs: list[Measured], notes: list[str], *, machines: int) -> None:
     say()
     say(f"{'route':<22}{'requests':>9}{'req/s':>8}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}"
         f"{'max ms':>8}{'errors':>7}{'x health':>9}{'gen %':>7}{'api %':>7}{'pg %':>7}"
-        f"{'all %':>7}")
+        f"{'all %':>7}{'api ms/r':>9}{'pg ms/r':>8}")
     for m in runs:
         say(f"{m.route.name:<22}{m.requests:>9,}{m.rate:>8,.0f}{m.percentile_ms(50):>8.1f}"
             f"{m.percentile_ms(90):>8.1f}{m.percentile_ms(99):>8.1f}{m.percentile_ms(100):>8.1f}"
             f"{m.outcome.errors:>7,}{m.rate / base:>9.2f}{100 * m.outcome.cpu_s / m.seconds:>7.0f}"
-            f"{100 * m.server_cpu:>7.0f}{100 * m.database_cpu:>7.0f}{100 * m.machine_cpu:>7.0f}")
+            f"{100 * m.server_cpu:>7.0f}{100 * m.database_cpu:>7.0f}{100 * m.machine_cpu:>7.0f}"
+            f"{m.cpu_ms(m.server_cpu):>9.2f}{m.cpu_ms(m.database_cpu):>8.2f}")
     say(f"(x health: rate / {base:,.0f} req/s, the mean of the health route's {len(health)}"
         " runs; CPU: gen = load generator, api = the API's processes, pg = the benchmark"
-        " database's backends, % of one core; all = the whole machine, % of all cores)")
+        " database's backends, % of one core; all = the whole machine, % of all cores;"
+        " ms/r: CPU milliseconds per request of the API and of Postgres, the figures a busy"
+        " machine changes least)")
     for m in runs:
         if m.outcome.first_error:
             say(f"    {m.route.name}: {m.outcome.errors:,} errors"
