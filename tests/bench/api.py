@@ -44,7 +44,15 @@ Figures, not pass/fail (issue 11's targets are printed beside them). Steps:
    client side, request sent to body read), errors (4xx/5xx and transport failures), the rate's
    ratio to the health route's, and the CPU of the load generator, the API's processes, the
    Postgres backends of the benchmark database (% of one core) and of the whole machine (% of
-   all cores): a rate bound by the load generator is a rate of the load generator.
+   all cores), and the CPU milliseconds per request of the API and of Postgres: a rate bound
+   by the load generator is a rate of the load generator, and on a machine shared with other
+   work the CPU per request is the figure that moves least.
+
+By default every client sends its next request as soon as it has the answer: the API's saturated
+rate, at which latency is queueing (Little's law: the mean latency is clients / rate, so a p99
+under 50 ms with 50 clients takes more than 1,000 requests/s). ``--think S`` makes each client
+pause S seconds on average (exponential) between an answer and its next request: the latency
+at an offered load of about clients / S requests/s, not at saturation.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ import math
 import multiprocessing as mp
 import os
 import random
+import re
 import secrets
 import string
 import subprocess
@@ -246,22 +255,22 @@ def expand(template: str, values: dict[str, list[str]], *, count: int, seed: int
     return [template.format(**{f: rng.choice(values[f]) for f in names}) for _ in range(count)]
 
 
-def _shape(path: str) -> str:
-    """A path with its parameters' names left out: /a/{}/b."""
-    out, depth = [], 0
-    for char in path:
-        depth += char == "{"
-        if depth == 0:
-            out.append(char)
-        depth -= char == "}"
-        if char == "}" and depth == 0:
-            out.append("{}")
-    return "".join(out)
+def _pattern(path: str) -> re.Pattern[str]:
+    """A path of the OpenAPI document as a pattern: each parameter matches a segment."""
+    parts = re.split(r"\{[^}]*\}", path)
+    return re.compile("[^/]+".join(map(re.escape, parts)))
 
 
-def served_paths(client: httpx.Client) -> set[str]:
+def served(client: httpx.Client) -> list[re.Pattern[str]]:
+    """The API's paths (under /api/v1), from its OpenAPI document."""
     document = client.get(f"{PREFIX}/openapi.json").raise_for_status().json()
-    return {_shape(p.removeprefix(PREFIX)) for p in document["paths"]}
+    return [_pattern(p.removeprefix(PREFIX)) for p in document["paths"]]
+
+
+def is_served(template_path: str, paths: Sequence[re.Pattern[str]]) -> bool:
+    """Whether a template's path is one of ``paths``, its fields filled with anything."""
+    example = re.sub(r"\{[^}]*\}", "1", template_path)
+    return any(p.fullmatch(example) for p in paths)
 
 
 def fleet_cursors(client: httpx.Client, *, pages: int) -> tuple[list[str], int, float]:
@@ -298,6 +307,7 @@ class Plan:
     warmup_s: float
     seconds: float
     seed: int
+    think_s: float = 0.0  # mean pause of a client between an answer and its next request
 
 
 @dataclass(slots=True)
@@ -328,6 +338,8 @@ async def _drive(plan: Plan, conn: Connection) -> Outcome:
                                      limits=limits, timeout=60.0) as client:
             while (sent := time.perf_counter()) < end:
                 await _send(client, rng.choice(plan.urls), sent)
+                if plan.think_s:
+                    await asyncio.sleep(rng.expovariate(1 / plan.think_s))
 
     async def _send(client: httpx.AsyncClient, url: str, sent: float) -> None:
         try:
@@ -580,8 +592,8 @@ def plans(api: ApiServer, headers: dict[str, str], routes: list[Route], url: str
     values = pools(url, datetime.now(UTC).date())
     notes = []
     with httpx.Client(base_url=api.url, headers=headers, timeout=120) as client:
-        served = served_paths(client)
-        if _shape("/fleet/machines") in served and args.fleet_walk:
+        paths = served(client)
+        if is_served("/fleet/machines", paths) and args.fleet_walk:
             cursors, seen, seconds = fleet_cursors(client, pages=args.fleet_walk)
             values["fleet_page"] = cursors
             say(f"fleet list walked in pages of 1,000: {seen:,} machines, {len(cursors)} cursors,"
@@ -589,7 +601,7 @@ def plans(api: ApiServer, headers: dict[str, str], routes: list[Route], url: str
         loadable = []
         for n, route in enumerate(routes):
             empty = [f for f in fields(route.template) if not values.get(f)]
-            if _shape(route.path) not in served:
+            if not is_served(route.path, paths):
                 notes.append(f"{route.name}: missing ({route.path} is not in the API's OpenAPI"
                              " document)")
                 continue
@@ -604,7 +616,7 @@ def plans(api: ApiServer, headers: dict[str, str], routes: list[Route], url: str
                              f" {probe.text[:300]}")
                 continue
             loadable.append((route, Plan(api.url, headers, urls, args.clients, args.warmup,
-                                         args.seconds, SEED + n)))
+                                         args.seconds, SEED + n, args.think)))
     return loadable, notes
 
 
@@ -621,7 +633,9 @@ def run(url: str, database: str, args: argparse.Namespace, log: Path) -> None:
             raise SystemExit("the health route cannot be loaded: no ratio without it")
         order = [health[0], *[p for p in loadable if p[0].name != HEALTH], health[0]]
         say(f"API: {args.workers} worker(s), pool of {args.pool_max} connections,"
-            f" {args.auth} auth; load: {args.clients} clients, {args.warmup:g} s warm-up +"
+            f" {args.auth} auth; load: {args.clients} clients"
+            f"{f' pausing {args.think:g} s on average' if args.think else ''}, {args.warmup:g}"
+            " s warm-up +"
             f" {args.seconds:g} s per route; {_git_state()}; load average"
             f" {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
         gen = LoadGenerator()
@@ -659,6 +673,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="the API's database connections per worker (OEMR_API_POOL_MAX)")
     parser.add_argument("--auth", choices=("token", "key"), default="token")
     parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--think", type=float, default=0.0, metavar="SECONDS",
+                        help="mean pause of each client between an answer and its next request"
+                             " (exponential; default 0: every client sends again at once, the"
+                             " API's saturated rate, whose latency is clients / rate)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured, per route")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured, per route")
     parser.add_argument("--urls", type=int, default=2_000,
