@@ -1,5 +1,7 @@
-"""The API under load: customer 360, renewals, a fleet page and a machine chart beside the health
-route, 50 concurrent clients on loopback.
+"""The API under load: 50 concurrent clients on its routes, beside its health route.
+
+Customer 360, renewals, a fleet page and a machine chart (and whatever routes are named), on
+loopback.
 
 Run from the repository root::
 
@@ -656,11 +658,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--database", metavar="NAME",
                         help="keep the world in this database and reuse it on the next run"
                              " (default: a fresh database, dropped afterwards)")
-    parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--customers", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=SEED, help="the demo world's")
+    parser.add_argument("--customers", type=int, default=300, help="the demo world's")
     parser.add_argument("--world-machines", type=int, default=1_500,
                         help="the demo world's machines (with history)")
-    parser.add_argument("--years", type=int, default=3)
+    parser.add_argument("--years", type=int, default=3, help="the demo world's history")
     parser.add_argument("--process-days", type=int, default=90,
                         help="days before the end with hourly process metrics too")
     parser.add_argument("--machines", type=int, default=0,
@@ -671,8 +673,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of the API")
     parser.add_argument("--pool-max", type=int, default=10,
                         help="the API's database connections per worker (OEMR_API_POOL_MAX)")
-    parser.add_argument("--auth", choices=("token", "key"), default="token")
-    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--auth", choices=("token", "key"), default="token",
+                        help="a user's bearer token, or an API key")
+    parser.add_argument("--clients", type=int, default=50,
+                        help="concurrent clients, each with a keep-alive connection")
     parser.add_argument("--think", type=float, default=0.0, metavar="SECONDS",
                         help="mean pause of each client between an answer and its next request"
                              " (exponential; default 0: every client sends again at once, the"
@@ -693,7 +697,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.list_routes:
         for route in _routes(args):
-            say(f"{route.name:<22}{route.template}")
+            say(f"{route.name:<24}{route.template}")
         return
     settings = Settings()
     today = datetime.now(UTC).date()
