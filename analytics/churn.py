@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 import psycopg
+from psycopg.rows import tuple_row
 
 from analytics.features import (
     BY_NAME,
@@ -52,6 +53,8 @@ from core.sql import queries
 logger = logging.getLogger(__name__)
 
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+# The reads of revenue at risk take a connection of any row factory (the API's has dict rows).
+AnyConnection = psycopg.AsyncConnection[Any]
 Array = npt.NDArray[np.float64]
 Method = Literal["model", "rules"]
 
@@ -492,21 +495,22 @@ class SegmentRisk:
     mean_probability: float
 
 
-async def revenue_at_risk(conn: Connection, *, on: date) -> dict[int, Decimal | None]:
+async def revenue_at_risk(conn: AnyConnection, *, on: date) -> dict[int, Decimal | None]:
     """Per customer scored on the latest scoring day on or before ``on``: value x probability.
 
     Only that day's scores: a customer no longer scored (churned) is no longer at risk.
     """
-    cur = await conn.execute(_sql()["revenue_at_risk"], {"on": on})
-    return {int(r[0]): (None if r[8] is None else Decimal(r[8]).quantize(Decimal("0.01")))
-            for r in await cur.fetchall()}
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(_sql()["revenue_at_risk"], {"on": on})
+        return {int(r[0]): (None if r[8] is None else Decimal(r[8]).quantize(Decimal("0.01")))
+                for r in await cur.fetchall()}
 
 
 # The KPIs' cuts, with their segments and labels (docs/kpis.md).
 SEGMENTS: tuple[str, ...] = DIMENSIONS
 
 
-async def revenue_at_risk_by_segment(conn: Connection, *, segment: str = "all",
+async def revenue_at_risk_by_segment(conn: AnyConnection, *, segment: str = "all",
                                      since: date, until: date) -> list[SegmentRisk]:
     """Per month and segment: the scores of the month's last scoring day, summed.
 
@@ -518,7 +522,8 @@ async def revenue_at_risk_by_segment(conn: Connection, *, segment: str = "all",
     """
     if segment not in SEGMENTS:
         raise ValueError(f"segment {segment!r}: one of {', '.join(SEGMENTS)}")
-    cur = await conn.execute(_sql()["revenue_at_risk_by_segment"],
-                             {"dimension": segment, "since": since, "until": until})
-    return [SegmentRisk(r[0], r[1], r[2], int(r[3]), r[4], r[5], float(r[6]))
-            for r in await cur.fetchall()]
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(_sql()["revenue_at_risk_by_segment"],
+                          {"dimension": segment, "since": since, "until": until})
+        return [SegmentRisk(r[0], r[1], r[2], int(r[3]), r[4], r[5], float(r[6]))
+                for r in await cur.fetchall()]

@@ -48,6 +48,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from analytics.clv import BgNbd, ClvFitError, GammaGamma, ShiftedBetaGeometric
@@ -62,6 +64,8 @@ from analytics.clv_inputs import (
     parts_history,
     renewal_cohorts,
 )
+from analytics.kpi import DIMENSIONS
+from core.paging import Page, PageRequest, cut, keyset, keyset_params
 from core.sql import queries
 
 logger = logging.getLogger(__name__)
@@ -519,3 +523,67 @@ def _empty_row(customer_id: int) -> dict[str, Any]:
             "contract_annual_value": None, "contract_renewals": None,
             "contract_expected_lifetime_years": None, "contract_derl_value": None,
             "inputs": {}}
+
+
+# -- reads -------------------------------------------------------------------------------------
+
+VALUE_SORTS: dict[str, sql.Composable] = {
+    name: sql.Identifier(name) for name in ("total_clv", "customer_id")}
+
+
+def _reads() -> dict[str, str]:
+    return queries("analytics", "sql/customer_values.sql")
+
+
+def _segment_params(dimension: str | None, segment: str | None) -> dict[str, Any]:
+    if (dimension is None) != (segment is None):
+        msg = "dimension and segment go together"
+        raise ValueError(msg)
+    if dimension is not None and dimension not in DIMENSIONS:
+        msg = f"dimension {dimension!r}: one of {', '.join(DIMENSIONS)}"
+        raise ValueError(msg)
+    return {"dimension": dimension, "segment": segment}
+
+
+async def values_page(conn: Conn, page: PageRequest, *, on: date, reporting_currency: str,
+                      dimension: str | None = None, segment: str | None = None
+                      ) -> Page[dict[str, Any]]:
+    """A page of the latest run's values on or before ``on`` (one row per customer).
+
+    ``dimension`` and ``segment`` (together) keep the customers of one segment of a KPI cut on
+    the valuation day.
+    """
+    condition, order = keyset(VALUE_SORTS, sql.Identifier("id"), page)
+    q = _reads()
+    query = sql.SQL(q["values_rows"] + "\n" + q["values_page"]).format(
+        keyset=condition, order=order)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, {"on": on, "reporting": reporting_currency,
+                                  **_segment_params(dimension, segment),
+                                  **keyset_params(page)})
+        return cut(await cur.fetchall(), page)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentValue:
+    """The customer values of a segment (the latest run on or before the day asked)."""
+
+    segment: str
+    valued_on: date
+    currency: str
+    customers: int
+    total_clv: Decimal
+    mean_clv: Decimal
+    median_clv: Decimal
+    parts_clv: Decimal | None
+    contract_value: Decimal | None
+
+
+async def values_by_segment(conn: Conn, *, on: date, reporting_currency: str,
+                            dimension: str = "all") -> list[SegmentValue]:
+    """Total, mean and median CLV per segment of a KPI cut (a customer in several: in each)."""
+    _segment_params(dimension, "any")
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_reads()["values_by_segment"], {
+            "on": on, "reporting": reporting_currency, "dimension": dimension})
+        return [SegmentValue(**r) for r in await cur.fetchall()]

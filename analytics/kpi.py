@@ -21,7 +21,7 @@ Examples
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from analytics.periods import Period
 from core.sql import queries
@@ -171,6 +171,9 @@ _SPECS: dict[str, tuple[_Spec, ...]] = {
         _Spec("silent_machines", "silent_share", "silent", "machines_reporting_ever", "ratio"),),
 }
 
+#: Every KPI's name, in the order of kpi_table's queries.
+KPI_NAMES: tuple[str, ...] = tuple(spec.kpi for specs in _SPECS.values() for spec in specs)
+
 # Machine-side queries: assembled from blocks and run once for all the periods asked for.
 _MACHINE_QUERIES = {"machine_segments", "engagement", "machine_rows", "silent_machines"}
 
@@ -256,8 +259,10 @@ async def _rollup_covers(conn: Conn, periods: Sequence[Period], *,
     Otherwise the period is read from raw telemetry. ``now`` is the moment this is judged at
     (default: the clock).
     """
-    cur = await conn.execute(_sql()["rollup_watermark"])
-    row = await cur.fetchone()
+    # Tuple rows whatever the connection's row factory (the API's gives dicts).
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(_sql()["rollup_watermark"])
+        row = await cur.fetchone()
     if row is None:
         return [False] * len(periods)
     through = row[0]
@@ -275,8 +280,9 @@ async def _rollup_covers(conn: Conn, periods: Sequence[Period], *,
             continue
         # Nothing stored between the watermark and the period's end (the ingester was down,
         # or a demo's history ends before its live data begins): the rollup has it all.
-        cur = await conn.execute(_sql()["data_after"], {"through": through, "until": end})
-        newer = await cur.fetchone()
+        async with conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute(_sql()["data_after"], {"through": through, "until": end})
+            newer = await cur.fetchone()
         covered[end] = newer is not None and not newer[0]
     return [covered[period.end_ts] for period in periods]
 
@@ -578,9 +584,11 @@ async def maintenance_adherence(conn: Conn, period: Period, *, cut: Cut | None =
                                 window_days: int = DEFAULT_WINDOW_DAYS) -> KpiValue:
     """Services done as planned / services the period made due.
 
-    Per machine with a service plan, services due = max(operating hours /
-    service_interval_hours, calendar days / service_interval_days); done = its ``maintenance``
-    events in the period; on plan = min(done, due rounded up). Adherence = min(1, sum of on
+    Per machine with a service plan (``service_plans``: the API's plan, else the ERP's
+    intervals), services due = max(operating hours / interval_hours, calendar days /
+    interval_days); done = its services in the period (``services_done``: its ``maintenance``
+    events and the API's records, a visit reported by both on one UTC day counted once); on
+    plan = min(done, due rounded up). Adherence = min(1, sum of on
     plan / sum of due) over the machines. ``counts`` also has
     machines_overdue: machines past either interval since their last service at the period's
     end.
@@ -670,13 +678,15 @@ async def machine_kpis(conn: Conn, period: Period, *, reporting_currency: str,
 async def kpi_table(conn: Conn, periods: Sequence[Period], cut: Cut | None = None, *,
                     reporting_currency: str, window_days: int = DEFAULT_WINDOW_DAYS,
                     silent_days: int = DEFAULT_SILENT_DAYS,
-                    now: datetime | None = None) -> list[KpiValue]:
+                    now: datetime | None = None,
+                    kpis: Collection[str] | None = None) -> list[KpiValue]:
     """Every KPI for every period and every segment of the cut (what the dashboard reads).
 
     ``cut=Cut("country")`` gives every country; ``Cut("country", "DE")`` only Germany; ``None``
     the whole base. Ordered by period, KPI, segment. ``now`` (default: the clock) decides
     whether a period still running is read from the rollup as of its last refresh (see
-    ``RUNNING_LAG``).
+    ``RUNNING_LAG``). ``kpis`` (default: all) runs only the queries those KPIs come from (the
+    others of the same query come along).
     """
     cut = cut or ALL
     if cut.dimension == "all":
@@ -685,7 +695,8 @@ async def kpi_table(conn: Conn, periods: Sequence[Period], cut: Cut | None = Non
     by_query = {name: await _compute(conn, name, periods, cut,
                                      reporting_currency=reporting_currency,
                                      window_days=window_days, silent_days=silent_days, now=now)
-                for name in _SPECS}
+                for name, specs in _SPECS.items()
+                if kpis is None or any(spec.kpi in kpis for spec in specs)}
     specs = {spec.kpi: spec for group in _SPECS.values() for spec in group}
     table: list[KpiValue] = []
     for i, period in enumerate(periods):
@@ -705,6 +716,7 @@ async def kpi_table(conn: Conn, periods: Sequence[Period], cut: Cut | None = Non
 __all__ = [
     "ALL",
     "DIMENSIONS",
+    "KPI_NAMES",
     "Cut",
     "KpiValue",
     "MachinePeriod",

@@ -44,7 +44,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from analytics.periods import Period
 from core.sql import queries
@@ -307,14 +307,25 @@ async def segment_trends(conn: Conn, *, kind: SegmentKind, periods: Sequence[Per
     del reporting_currency  # retention counts customers; kept so every KPI call looks alike
     if not periods:
         return []
-    async with conn.cursor() as cur:
+    # Tuple rows whatever the connection's row factory (the API's gives dicts).
+    async with conn.cursor(row_factory=tuple_row) as cur:
         await cur.execute(_sql()["segment_retention"], {
             "kind": kind, "window": window_days,
             "starts": [p.start for p in periods], "lasts": [p.last_day for p in periods]})
         fetched = await cur.fetchall()
     rows = {(start, segment): (customers, retained)
             for start, segment, customers, retained in fetched}
+    return retention_trends(kind, periods, rows, order=[*SEGMENTS[kind], UNASSIGNED])
+
+
+def retention_trends(kind: str, periods: Sequence[Period],
+                     rows: Mapping[tuple[date, str], tuple[int, int]], *,
+                     order: Sequence[str] = ()) -> list[SegmentTrend]:
+    """The trend of every segment in ``rows``: (period start, segment) -> (at start, retained).
+
+    Segments named in ``order`` come first, in that order, then the others by name. Used by
+    :func:`segment_trends` and for the attribute cuts' retention (``kpi.kpi_table``'s counts).
+    """
     seen = {segment for _, segment in rows}
-    order = [*SEGMENTS[kind], UNASSIGNED]
     segments = [s for s in order if s in seen] + sorted(seen - set(order))
     return [_trend(kind, segment, periods, rows) for segment in segments]

@@ -15,7 +15,17 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI, Request, Response
 
 from api import errors
-from api.routers import admin, auth, health
+from api.routers import (
+    admin,
+    auth,
+    customers,
+    finance,
+    health,
+    leakage,
+    maintenance,
+    quality,
+    segments,
+)
 from api.security import OidcVerifier
 from api.tenants import TenantPools
 from core.settings import Settings
@@ -53,9 +63,9 @@ def create_app(settings: Settings) -> FastAPI:
                   docs_url=f"{PREFIX}/docs", redoc_url=None)
     app.state.settings = settings
     app.state.pools = TenantPools(settings)
-    app.state.oidc = (OidcVerifier(settings) if settings.oidc_issuer and settings.oidc_jwks_url
-                      else None)
+    app.state.oidc = OidcVerifier(settings) if settings.oidc_issuer else None
     errors.install(app)
+    errors.document(app)
 
     @app.middleware("http")
     async def request_id(request: Request,
@@ -71,7 +81,8 @@ def create_app(settings: Settings) -> FastAPI:
         return response
 
     v1 = APIRouter(prefix=PREFIX)
-    for module in (health, auth, admin):
+    for module in (health, auth, admin, customers, segments, maintenance, leakage, finance,
+                   quality):
         v1.include_router(module.router)
     app.include_router(v1)
     return app

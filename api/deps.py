@@ -11,6 +11,7 @@ write sees it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,9 +24,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from api.errors import Forbidden, Unauthorized
+from api.errors import Forbidden, Problem, Unauthorized
 from api.security import (
     CredentialsError,
+    IdentityProviderUnavailableError,
     OidcVerifier,
     Principal,
     Role,
@@ -121,7 +123,7 @@ async def _authenticate(request: Request, conn: Conn, credentials: str) -> Princ
                      customer_id=user["customer_id"], user_id=user["id"])
 
 
-def _tenant_of(request: Request, credentials: str) -> tuple[str, Principal | None]:
+async def _tenant_of(request: Request, credentials: str) -> tuple[str, Principal | None]:
     """The tenant named by ``credentials`` and, for the identity provider's tokens, the caller."""
     settings = settings_of(request)
     key = split_api_key(credentials)
@@ -129,8 +131,15 @@ def _tenant_of(request: Request, credentials: str) -> tuple[str, Principal | Non
         return key[0], None
     verifier: OidcVerifier | None = request.app.state.oidc
     if verifier is not None and token_issuer(credentials) == verifier.issuer:
-        principal = verifier.principal(credentials,
-                                       default_tenant=request.app.state.pools.tenants[0])
+        # In a thread: the provider's keys may be fetched over HTTP, which would stop the loop.
+        try:
+            principal = await asyncio.to_thread(verifier.principal, credentials,
+                                                tenants=request.app.state.pools.tenants)
+        except IdentityProviderUnavailableError as exc:
+            logger.warning("identity provider's keys unavailable: %s", exc)
+            raise Problem(503, "Service unavailable", "the identity provider's keys cannot be "
+                          "fetched; retry", kind="unavailable",
+                          headers={"Retry-After": "30"}) from None
         return principal.tenant, principal
     return str(read_token(settings, credentials)["tenant"]), None
 
@@ -147,7 +156,7 @@ def session_for(*roles: Role) -> Callable[..., AsyncIterator[Session]]:
             raise Unauthorized("send a bearer token or an API key in the Authorization header")
         token = credentials.credentials
         try:
-            tenant, known = _tenant_of(request, token)
+            tenant, known = await _tenant_of(request, token)
         except CredentialsError as exc:
             raise Unauthorized(str(exc)) from None
         pool = pool_of(request, tenant)

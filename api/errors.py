@@ -24,6 +24,11 @@ from core.errors import DatabaseUnavailableError, first_line
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+# What a list answers with format=csv and format=xlsx (api/responses.py writes them).
+EXPORT_CONTENT = {
+    "text/csv": {"schema": {"type": "string"}},
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {
+        "schema": {"type": "string", "format": "binary"}}}
 TYPE_BASE = "https://oem-retention.dev/problems/"
 
 
@@ -126,8 +131,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(psycopg.Error)
     async def _database(request: Request, exc: psycopg.Error) -> Response:
         state = exc.sqlstate or ""
-        if state.startswith(_CLIENT_SQLSTATES):
-            return problem_response(422 if state.startswith("22") else 409,
+        # A DataError without a SQLSTATE is psycopg's own refusal to send a value (a NUL
+        # character in text, which PostgreSQL cannot store): the request's, like class 22.
+        if state.startswith(_CLIENT_SQLSTATES) or (
+                not state and isinstance(exc, psycopg.DataError)):
+            return problem_response(409 if state.startswith("23") else 422,
                                     "Refused by the database", first_line(exc),
                                     request=request, kind="refused")
         if isinstance(exc, psycopg.OperationalError):
@@ -141,6 +149,53 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         return _internal(request, exc)
+
+
+# What every operation may answer, and what those behind credentials may answer besides.
+_EVERY = {400: "A request the API understood but cannot act on (a body that is not JSON, a "
+               "cursor of another list)",
+          422: "The request's parameters or body are not valid (`errors` names each field)",
+          503: "A database cannot be reached; retry"}
+_SECURED = {401: "No credentials, or wrong, expired or revoked ones",
+            403: "The caller's role may not do this",
+            404: "Nothing of that kind with that id is visible to the caller",
+            409: "Refused by the database: a duplicate, or a reference to nothing"}
+
+
+def document(app: FastAPI) -> None:
+    """Name in ``app``'s OpenAPI document the problems each operation may answer.
+
+    As problem+json: FastAPI would document its own 422 body, which this API never sends.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["ProblemDetail"] = ProblemDetail.model_json_schema()
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
+        content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetail"}}}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                # Every list exports with format=csv|xlsx: its 200 has those bodies too.
+                if any(p.get("name") == "format" and p.get("in") == "query"
+                       for p in operation.get("parameters", ())):
+                    ok = operation.setdefault("responses", {}).setdefault("200", {})
+                    ok.setdefault("content", {}).update(EXPORT_CONTENT)
+                statuses = {**_EVERY, **(_SECURED if operation.get("security") else {})}
+                responses = operation.setdefault("responses", {})
+                for status, description in statuses.items():
+                    responses.setdefault(str(status), {"description": description})
+                # Those a route declares itself too (a 404, a login's 401): problem+json all.
+                for status, documented in responses.items():
+                    if status[0] in "45":
+                        documented["content"] = content
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _unavailable(request: Request, exc: BaseException) -> Response:

@@ -27,6 +27,7 @@ from openpyxl import Workbook
 from pydantic import BaseModel
 
 from api.deps import Conn, Session, pool_of, scoped
+from api.errors import EXPORT_CONTENT
 from api.paging import Page, encode_cursor, page_request
 from core.paging import Page as RowPage
 from core.paging import PageRequest
@@ -39,6 +40,10 @@ Fetch = Callable[[Conn, PageRequest], Awaitable[RowPage[Row]]]
 EXPORT_PAGE = 2000
 _MEDIA = {"csv": "text/csv; charset=utf-8",
           "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+
+# The other bodies of a list route's 200 (``responses=EXPORTS`` beside ``response_model=
+# Page[Item]``); errors.document adds them to any operation with a format parameter anyway.
+EXPORTS: dict[int | str, dict[str, Any]] = {200: {"content": EXPORT_CONTENT}}
 
 
 def json_response(request: Request, body: BaseModel, *, etag: bool = True) -> Response:

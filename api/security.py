@@ -117,41 +117,73 @@ def token_issuer(token: str) -> str | None:
     return issuer if isinstance(issuer, str) else None
 
 
+class IdentityProviderUnavailableError(Exception):
+    """The identity provider's keys cannot be fetched: no token of it can be checked now."""
+
+
 class OidcVerifier:
-    """Tokens of the OEM's identity provider, checked against its published keys (RS256/ES256)."""
+    """Tokens of the OEM's identity provider, checked against its published keys (RS256/ES256).
+
+    The issuer, the audience (this API's client id at the provider) and the expiry are required
+    and checked; the signing key is the provider's key of the token's ``kid``, from its JWKS
+    (cached five minutes, fetched again for a ``kid`` it does not hold, at most once a cooldown).
+    The role is the strongest staff role named in the role claim, a dotted path for nested claims
+    (Entra ID: ``roles``; Keycloak: ``realm_access.roles``); portal users are the API's own.
+    """
 
     def __init__(self, settings: Settings) -> None:
-        if not (settings.oidc_issuer and settings.oidc_jwks_url):
-            msg = "OIDC needs both OEMR_OIDC_ISSUER and OEMR_OIDC_JWKS_URL"
+        if not (settings.oidc_issuer and settings.oidc_jwks_url and settings.oidc_audience):
+            msg = "OIDC needs OEMR_OIDC_ISSUER, OEMR_OIDC_JWKS_URL and OEMR_OIDC_AUDIENCE"
             raise ValueError(msg)
         self.issuer = settings.oidc_issuer
         self.audience = settings.oidc_audience
         self.role_claim = settings.oidc_role_claim
         self.tenant_claim = settings.oidc_tenant_claim
-        self._keys = jwt.PyJWKClient(settings.oidc_jwks_url, cache_keys=True, lifespan=300)
+        self._keys = jwt.PyJWKClient(settings.oidc_jwks_url, cache_keys=True, lifespan=300,
+                                     timeout=5)
 
-    def principal(self, token: str, *, default_tenant: str) -> Principal:
-        """The staff principal a valid token of the provider stands for."""
+    def principal(self, token: str, *, tenants: list[str]) -> Principal:
+        """The staff principal a valid token of the provider stands for.
+
+        Blocking (the keys may be fetched over HTTP): call it from a thread. ``tenants`` are
+        those this API serves; a token must name one in its tenant claim unless there is one.
+        """
+        claims = self._claims(token)
+        names = _claim(claims, self.role_claim)
+        granted = names if isinstance(names, list) else [names]
+        role = next((r for r in STAFF if r in granted), None)
+        if role is None:
+            raise CredentialsError(f"the token's {self.role_claim!r} claim grants no role of "
+                                   f"this API ({', '.join(STAFF)})")
+        tenant = claims.get(self.tenant_claim)
+        if tenant is None and len(tenants) != 1:
+            # Never a default among several: the token would land in whichever sorts first.
+            raise CredentialsError(f"the token names no tenant (claim {self.tenant_claim!r}) and "
+                                   "this API serves several")
+        return Principal(subject=str(claims.get("preferred_username") or claims["sub"]),
+                         role=role, tenant=str(tenant if tenant is not None else tenants[0]))
+
+    def _claims(self, token: str) -> dict[str, Any]:
         try:
             key = self._keys.get_signing_key_from_jwt(token)
             claims: dict[str, Any] = jwt.decode(
                 token, key.key, algorithms=["RS256", "ES256"], issuer=self.issuer,
-                audience=self.audience, options={"require": ["exp", "sub"],
-                                                 "verify_aud": self.audience is not None})
+                audience=self.audience, options={"require": ["exp", "iss", "aud", "sub"]})
+        except jwt.PyJWKClientConnectionError as exc:
+            raise IdentityProviderUnavailableError(str(exc)) from None
         except jwt.ExpiredSignatureError:
             raise CredentialsError("the identity provider's token has expired") from None
         except jwt.PyJWTError as exc:
             raise CredentialsError(f"the identity provider's token is not valid: {exc}") from None
-        granted = claims.get(self.role_claim)
-        names = granted if isinstance(granted, list) else [granted]
-        # The strongest staff role the provider grants; portal users are the API's own.
-        role = next((r for r in STAFF if r in names), None)
-        if role is None:
-            raise CredentialsError(f"the token's {self.role_claim!r} claim grants no role of "
-                                   f"this API ({', '.join(STAFF)})")
-        tenant = claims.get(self.tenant_claim, default_tenant)
-        return Principal(subject=str(claims.get("preferred_username") or claims["sub"]),
-                         role=role, tenant=str(tenant))
+        return claims
+
+
+def _claim(claims: dict[str, Any], path: str) -> Any:
+    """The claim at a dotted ``path`` (``realm_access.roles``), None where there is none."""
+    value: Any = claims
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 @dataclass(frozen=True)

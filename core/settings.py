@@ -111,8 +111,9 @@ class Settings(BaseSettings):
     # HMAC key of the API's bearer tokens (HS256).
     api_secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET)
     api_token_minutes: int = Field(default=60, ge=1, le=24 * 60)
-    # An OEM's own identity provider (Entra ID, Keycloak): its tokens are accepted when these are
-    # set; the role and tenant are read from the named claims.
+    # An OEM's own identity provider (Entra ID, Keycloak): its tokens are accepted when the
+    # issuer, its JWKS and the audience are set; the role and tenant are read from the named
+    # claims (a dotted path for a nested one: Keycloak's realm_access.roles).
     oidc_issuer: str | None = None
     oidc_jwks_url: str | None = None
     oidc_audience: str | None = None
@@ -126,6 +127,17 @@ class Settings(BaseSettings):
                 msg = (f"tenant name {name!r}: lower-case letters, digits and '-' only, "
                        "1 to 40 of them (it is part of API keys and URLs)")
                 raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        # Without an audience every token the provider issues for any of its applications
+        # would be accepted here.
+        oidc = (self.oidc_issuer, self.oidc_jwks_url, self.oidc_audience)
+        if any(oidc) and not all(oidc):
+            msg = ("an identity provider needs OEMR_OIDC_ISSUER, OEMR_OIDC_JWKS_URL and "
+                   "OEMR_OIDC_AUDIENCE (this API's client id at the provider) together")
+            raise ValueError(msg)
         return self
 
     @model_validator(mode="after")

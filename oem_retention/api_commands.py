@@ -70,13 +70,14 @@ def user(username: str,
                 else getpass.getpass(f"password for {username}: "))
     if len(password) < 12:
         raise typer.BadParameter("12 characters or more", param_hint="password")
-    asyncio.run(_put_user(urls[name], username=username, password=password, role=role,
-                          customer_id=customer_id))
+    asyncio.run(put_user(urls[name], username=username, password=password, role=role,
+                         customer_id=customer_id))
     typer.echo(f"user {username} ({role}) ready in tenant {name}")
 
 
-async def _put_user(url: str, *, username: str, password: str, role: str,
-                    customer_id: int | None) -> None:
+async def put_user(url: str, *, username: str, password: str, role: str,
+                   customer_id: int | None = None) -> None:
+    """Create a user, or reset its password and role, in the tenant database at ``url``."""
     async with await psycopg.AsyncConnection.connect(url) as conn:
         await conn.execute(queries("api", "sql/access.sql")["add_user"], {
             "username": username, "password_hash": hash_password(password), "role": role,

@@ -259,6 +259,37 @@ def _platform(step: str, **options: Any) -> None:
     commands[step](**options)
 
 
+DEMO_ROLES = ("admin", "service", "finance", "viewer")
+
+
+def _demo_users(settings: Settings) -> None:
+    """A user of each staff role, named after it, so that the demo can be logged in to.
+
+    Each password is made once and kept in the state directory, readable by its owner alone.
+    """
+    import asyncio
+    import secrets
+
+    from oem_retention.api_commands import put_user
+
+    if settings.environment != "development":
+        return
+    path = settings.state_dir / "demo-users.txt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"{role} {secrets.token_urlsafe(12)}" for role in DEMO_ROLES]
+        path.touch(mode=0o600)
+        path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    users = dict(line.split(" ", 1) for line in path.read_text(encoding="utf-8").splitlines())
+
+    async def put_all() -> None:
+        for role, password in users.items():
+            await put_user(settings.database_url, username=role, password=password, role=role)
+
+    asyncio.run(put_all())
+    _say(f"API users: admin / {users['admin']} (every demo user and password: {path})")
+
+
 def _serve_world_from_odoo(world: Path, port: int) -> _Fake:
     """The world's business data from the fake Odoo in a thread; its settings in the env."""
     from demo.erp.odoo import FakeOdoo, WorldLoader
@@ -297,6 +328,7 @@ def up(
     os.environ.setdefault("OEMR_TELEMETRY_RETENTION", "4 years")
     settings = Settings()
     _platform("migrate")
+    _demo_users(settings)
     directory = world or settings.state_dir / f"world-{size}"
     try:
         _said(world_once(directory, seed=seed, end_date=_day(end_date), size=world_size(

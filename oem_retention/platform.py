@@ -43,7 +43,7 @@ def platform_commands(settings: Settings, *, simulate_machines: int, interval: f
                       python: str = sys.executable) -> dict[str, list[str]]:
     """The children of the platform by name, in start order (they are stopped in reverse)."""
     cmd = [python, "-m", "oem_retention"]
-    commands = {"ingest": [*cmd, "ingest", "run"]}
+    commands = {"ingest": [*cmd, "ingest", "run"], "api": [*cmd, "api", "serve"]}
     if configured_sources(settings) and settings.erp_sync_interval_minutes:
         commands["erp-sync"] = [*cmd, "erp", "schedule"]
     commands["analytics"] = [*cmd, "analytics", "schedule"]
@@ -54,6 +54,14 @@ def platform_commands(settings: Settings, *, simulate_machines: int, interval: f
                                    else ["--machines", str(simulate_machines)]),
                                  "--interval", str(interval), "--tenant", tenant]
     return commands
+
+
+def api_url(settings: Settings) -> str:
+    """Where `up`'s API answers, as a browser on this machine reaches it."""
+    host = settings.api_host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 (reading the setting, not binding)
+        host = "127.0.0.1"
+    return f"http://{host}:{settings.api_port}"
 
 
 def erp_schedule_words(settings: Settings) -> str:
@@ -88,7 +96,8 @@ class Platform:
         return PlatformStatus(
             os.getpid(), self.started_at, wall, self.supervisor.log_dir,
             self.supervisor.states(now), self.ingest.read(wall.timestamp()),
-            self.database.read(now, wall), self.retention, erp_schedule_words(self.settings))
+            self.database.read(now, wall), self.retention, erp_schedule_words(self.settings),
+            api_url(self.settings))
 
     def close(self) -> None:
         """Stop the children and close the status's connection."""
@@ -114,6 +123,9 @@ def run_platform(settings: Settings, *, simulate_machines: int = 50, interval: f
             message, style="red", highlight=False, markup=False))
         platform = Platform(settings, supervisor)
         supervisor.start(time.monotonic())
+        # Said once before the live status takes the screen: it stays in a log that is not a
+        # terminal.
+        console.print(f"API: {api_url(settings)}/api/v1/docs", highlight=False)
         try:
             with Live(console=console, auto_refresh=False) as live:
                 while not stop.is_set():

@@ -229,3 +229,4 @@ class PlatformStatus:
     database: DatabaseView
     retention: RetentionRun | None = None
     erp_schedule: str = "not configured"  # how the ERP sync is scheduled, in words
+    api_url: str | None = None  # where the API answers, when `up` runs it

@@ -51,6 +51,9 @@ class StatusView:
                     f"  {now:%Y-%m-%d %H:%M:%S} UTC  [dim]Ctrl-C stops everything[/dim]"
                     if roomy else f"[bold]oem-retention up[/bold]  pid {s.pid}  {now:%H:%M:%S}"
                     f" UTC  [dim]Ctrl-C stops all[/dim]")
+        if s.api_url:
+            yield _line(f"API: [bold]{s.api_url}/api/v1/docs[/bold]  (OpenAPI document:"
+                        f" {s.api_url}/api/v1/openapi.json)")
         yield _line(f"logs: {s.log_dir}/<process>.log (up itself: up.log)")
         if roomy:
             yield ""

@@ -97,7 +97,8 @@ fleet AS (
     -- drops the rows deleted by today (a machine archived with its churned customer was there
     -- on T). Joined by serial to the ingester's machine, as the view does.
     SELECT ib.customer_id, ib.id AS installed_base_id, m.id AS machine_id, ib.commissioned_on,
-           mm.service_interval_hours, mm.service_interval_days,
+           sp.interval_hours AS service_interval_hours,
+           sp.interval_days AS service_interval_days,
            to_reporting(mm.parts_value_per_1000h, mm.currency, p.t, p.rc) AS parts_per_1000h
     FROM installed_base ib
     CROSS JOIN p
@@ -105,9 +106,23 @@ fleet AS (
     LEFT JOIN LATERAL (SELECT * FROM machine_models mo
                        WHERE mo.model = ib.model AND mo.deleted_at IS NULL
                        ORDER BY mo.id LIMIT 1) mm ON true
+    -- The plan in force (definitions/service_plans.sql: the API's plan, else the ERP's).
+    LEFT JOIN service_plans sp ON sp.model = ib.model
     WHERE ib.customer_id IN (SELECT customer_id FROM population)
       AND (ib.deleted_at IS NULL OR ib.deleted_at::date > p.t)
       AND (ib.commissioned_on IS NULL OR ib.commissioned_on <= p.t)
+),
+service_days AS (
+    -- Services from services_done (definitions/services_done.sql: the machines' events and the
+    -- API's records), grouped once for the fleet: its days cannot exclude event chunks.
+    SELECT sd.machine_id,
+           coalesce(sum(sd.services) FILTER (WHERE sd.day > p.t - 180), 0) AS s180,
+           coalesce(sum(sd.services) FILTER (WHERE sd.day > p.t - 545
+                                               AND sd.day <= p.t - 180), 0) AS s_prev365,
+           max(sd.day) AS last_service
+    FROM services_done sd, p
+    WHERE sd.day > p.t - 730 AND sd.day <= p.t AND sd.services > 0
+    GROUP BY sd.machine_id
 ),
 machine_use AS (
     -- Each machine's days summed in a lateral subquery over its own index range, not by joining
@@ -116,9 +131,12 @@ machine_use AS (
     -- was then computed once per machine-day (2 M calls, most of the query's time). ORDER BY
     -- d.day: the sums of float hours add up day by day, in the order they always did.
     SELECT f.customer_id, f.installed_base_id, f.machine_id, f.service_interval_hours,
-           f.service_interval_days, f.parts_per_1000h, f.commissioned_on, u.*
+           f.service_interval_days, f.parts_per_1000h, f.commissioned_on, u.*,
+           coalesce(sv.s180, 0) AS s180, coalesce(sv.s_prev365, 0) AS s_prev365,
+           sv.last_service
     FROM fleet f
     CROSS JOIN p
+    LEFT JOIN service_days sv ON sv.machine_id = f.machine_id
     CROSS JOIN LATERAL (
         SELECT coalesce(sum(d.operating_hours ORDER BY d.day)
                             FILTER (WHERE d.day > p.t - 30), 0) AS h30,
@@ -135,16 +153,12 @@ machine_use AS (
                coalesce(sum(d.operating_hours ORDER BY d.day)
                             FILTER (WHERE d.day > p.t - 545 AND d.day <= p.t - 180), 0)
                    AS h_prev365,
-               coalesce(sum(d.services) FILTER (WHERE d.day > p.t - 180), 0) AS s180,
-               coalesce(sum(d.services) FILTER (WHERE d.day > p.t - 545
-                                                   AND d.day <= p.t - 180), 0) AS s_prev365,
                coalesce(sum(d.faults) FILTER (WHERE d.day > p.t - 90), 0) AS f90,
                coalesce(sum(d.faults) FILTER (WHERE d.day > p.t - 455
                                                  AND d.day <= p.t - 90), 0) AS f_prev365,
                min(d.day) AS first_day,
                -- Data before the window's start counts as covered only from its first day.
-               count(*) FILTER (WHERE d.day > p.t - 545 AND d.day <= p.t - 180) > 0 AS has_prev,
-               max(d.day) FILTER (WHERE d.services > 0) AS last_service
+               count(*) FILTER (WHERE d.day > p.t - 545 AND d.day <= p.t - 180) > 0 AS has_prev
         FROM machine_days d
         WHERE d.machine_id = f.machine_id AND d.day > p.t - 730 AND d.day <= p.t) u
 ),

@@ -218,10 +218,11 @@ segs AS (
 
 -- name: machine_fleet
 plan AS (
-    SELECT DISTINCT ON (model) model, service_interval_hours, service_interval_days,
+    -- The plan in force per model (definitions/service_plans.sql: the API's plan, else the
+    -- ERP's intervals) and the ERP's parts value.
+    SELECT model, interval_hours AS service_interval_hours, interval_days AS service_interval_days,
            parts_value_per_1000h, currency
-    FROM machine_models WHERE deleted_at IS NULL
-    ORDER BY model, synced_at DESC, id DESC
+    FROM service_plans
 ),
 registered AS (
     -- The ingester's machine of each serial (the first registered, if a serial came twice).
@@ -245,15 +246,24 @@ fleet AS (
 -- Before the rollup's first refresh. Operating hours of a period from the operating_hours
 -- counter (metric 1): its last reading at or before the period's end minus its last reading at
 -- or before the start (or, for a machine first heard of inside the period, its first reading
--- there). NULL: no reading by the end. Services and faults from the events; overdue from the
--- counter at the last service.
+-- there). NULL: no reading by the end. Faults from the events, services from services_done
+-- (definitions/services_done.sql: the events and the API's records); overdue from the counter at
+-- the last service. services_done is joined set-wise: its days cannot exclude event chunks.
+done AS (
+    SELECT f.n, f.installed_base_id,
+           sum(sd.services) FILTER (WHERE sd.day >= f.start AND sd.day <= f.last) AS services,
+           max(sd.last_at) AS last_at
+    FROM fleet f
+    JOIN services_done sd ON sd.machine_id = f.machine_id AND sd.last_at < f.end_ts
+    GROUP BY f.n, f.installed_base_id
+),
 hours AS (
     SELECT f.n, f.installed_base_id,
            CASE WHEN c1.v IS NOT NULL
                 THEN greatest(c1.v - coalesce(c0.v, f1.v), 0)::numeric END AS hours,
            CASE WHEN c0.v IS NOT NULL
                 THEN greatest(c0.v - coalesce(cp.v, f0.v), 0)::numeric END AS prev_hours,
-           coalesce(ev.services, 0) AS services, coalesce(ev.faults, 0) AS faults,
+           coalesce(dn.services, 0) AS services, coalesce(ev.faults, 0) AS faults,
            (c1.v IS NOT NULL AND (
                (c1.v - coalesce(ls.counter, 0)) > p.service_interval_hours
                OR f.end_ts - coalesce(ls.time, f.commissioned_on::timestamp AT TIME ZONE 'UTC')
@@ -277,18 +287,17 @@ hours AS (
                        AND t.time <= f.start_ts
                        ORDER BY t.time LIMIT 1) f0 ON true
     LEFT JOIN LATERAL (
-        SELECT count(*) FILTER (WHERE e.kind = 'maintenance') AS services,
-               count(*) FILTER (WHERE e.kind = 'fault') AS faults
+        SELECT count(*) FILTER (WHERE e.kind = 'fault') AS faults
         FROM machine_events e
         WHERE e.machine_id = f.machine_id AND e.time >= f.start_ts AND e.time < f.end_ts
     ) ev ON true
+    LEFT JOIN done dn ON dn.n = f.n AND dn.installed_base_id = f.installed_base_id
     LEFT JOIN LATERAL (
-        SELECT e.time, (SELECT value FROM telemetry t WHERE t.machine_id = f.machine_id
-                        AND t.metric_id = 1 AND t.time <= e.time
-                        ORDER BY t.time DESC LIMIT 1) AS counter
-        FROM machine_events e
-        WHERE e.machine_id = f.machine_id AND e.kind = 'maintenance' AND e.time < f.end_ts
-        ORDER BY e.time DESC LIMIT 1
+        SELECT dn.last_at AS time, (SELECT value FROM telemetry t
+                                    WHERE t.machine_id = f.machine_id AND t.metric_id = 1
+                                      AND t.time <= dn.last_at
+                                    ORDER BY t.time DESC LIMIT 1) AS counter
+        WHERE dn.last_at IS NOT NULL
     ) ls ON true
 ),
 
@@ -303,8 +312,10 @@ first_sample AS MATERIALIZED (
 ),
 
 -- name: machine_hours_rollup
--- From the daily rollup (migration 006, analytics/rollups.py), read once for all periods: hours,
--- services and faults are sums of the days of the period (hours also of the previous period).
+-- From the daily rollup (migration 006, analytics/rollups.py), read once for all periods: hours
+-- and faults are sums of the days of the period (hours also of the previous period); services
+-- are services_done's (definitions/services_done.sql: the events and the API's records, which
+-- the rollup does not see), joined set-wise.
 -- NULL hours: no counter sample by the period's end (or, for the previous period, before this
 -- one's start). Overdue: hours since the day of the last service (or since the data began).
 spans AS (
@@ -314,28 +325,35 @@ spans AS (
     FROM periods p
     CROSS JOIN LATERAL (VALUES (p.start, p.last), (p.prev_start, p.before)) s(first_day, last_day)
 ),
+span_services AS MATERIALIZED (
+    SELECT sd.machine_id, s.first_day, s.last_day, sum(sd.services) AS services
+    FROM services_done sd
+    JOIN spans s ON sd.day >= s.first_day AND sd.day <= s.last_day
+    GROUP BY 1, 2, 3
+),
 span_sums AS MATERIALIZED (
     -- Per machine and stretch, summed over the machine's own index range: joining every day to
     -- the (overlapping) periods and grouping 2.4 M joined rows took most of the query's time.
     -- ORDER BY md.day: hours are floats, added day by day as before, so every sum is the same
     -- to the last bit.
-    SELECT r.machine_id, s.first_day, s.last_day, d.hours, d.services, d.faults
+    SELECT r.machine_id, s.first_day, s.last_day, d.hours, coalesce(sv.services, 0) AS services,
+           d.faults
     FROM registered r
     CROSS JOIN spans s
     CROSS JOIN LATERAL (
-        SELECT sum(md.operating_hours ORDER BY md.day) AS hours,
-               sum(md.services) AS services, sum(md.faults) AS faults
+        SELECT sum(md.operating_hours ORDER BY md.day) AS hours, sum(md.faults) AS faults
         FROM machine_days md
         WHERE md.machine_id = r.machine_id
           AND md.day >= s.first_day AND md.day <= s.last_day) d
+    LEFT JOIN span_services sv
+        ON sv.machine_id = r.machine_id AND sv.first_day = s.first_day
+       AND sv.last_day = s.last_day
     WHERE d.hours IS NOT NULL
 ),
 last_service AS MATERIALIZED (
-    -- A service's exact time is in the (small) events table; the rollup has its day.
-    SELECT f.n, f.machine_id, max(e.time) AS time
+    SELECT f.n, f.machine_id, max(sd.last_at) AS time
     FROM fleet f
-    JOIN machine_events e ON e.machine_id = f.machine_id AND e.kind = 'maintenance'
-                         AND e.time < f.end_ts
+    JOIN services_done sd ON sd.machine_id = f.machine_id AND sd.last_at < f.end_ts
     GROUP BY f.n, f.machine_id
 ),
 hours AS (

@@ -14,7 +14,9 @@ from api.security import STAFF, Principal, issue_token, verify_password
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-@router.post("/token", response_model=Token, summary="Log in with a password")
+@router.post("/token", response_model=Token, summary="Log in with a password",
+             responses={401: {"description": "Wrong username or password, a disabled user, "
+                                             "or a tenant this API does not serve"}})
 async def token(request: Request, login: Login) -> Token:
     """Exchange a username and password for a bearer token (``Authorization: Bearer ...``)."""
     settings = settings_of(request)

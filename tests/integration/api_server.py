@@ -8,6 +8,7 @@ import secrets
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,10 +17,11 @@ from typing import Any
 import httpx
 import orjson
 import psycopg
+from psycopg import sql
 
 from api.security import hash_password
 from core.sql import queries
-from tests.integration.conftest import ROOT, _free_port, kill_tree
+from tests.integration.conftest import ROOT, _free_port, _server_url, kill_tree
 
 
 class ApiServer:
@@ -90,6 +92,21 @@ def running_api(database_url: str, *, log: Path, workers: int = 1,
         yield ApiServer(url, database_url, env)
     finally:
         kill_tree(proc)
+
+
+@contextmanager
+def fresh_database(template_db: str) -> Iterator[str]:
+    """A database of its own cloned from the migrated template, for a module; dropped after."""
+    name = f"oemr_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(_server_url("postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(template_db)))
+    try:
+        yield _server_url(name)
+    finally:
+        with psycopg.connect(_server_url("postgres"), autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
 
 
 def problem(answer: httpx.Response, status: int) -> dict[str, Any]:

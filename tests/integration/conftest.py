@@ -271,6 +271,8 @@ def ingester_env(database_url: str, tenant: str, tmp_path: Path) -> dict[str, st
         "OEMR_SPARKPLUG_GROUP_FILTER": tenant,
         "OEMR_INGEST_SESSION_EXPIRY_S": "600",
         "OEMR_INGEST_LINGER_MS": "50",
+        # `up` runs the API: on a port of the test's own.
+        "OEMR_API_PORT": str(_free_port()),
     }
 
 

@@ -335,7 +335,14 @@ async def test_maintenance_adherence_counts_only_machines_with_a_service_plan(
             SELECT m.id, DATE '2026-01-01' + d, 2000.0 / 50,
                    CASE WHEN m.serial = 'SN1' AND d = 10 THEN 1
                         WHEN m.serial = 'SN2' AND d IN (5, 15, 25) THEN 1 ELSE 0 END
-            FROM machines m, generate_series(0, 49) AS d""")
+            FROM machines m, generate_series(0, 49) AS d;
+        -- The services as the machines report them (services_done reads the events, not
+        -- the rollup's count).
+        INSERT INTO machine_events (time, machine_id, kind, event_key, payload)
+            SELECT ((DATE '2026-01-01' + d) + time '10:00') AT TIME ZONE 'UTC', m.id,
+                   'maintenance', 'service-' || d, '{}'
+            FROM machines m, generate_series(0, 49) AS d
+            WHERE (m.serial = 'SN1' AND d = 10) OR (m.serial = 'SN2' AND d IN (5, 15, 25))""")
     await conn.commit()
     features = await features_at(conn, t)
     adherence = features.values[0][FEATURE_NAMES.index("maint_adherence_180")]

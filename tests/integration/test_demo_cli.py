@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+import httpx
 import orjson
 import psutil
 import psycopg
@@ -168,8 +169,20 @@ def test_demo_up_brings_the_whole_demo_up_and_ctrl_c_stops_it(
                  == len(live), timeout=60)
         children = psutil.Process(proc.pid).children(recursive=True)
         names = sorted(next(a for a in c.cmdline() if a in {"ingest", "fleet", "analytics",
-                                                            "schedule"}) for c in children)
-        assert names == ["analytics", "fleet", "ingest", "schedule"]
+                                                            "schedule", "api"}) for c in children)
+        assert names == ["analytics", "api", "fleet", "ingest", "schedule"]
+        # The demo's users log in to the API, with the passwords kept in the state directory.
+        state = Path(up_env["OEMR_STATE_DIR"])
+        users = dict(line.split(" ", 1) for line in
+                     (state / "demo-users.txt").read_text().splitlines())
+        assert sorted(users) == ["admin", "finance", "service", "viewer"]
+        assert (state / "demo-users.txt").stat().st_mode & 0o077 == 0
+        api = f"http://127.0.0.1:{up_env['OEMR_API_PORT']}/api/v1"
+        token = httpx.post(f"{api}/auth/token", json={"username": "finance",
+                                                      "password": users["finance"]}).json()
+        me = httpx.get(f"{api}/auth/me",
+                       headers={"Authorization": f"Bearer {token['access_token']}"}).json()
+        assert me["role"] == "finance" and me["subject"] == "finance"
         # The analytics ran on the world (stopping it midway would cancel the job).
         daily = wait_for(lambda: scalar(database_url, "SELECT status FROM analytics_job_runs"
                                                       " WHERE job = 'daily' AND status <>"
@@ -188,6 +201,8 @@ def test_demo_up_brings_the_whole_demo_up_and_ctrl_c_stops_it(
     assert "history: 30 machines" in output
     assert "fake Odoo at http://127.0.0.1:" in output
     assert "all entities synced" in output
+    assert f"API users: admin / {users['admin']}" in output
+    assert f"API: http://127.0.0.1:{up_env['OEMR_API_PORT']}/api/v1/docs" in output
     assert "stopped" in output
     assert "Traceback" not in output
 

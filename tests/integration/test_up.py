@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import psutil
 
 from tests.integration.conftest import ROOT, kill_tree, scalar, wait_for
@@ -24,8 +25,11 @@ def test_up_runs_ingester_simulator_and_analytics_and_stops_on_ctrl_c(
         wait_for(lambda: scalar(database_url, "SELECT count(*) FROM machines") == 5, timeout=40)
         wait_for(lambda: scalar(database_url, "SELECT count(*) FROM telemetry") >= 100)
         children = psutil.Process(proc.pid).children(recursive=True)
-        assert sorted(next(a for a in c.cmdline() if a in {"ingest", "fleet", "analytics"})
-                      for c in children) == ["analytics", "fleet", "ingest"]
+        assert sorted(next(a for a in c.cmdline() if a in {"ingest", "fleet", "analytics", "api"})
+                      for c in children) == ["analytics", "api", "fleet", "ingest"]
+        # The API answers where the status says.
+        api = f"http://127.0.0.1:{env['OEMR_API_PORT']}"
+        wait_for(lambda: _answers(f"{api}/api/v1/health/ready"), timeout=30)
         # The analytics schedule rolls the usage up at once.
         wait_for(lambda: scalar(database_url, "SELECT count(*) FROM analytics_job_runs"
                                               " WHERE job = 'rollups' AND status = 'succeeded'"
@@ -54,19 +58,23 @@ def test_up_runs_ingester_simulator_and_analytics_and_stops_on_ctrl_c(
     output = (tmp_path / "up.log").read_text()
     assert "machines registered" in output
     assert "database  ok" in output
+    assert f"API: {api}/api/v1/docs" in output
     assert "stopped" in output
     assert "ingest exited with -9: restarting it" in output
     assert "Traceback" not in output
     # The children's own output is in a log each, not on the terminal with the status.
     logs = tmp_path / "state" / "logs"
     assert sorted(p.name for p in logs.glob("*.log")) == [
-        "analytics.log", "ingest.log", "simulator.log", "up.log"]
+        "analytics.log", "api.log", "ingest.log", "simulator.log", "up.log"]
     assert "INFO ingest.service: ingester" in (logs / "ingest.log").read_text()
     assert "ingest.service" not in output
     # up's own log says when it stopped what, as it says when it started what.
     own = (logs / "up.log").read_text()
-    assert "stopping simulator, analytics, ingest" in own
+    assert "stopping simulator, analytics, api, ingest" in own
     assert "ingest stopped with 0" in own
+    # uvicorn stops gracefully on SIGTERM, then ends by the signal it was sent.
+    assert "api stopped with -15" in own
+    assert "Finished server process" in (logs / "api.log").read_text()
     assert "Traceback" not in "".join(p.read_text() for p in logs.glob("*.log"))
 
 
@@ -79,3 +87,10 @@ def _ingesters(pid: int) -> list[psutil.Process]:
         except psutil.ZombieProcess:
             continue  # the killed one, not reaped yet
     return found
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -8,7 +8,7 @@ import pkgutil
 
 import pytest
 
-PACKAGES = ("core", "ingest", "erp_connectors", "analytics", "demo", "oem_retention")
+PACKAGES = ("core", "ingest", "erp_connectors", "analytics", "api", "demo", "oem_retention")
 
 
 def _modules() -> list[str]:

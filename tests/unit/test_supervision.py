@@ -79,11 +79,12 @@ def test_the_platform_children() -> None:
     cmd = [py, "-m", "oem_retention"]
     assert platform_commands(settings(), simulate_machines=0, interval=1.0, tenant="demo",
                              fleet=None) == {"ingest": [*cmd, "ingest", "run"],
+                                             "api": [*cmd, "api", "serve"],
                                              "analytics": [*cmd, "analytics", "schedule"]}
     with_all = platform_commands(settings(erp_odoo_url="http://odoo:8069"),
                                  simulate_machines=5, interval=0.5, tenant="t1",
                                  fleet=Path("/w/machines.json"))
-    assert list(with_all) == ["ingest", "erp-sync", "analytics", "simulator"]
+    assert list(with_all) == ["ingest", "api", "erp-sync", "analytics", "simulator"]
     assert with_all["erp-sync"] == [*cmd, "erp", "schedule"]
     assert with_all["simulator"] == [*cmd, "demo", "fleet", "--fleet", "/w/machines.json",
                                      "--interval", "0.5", "--tenant", "t1"]

@@ -52,6 +52,19 @@ def test_every_table_with_customer_rows_has_a_policy(world_api: WorldApi) -> Non
     assert unprotected == []
 
 
+def test_every_view_the_api_reads_runs_as_its_reader(world_api: WorldApi) -> None:
+    # A view runs with its owner's rights unless security_invoker: the owner is not subject to
+    # row-level security, so such a view would show a portal user every customer's rows.
+    with psycopg.connect(world_api.database_url) as conn:
+        views = conn.execute(
+            "SELECT c.relname, coalesce('security_invoker=true' = ANY (c.reloptions), false)"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind IN ('v', 'm')"
+            "   AND has_table_privilege('oemr_api', c.oid, 'SELECT')").fetchall()
+    assert {"installed_machines", "services_done"} <= {name for name, _ in views}
+    assert [name for name, invoker in views if not invoker] == []
+
+
 def test_a_transaction_without_scope_sees_no_customer(world_api: WorldApi) -> None:
     url = world_api.database_url
     for table in ("customers", "service_contracts", "invoices", "invoice_lines", "machines",
