@@ -41,9 +41,11 @@ Figures, not pass/fail (issue 11's targets are printed beside them). Steps:
 5. the load: a load generator in another process (multiprocessing, spawned once), asyncio and
    one httpx client with ``--clients`` keep-alive connections, each connection a client sending
    its next request when the last one is answered; per route, ``--warmup`` seconds unmeasured,
-   then ``--seconds`` measured. The health route runs first and last; the ratio's denominator
-   is the mean of both rates. Per route: requests, rate, p50/p90/p99/max latency (nearest rank,
-   client side, request sent to body read), errors (4xx/5xx and transport failures), the rate's
+   then ``--seconds`` measured: the answers that come in those seconds, whenever sent (a route
+   slower than the warm-up is measured too; clients still waiting when they end are reported).
+   The health route runs first and last; the ratio's denominator is the mean of both rates.
+   Per route: requests, rate, p50/p90/p99/max latency (nearest rank, client side, request sent
+   to body read), errors (4xx/5xx and transport failures), the rate's
    ratio to the health route's, and the CPU of the load generator, the API's processes, the
    Postgres backends of the benchmark database (% of one core) and of the whole machine (% of
    all cores), and the CPU milliseconds per request of the API and of Postgres: a rate bound
@@ -320,6 +322,7 @@ class Outcome:
     statuses: Counter[int] = field(default_factory=Counter)  # 0: transport failure
     first_error: str | None = None
     cpu_s: float = 0.0
+    unanswered: int = 0  # clients still waiting for an answer when the window closed
 
     @property
     def errors(self) -> int:
@@ -327,10 +330,12 @@ class Outcome:
 
 
 async def _drive(plan: Plan, conn: Connection) -> Outcome:
+    """Run ``plan``: the answers that come within the measured seconds are its outcome."""
     out = Outcome()
     window = time.perf_counter() + plan.warmup_s
     end = window + plan.seconds
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    waiting: set[int] = set()
 
     async def one(seed: int) -> None:
         rng = random.Random(seed)
@@ -338,12 +343,15 @@ async def _drive(plan: Plan, conn: Connection) -> Outcome:
         # per request than the answer it waits for (httpcore scans its pool at each request).
         async with httpx.AsyncClient(base_url=plan.base_url, headers=plan.headers,
                                      limits=limits, timeout=60.0) as client:
-            while (sent := time.perf_counter()) < end:
-                await _send(client, rng.choice(plan.urls), sent)
+            while True:
+                waiting.add(seed)
+                await _send(client, rng.choice(plan.urls))
+                waiting.discard(seed)
                 if plan.think_s:
                     await asyncio.sleep(rng.expovariate(1 / plan.think_s))
 
-    async def _send(client: httpx.AsyncClient, url: str, sent: float) -> None:
+    async def _send(client: httpx.AsyncClient, url: str) -> None:
+        sent = time.perf_counter()
         try:
             answer = await client.get(url)
             status = answer.status_code
@@ -352,20 +360,25 @@ async def _drive(plan: Plan, conn: Connection) -> Outcome:
         except httpx.HTTPError as exc:
             status = 0
             out.first_error = out.first_error or f"{type(exc).__name__} {url}: {exc}"
-        if sent >= window:
-            out.latencies_us.append(int((time.perf_counter() - sent) * 1e6))
+        done = time.perf_counter()
+        # Answers that come in the window count, whenever sent: a route slower than the
+        # warm-up is still measured.
+        if window <= done <= end:
+            out.latencies_us.append(int((done - sent) * 1e6))
             out.statuses[status] += 1
 
-    async def cpu() -> None:
-        # The parent samples the other processes' CPU when told the window opens and closes.
-        await asyncio.sleep(max(0.0, window - time.perf_counter()))
-        conn.send("window")
-        started = time.process_time()
-        await asyncio.sleep(max(0.0, end - time.perf_counter()))
-        out.cpu_s = time.process_time() - started
-        conn.send("end")
-
-    await asyncio.gather(cpu(), *(one(plan.seed * 1000 + i) for i in range(plan.clients)))
+    clients = [asyncio.create_task(one(plan.seed * 1000 + i)) for i in range(plan.clients)]
+    # The parent samples the other processes' CPU when told the window opens and closes.
+    await asyncio.sleep(max(0.0, window - time.perf_counter()))
+    conn.send("window")
+    started = time.process_time()
+    await asyncio.sleep(max(0.0, end - time.perf_counter()))
+    out.cpu_s = time.process_time() - started
+    out.unanswered = len(waiting)
+    conn.send("end")
+    for task in clients:
+        task.cancel()
+    await asyncio.gather(*clients, return_exceptions=True)
     return out
 
 
@@ -466,6 +479,7 @@ class Measured:
     route: Route
     outcome: Outcome
     seconds: float
+    route_clients: int
     server_cpu: float  # share of one core
     database_cpu: float
     machine_cpu: float  # share of all cores
@@ -483,6 +497,8 @@ class Measured:
         return 1000 * share * self.seconds / max(self.requests, 1)
 
     def percentile_ms(self, q: float) -> float:
+        if not self.outcome.latencies_us:
+            return math.nan
         values = np.asarray(self.outcome.latencies_us, dtype=np.int64)
         return float(np.percentile(values, q, method="inverted_cdf")) / 1000
 
@@ -493,7 +509,8 @@ def measure(gen: LoadGenerator, watch: CpuWatch, route: Route, plan: Plan) -> Me
                       end=lambda: samples.append(watch.sample()))
     before, after = samples
     elapsed = after.at - before.at
-    return Measured(route, outcome, plan.seconds, (after.server - before.server) / elapsed,
+    return Measured(route, outcome, plan.seconds, plan.clients,
+                    (after.server - before.server) / elapsed,
                     (after.database - before.database) / elapsed,
                     (after.busy - before.busy) / elapsed / (psutil.cpu_count() or 1))
 
@@ -523,6 +540,10 @@ def report(runs: list[Measured], notes: list[str], *, machines: int) -> None:
         " database's backends, % of one core; all = the whole machine, % of all cores;"
         " ms/r: CPU milliseconds per request of the API and of Postgres, the figures a busy"
         " machine changes least)")
+    for m in runs:
+        if m.outcome.unanswered:
+            say(f"    {m.route.name}: {m.outcome.unanswered} of {m.route_clients} clients were"
+                " still waiting for an answer when the window closed (not in the figures)")
     for m in runs:
         if m.outcome.first_error:
             say(f"    {m.route.name}: {m.outcome.errors:,} errors"
