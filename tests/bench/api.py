@@ -42,7 +42,9 @@ Figures, not pass/fail (issue 11's targets are printed beside them). Steps:
    one httpx client with ``--clients`` keep-alive connections, each connection a client sending
    its next request when the last one is answered; per route, ``--warmup`` seconds unmeasured,
    then ``--seconds`` measured: the answers that come in those seconds, whenever sent (a route
-   slower than the warm-up is measured too; clients still waiting when they end are reported).
+   slower than the warm-up is measured too; clients with no answer in them are reported), and
+   before the next route the API's database connections must have been idle for a second (the
+   server works on the requests left behind: they would load the next route).
    The health route runs first and last; the ratio's denominator is the mean of both rates.
    Per route: requests, rate, p50/p90/p99/max latency (nearest rank, client side, request sent
    to body read), errors (4xx/5xx and transport failures), the rate's
@@ -322,7 +324,7 @@ class Outcome:
     statuses: Counter[int] = field(default_factory=Counter)  # 0: transport failure
     first_error: str | None = None
     cpu_s: float = 0.0
-    unanswered: int = 0  # clients still waiting for an answer when the window closed
+    unanswered: int = 0  # clients with no answer in the whole window
 
     @property
     def errors(self) -> int:
@@ -335,7 +337,7 @@ async def _drive(plan: Plan, conn: Connection) -> Outcome:
     window = time.perf_counter() + plan.warmup_s
     end = window + plan.seconds
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    waiting: set[int] = set()
+    answered: set[int] = set()
 
     async def one(seed: int) -> None:
         rng = random.Random(seed)
@@ -344,13 +346,13 @@ async def _drive(plan: Plan, conn: Connection) -> Outcome:
         async with httpx.AsyncClient(base_url=plan.base_url, headers=plan.headers,
                                      limits=limits, timeout=60.0) as client:
             while True:
-                waiting.add(seed)
-                await _send(client, rng.choice(plan.urls))
-                waiting.discard(seed)
+                if await _send(client, rng.choice(plan.urls)):
+                    answered.add(seed)
                 if plan.think_s:
                     await asyncio.sleep(rng.expovariate(1 / plan.think_s))
 
-    async def _send(client: httpx.AsyncClient, url: str) -> None:
+    async def _send(client: httpx.AsyncClient, url: str) -> bool:
+        """Send, wait for the answer; whether it came in the window."""
         sent = time.perf_counter()
         try:
             answer = await client.get(url)
@@ -366,6 +368,8 @@ async def _drive(plan: Plan, conn: Connection) -> Outcome:
         if window <= done <= end:
             out.latencies_us.append(int((done - sent) * 1e6))
             out.statuses[status] += 1
+            return True
+        return False
 
     clients = [asyncio.create_task(one(plan.seed * 1000 + i)) for i in range(plan.clients)]
     # The parent samples the other processes' CPU when told the window opens and closes.
@@ -374,7 +378,7 @@ async def _drive(plan: Plan, conn: Connection) -> Outcome:
     started = time.process_time()
     await asyncio.sleep(max(0.0, end - time.perf_counter()))
     out.cpu_s = time.process_time() - started
-    out.unanswered = len(waiting)
+    out.unanswered = plan.clients - len(answered)
     conn.send("end")
     for task in clients:
         task.cancel()
@@ -503,6 +507,27 @@ class Measured:
         return float(np.percentile(values, q, method="inverted_cdf")) / 1000
 
 
+def drain(url: str, *, timeout: float = 300.0) -> float:
+    """Wait until the API's connections to the database have been idle for a second; seconds.
+
+    The requests a route's clients leave when its window closes are still worked on by the
+    server (a closed connection does not stop a query): they would load the next route's."""
+    started = time.perf_counter()
+    idle_since: float | None = None
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.perf_counter() - started < timeout:
+            row = conn.execute(_q()["api_busy"]).fetchone()
+            now = time.perf_counter()
+            if row is not None and row[0] == 0:
+                idle_since = idle_since or now
+                if now - idle_since >= 1.0:
+                    break
+            else:
+                idle_since = None
+            time.sleep(0.1)
+    return time.perf_counter() - started
+
+
 def measure(gen: LoadGenerator, watch: CpuWatch, route: Route, plan: Plan) -> Measured:
     samples: list[CpuSample] = []
     outcome = gen.run(plan, window=lambda: samples.append(watch.sample()),
@@ -542,8 +567,8 @@ def report(runs: list[Measured], notes: list[str], *, machines: int) -> None:
         " machine changes least)")
     for m in runs:
         if m.outcome.unanswered:
-            say(f"    {m.route.name}: {m.outcome.unanswered} of {m.route_clients} clients were"
-                " still waiting for an answer when the window closed (not in the figures)")
+            say(f"    {m.route.name}: {m.outcome.unanswered} of {m.route_clients} clients had no"
+                " answer in the whole window (their requests are not in the figures)")
     for m in runs:
         if m.outcome.first_error:
             say(f"    {m.route.name}: {m.outcome.errors:,} errors"
@@ -666,8 +691,10 @@ def run(url: str, database: str, args: argparse.Namespace, log: Path) -> None:
             runs = []
             for route, plan in order:
                 m = measure(gen, watch, route, plan)
+                waited = drain(url)
                 say(f"    {route.name}: {m.requests:,} requests, {m.rate:,.0f}/s, p99"
-                    f" {m.percentile_ms(99):.1f} ms, {m.outcome.errors:,} errors")
+                    f" {m.percentile_ms(99):.1f} ms, {m.outcome.errors:,} errors; the API's"
+                    f" database work done {waited:.1f} s after the window")
                 runs.append(m)
         finally:
             gen.close()

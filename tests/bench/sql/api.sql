@@ -138,6 +138,11 @@ FROM c JOIN tiers ON tiers.i = c.k %% (SELECT greatest(count(*), 1) FROM tiers)
 WHERE c.k %% 10 < 7
 ON CONFLICT (source, external_id) DO NOTHING
 
+-- name: api_busy
+-- The API's connections to this database in a statement or a transaction.
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND application_name = 'oemr-api' AND state <> 'idle'
+
 -- name: bench_contracts
 SELECT count(*) FROM service_contracts WHERE source = 'bench'
 
