@@ -434,20 +434,27 @@ class LoadGenerator:
 # -- CPU -----------------------------------------------------------------------------------------
 
 
-def _cpu_of(procs: Sequence[psutil.Process]) -> float:
-    total = 0.0
+def _cpu_of(procs: Sequence[psutil.Process]) -> dict[int, float]:
+    """CPU seconds of each process, by pid."""
+    found = {}
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             times = proc.cpu_times()
-            total += times.user + times.system
-    return total
+            found[proc.pid] = times.user + times.system
+    return found
+
+
+def _spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two samples by the processes alive at the second (one that
+    ended between them is lost: a sum of the survivors only would go down)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 @dataclass(frozen=True, slots=True)
 class CpuSample:
     at: float
-    server: float
-    database: float
+    server: dict[int, float]
+    database: dict[int, float]
     busy: float
 
 
@@ -498,7 +505,7 @@ class Measured:
 
     def cpu_ms(self, share: float) -> float:
         """CPU milliseconds per request, of a process group busy ``share`` of a core."""
-        return 1000 * share * self.seconds / max(self.requests, 1)
+        return 1000 * share * self.seconds / self.requests if self.requests else math.nan
 
     def percentile_ms(self, q: float) -> float:
         if not self.outcome.latencies_us:
@@ -535,8 +542,8 @@ def measure(gen: LoadGenerator, watch: CpuWatch, route: Route, plan: Plan) -> Me
     before, after = samples
     elapsed = after.at - before.at
     return Measured(route, outcome, plan.seconds, plan.clients,
-                    (after.server - before.server) / elapsed,
-                    (after.database - before.database) / elapsed,
+                    _spent(before.server, after.server) / elapsed,
+                    _spent(before.database, after.database) / elapsed,
                     (after.busy - before.busy) / elapsed / (psutil.cpu_count() or 1))
 
 
