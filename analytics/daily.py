@@ -17,6 +17,12 @@ import psycopg
 from analytics.churn import ChurnModel, ChurnScore, score_customers
 from analytics.churn_models import scoring_model
 from analytics.customer_value import ValueRun, value_customers
+from analytics.fleet import (
+    FleetRefresh,
+    MetricHoursRefresh,
+    refresh_fleet_status,
+    refresh_metric_hours,
+)
 from analytics.kpi_snapshot import SnapshotRun, take_snapshot
 from analytics.rollups import RESWEEP, RollupRefresh, refresh_machine_days
 from analytics.segments import SegmentRun, assign_segments
@@ -35,6 +41,8 @@ class DailyRun:
     model: ChurnModel  # the scores' model
     model_trained: bool  # none was stored: this run trained (and stored) it
     kpis: SnapshotRun
+    metric_hours: MetricHoursRefresh | None = None
+    fleet: FleetRefresh | None = None  # the installed base rated as of the run (now)
 
 
 async def run_daily(conn: Connection, *, on: date, reporting_currency: str,
@@ -56,6 +64,8 @@ async def run_daily(conn: Connection, *, on: date, reporting_currency: str,
     before it are not recomputed).
     """
     rollup = await refresh_machine_days(conn, since=on - RESWEEP, keep_raw=keep_raw)
+    hours = await refresh_metric_hours(conn, since=rollup.from_day)
+    fleet = await refresh_fleet_status(conn)
     value = await value_customers(conn, on=on, reporting_currency=reporting_currency)
     segments = await assign_segments(conn, on=on, reporting_currency=reporting_currency)
     trained = False
@@ -65,4 +75,4 @@ async def run_daily(conn: Connection, *, on: date, reporting_currency: str,
                                    reporting_currency=reporting_currency)
     kpis = await take_snapshot(conn, on=snapshot_on or on,
                                reporting_currency=reporting_currency)
-    return DailyRun(rollup, value, segments, scores, model, trained, kpis)
+    return DailyRun(rollup, value, segments, scores, model, trained, kpis, hours, fleet)

@@ -27,6 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from analytics.churn_models import newest_trained_until, train_and_save
 from analytics.daily import run_daily
+from analytics.fleet import refresh_fleet_status, refresh_metric_hours
 from analytics.rollups import refresh_machine_days
 from core.errors import OemrError
 from core.settings import Settings
@@ -166,7 +167,11 @@ async def rollups(conn: Connection, *, pool: AsyncConnectionPool, settings: Sett
     async with pool.connection() as helper:
         done = await refresh_machine_days(conn, helpers=[helper],
                                           keep_raw=settings.telemetry_retention)
-    return f"{done.rows_changed} machine-days from {done.from_day}"
+    # From the same day: it already takes in the days the ingester marked as written late.
+    hours = await refresh_metric_hours(conn, since=done.from_day)
+    fleet = await refresh_fleet_status(conn)
+    return (f"{done.rows_changed} machine-days from {done.from_day}, {hours.rows_changed}"
+            f" metric-hours, {fleet.written} machines rated")
 
 
 async def daily(conn: Connection, *, settings: Settings) -> str:

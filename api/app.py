@@ -20,6 +20,7 @@ from api.routers import (
     auth,
     customers,
     finance,
+    fleet,
     health,
     leakage,
     maintenance,
@@ -81,8 +82,8 @@ def create_app(settings: Settings) -> FastAPI:
         return response
 
     v1 = APIRouter(prefix=PREFIX)
-    for module in (health, auth, admin, customers, segments, maintenance, leakage, finance,
-                   quality):
+    for module in (health, auth, admin, fleet, customers, segments, maintenance, leakage,
+                   finance, quality):
         v1.include_router(module.router)
     app.include_router(v1)
     return app

@@ -89,6 +89,12 @@ def print_daily_run(console: Console, done: DailyRun, day: date) -> None:
     """What `analytics run` did, step by step, and the customers at highest risk."""
     rollup, value = done.rollup, done.value
     console.print(f"rollups: {rollup.rows_changed:,} machine-days written from {rollup.from_day}")
+    if done.metric_hours is not None:
+        console.print(f"metric hours: {done.metric_hours.rows_changed:,} written from"
+                      f" {done.metric_hours.from_day}")
+    if done.fleet is not None:
+        console.print(f"fleet: {done.fleet.written:,} machines rated as of"
+                      f" {done.fleet.as_of:%Y-%m-%d %H:%M} UTC")
     console.print(f"customer value on {day}: {value.customers:,} customers; parts"
                   f" {value.parts_method}, contracts {value.contract_method}")
     for note in value.notes:

@@ -14,6 +14,7 @@ DEFINITIONS = (
     "erp_connectors.sql.definitions",
     "ingest.sql.definitions",
     "analytics.sql.definitions",
+    "api.sql.definitions",
 )
 
 
