@@ -141,7 +141,8 @@ async def refresh_machine_days(conn: Connection, since: date | None = None, *,
         A connection; the refresh runs in a transaction of its own (committed on return).
     since
         Recompute from this UTC day on, whatever the watermark says (after a backfill of old
-        data). None: from the watermark's day less ``lookback``, or everything on the first run.
+        data). None: from the watermark's day less ``lookback``. The first run (no watermark
+        yet) recomputes everything whatever ``since`` says.
     lookback
         How far before the watermark late data is still picked up.
     helpers
@@ -169,10 +170,15 @@ async def refresh_machine_days(conn: Connection, since: date | None = None, *,
     q = _sql()
     async with conn.transaction():
         await conn.execute(q["lock"])
-        if since is None:
-            cur = await conn.execute(q["watermark"])
-            row = await cur.fetchone()
-            since = _EPOCH if row is None else (row[0] - lookback).astimezone(UTC).date()
+        cur = await conn.execute(q["watermark"])
+        row = await cur.fetchone()
+        if row is None:
+            # Never rolled up: everything, whatever was asked. A daily run that gets the lock
+            # before the first rollups turn asks for its last week only; the history before it
+            # would never be rolled up, and its raw data goes with retention.
+            since = _EPOCH
+        elif since is None:
+            since = (row[0] - lookback).astimezone(UTC).date()
         cur = await conn.execute(q["late_days"], {"keep": keep_raw})
         marks = await cur.fetchall()
         late = [day for day, _, usable in marks if usable]

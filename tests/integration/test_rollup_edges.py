@@ -119,3 +119,23 @@ async def test_a_refresh_before_any_data_or_after_all_of_it_changes_nothing(
     await _load(conn, a, [(at(1, 20), 99.0), (at(2, 1), 100.0)])
     after = await refresh_machine_days(conn, since=date(2027, 1, 1))
     assert after.rows_changed == 0
+
+
+async def test_the_first_refresh_rolls_up_everything_whatever_it_is_asked(
+        conn: Connection) -> None:
+    # The daily run asks for its last week; when it gets the lock before the first rollups turn
+    # (both run at start), the history before that week must not be left out for good.
+    a, _ = await _machines(conn)
+    await _load(conn, a, [(at(1, 1), 10.0), (at(1, 23), 20.0), (at(2, 23), 30.0),
+                          (at(3, 23), 45.0)])
+    await refresh_machine_days(conn, since=date(2026, 3, 3))
+    hours = {d: v[0] for (_, d), v in (await _days(conn)).items()}
+    assert hours[date(2026, 3, 1)] == pytest.approx(10.0)
+    assert hours[date(2026, 3, 2)] == pytest.approx(10.0)
+    assert hours[date(2026, 3, 3)] == pytest.approx(15.0)
+    # Once a watermark exists, ``since`` is honoured: nothing before it is recomputed.
+    await conn.execute("UPDATE machine_days SET operating_hours = -1 WHERE day = '2026-03-01'")
+    await conn.commit()
+    await refresh_machine_days(conn, since=date(2026, 3, 3))
+    again = {d: v[0] for (_, d), v in (await _days(conn)).items()}
+    assert again[date(2026, 3, 1)] == -1
