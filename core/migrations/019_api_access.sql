@@ -97,8 +97,7 @@ DECLARE
 BEGIN
     -- Tables that carry a customer_id.
     FOREACH t IN ARRAY ARRAY['sites', 'contacts', 'installed_base', 'service_contracts',
-                             'invoices', 'orders', 'survey_responses', 'churn_scores',
-                             'customer_values', 'segment_memberships']
+                             'invoices', 'orders', 'survey_responses']
     LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY customer_scope ON %I USING (api_customer_visible(customer_id))', t);
@@ -124,8 +123,10 @@ BEGIN
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY customer_scope ON %I USING (api_staff() OR machine_id IN (SELECT id FROM machines))', t);
     END LOOP;
-    -- Platform-wide tables: staff only.
-    FOREACH t IN ARRAY ARRAY['dead_letters', 'sparkplug_gaps', 'kpi_snapshots', 'sync_runs',
+    -- Platform-wide tables, and what the OEM thinks of its customers (risk, value, segments,
+    -- which a portal user never sees, docs/api-customers.md): staff only.
+    FOREACH t IN ARRAY ARRAY['churn_scores', 'customer_values', 'segment_memberships',
+                             'dead_letters', 'sparkplug_gaps', 'kpi_snapshots', 'sync_runs',
                              'sync_reports', 'sync_rejects', 'sync_pending', 'sync_cursors',
                              'analytics_job_runs', 'churn_models', 'audit_log']
     LOOP
@@ -140,6 +141,6 @@ GRANT SELECT ON ALL TABLES IN SCHEMA public TO oemr_api;
 GRANT INSERT, UPDATE ON api_users, api_keys, idempotency_keys TO oemr_api;
 GRANT INSERT ON audit_log TO oemr_api;
 -- What later migrations create is readable by the API too; each of them says what it may write,
--- and tests/integration/test_api_access.py fails on a readable table with customer rows and no
+-- and tests/integration/api/test_access.py fails on a readable table with customer rows and no
 -- policy.
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO oemr_api;
