@@ -176,22 +176,39 @@ KPI_NAMES: tuple[str, ...] = tuple(spec.kpi for specs in _SPECS.values() for spe
 
 # Machine-side queries: assembled from blocks and run once for all the periods asked for.
 _MACHINE_QUERIES = {"machine_segments", "engagement", "machine_rows", "silent_machines"}
+# Tails reading no segment (machine_segs, every customer's segments, is left out of them).
+_SEGMENTLESS = {"machine_rows", "machine_cache_fill"}
 
 
-def _machine_text(name: str, *, rollup: bool, cached: bool = False) -> str:
-    """The blocks of a machine-side query, from the daily rollup or from raw telemetry."""
+def _machine_text(name: str, *, rollup: bool, cached: bool = False,
+                  one_customer: bool = False) -> str:
+    """The blocks of a machine-side query, from the daily rollup or from raw telemetry.
+
+    ``one_customer``: the query's ``customer_id`` names a customer, whose few machines' services
+    are looked up per machine (for every machine, a set-wise join is faster).
+    """
     blocks = _sql()
-    source = "rollup" if rollup else "telemetry"
+    # Every customer's segments, except for the machine rows, which carry no segment.
+    segs = () if name in _SEGMENTLESS else ("machine_segs",)
     parts: tuple[str, ...]
     if name == "silent_machines":
-        parts = ("periods", "machine_segs", "machine_fleet", *_first_sample(rollup),
+        source = "rollup" if rollup else "telemetry"
+        parts = ("periods", *segs, "machine_fleet", *_first_sample(rollup),
                  "machine_owners", f"heard_{source}", name)
     elif cached:
-        parts = ("periods", "machine_segs", "machine_cached", name)
+        parts = ("periods", *segs, "machine_cached", name)
     else:
-        parts = ("periods", "machine_segs", "machine_fleet", *_first_sample(rollup),
-                 f"machine_hours_{source}", "machine_period", name)
+        parts = ("periods", *segs, *_machine_blocks(rollup=rollup, one_customer=one_customer),
+                 name)
     return "\n".join(blocks[part] for part in parts)
+
+
+def _machine_blocks(*, rollup: bool, one_customer: bool = False) -> tuple[str, ...]:
+    """The blocks from machine_fleet to machine_period (the CTE ``machine``)."""
+    source = "rollup" if rollup else "telemetry"
+    services = "fleet_services_one" if one_customer else "fleet_services_all"
+    return ("machine_fleet", services, *_first_sample(rollup), f"machine_hours_{source}",
+            "machine_period")
 
 
 def _first_sample(rollup: bool) -> tuple[str, ...]:
@@ -224,11 +241,8 @@ async def shared_machine_rows(conn: Conn, periods: Sequence[Period], *,
         yield
         return
     rollup = covered[0]
-    source = "rollup" if rollup else "telemetry"
     blocks = _sql()
-    fill = "\n".join(blocks[part] for part in (
-        "periods", "machine_segs", "machine_fleet", *_first_sample(rollup),
-        f"machine_hours_{source}", "machine_period", "machine_cache_fill"))
+    fill = _machine_text("machine_cache_fill", rollup=rollup)
     params = _params(periods, ALL, reporting_currency=reporting_currency,
                      window_days=DEFAULT_WINDOW_DAYS, silent_days=DEFAULT_SILENT_DAYS)
     async with conn.transaction():
@@ -671,7 +685,8 @@ async def machine_kpis(conn: Conn, period: Period, *, reporting_currency: str,
                      window_days=DEFAULT_WINDOW_DAYS, silent_days=DEFAULT_SILENT_DAYS)
     params["customer_id"] = customer_id
     [rollup] = await _rollup_covers(conn, [period])
-    rows = await _rows(conn, _machine_text("machine_rows", rollup=rollup), params)
+    rows = await _rows(conn, _machine_text("machine_rows", rollup=rollup,
+                                           one_customer=customer_id is not None), params)
     return [MachinePeriod(**row) for row in rows]
 
 

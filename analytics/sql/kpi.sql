@@ -185,9 +185,11 @@ ORDER BY seg.segment;
 -- The machine-side queries run once for all the periods asked for (parameters starts, stops,
 -- prev_starts: arrays of first days, days after the last, first days of the previous periods;
 -- a period is known by its 1-based position n). They are assembled from blocks (analytics/
--- kpi.py): periods, machine_fleet, one source block (the daily rollup where its watermark
+-- kpi.py): periods, machine_segs (for the tails that read segments), machine_fleet, a
+-- fleet_services block (every machine's, or one customer's looked up per machine: machine_kpis'
+-- customer_id, NULL for the KPIs), one source block (the daily rollup where its watermark
 -- covers the periods, raw telemetry before its refresh has run), machine_period, then one tail;
--- silent machines: periods, machine_fleet, a heard block, silent_machines.
+-- silent machines: periods, machine_segs, machine_fleet, a heard block, silent_machines.
 
 -- name: rollup_watermark
 SELECT through FROM rollup_watermarks WHERE rollup = 'machine_days';
@@ -240,6 +242,33 @@ fleet AS (
     JOIN registered r USING (serial)
     JOIN periods p ON ib.commissioned_on IS NULL OR ib.commissioned_on <= p.last
     WHERE ib.deleted_at IS NULL
+      -- One customer's machines (machine_kpis' customer_id; NULL: every customer's): chosen
+      -- here, so that every per-machine block after this one reads only theirs.
+      AND (%(customer_id)s::integer IS NULL OR ib.customer_id = %(customer_id)s::integer)
+),
+chosen AS MATERIALIZED (
+    -- The ingester's machines of the fleet, once each (the per-machine reads are driven by it).
+    SELECT DISTINCT machine_id FROM fleet
+),
+
+-- name: fleet_services_all
+-- After machine_fleet: the services (definitions/services_done.sql) the hours blocks read, of
+-- every machine, joined set-wise (its days cannot exclude event chunks: looked up per machine,
+-- each lookup would visit every chunk). Inlined where it is read, as services_done was.
+fleet_services AS NOT MATERIALIZED (
+    SELECT machine_id, day, services, last_at FROM services_done
+),
+
+-- name: fleet_services_one
+-- Instead of fleet_services_all for one customer's machines (machine_kpis' customer_id): looked up
+-- per machine, so the events of the few are read through their index and not all aggregated.
+fleet_services AS MATERIALIZED (
+    SELECT sd.machine_id, sd.day, sd.services, sd.last_at
+    FROM chosen c
+    -- OFFSET 0 keeps the subquery whole: pulled up, it became a join with every machine's
+    -- services, aggregated before the join; kept, the machine is pushed into the view.
+    CROSS JOIN LATERAL (SELECT machine_id, day, services, last_at FROM services_done
+                        WHERE machine_id = c.machine_id OFFSET 0) sd
 ),
 
 -- name: machine_hours_telemetry
@@ -248,13 +277,13 @@ fleet AS (
 -- or before the start (or, for a machine first heard of inside the period, its first reading
 -- there). NULL: no reading by the end. Faults from the events, services from services_done
 -- (definitions/services_done.sql: the events and the API's records); overdue from the counter at
--- the last service. services_done is joined set-wise: its days cannot exclude event chunks.
+-- the last service (fleet_services: after a fleet_services block).
 done AS (
     SELECT f.n, f.installed_base_id,
            sum(sd.services) FILTER (WHERE sd.day >= f.start AND sd.day <= f.last) AS services,
            max(sd.last_at) AS last_at
     FROM fleet f
-    JOIN services_done sd ON sd.machine_id = f.machine_id AND sd.last_at < f.end_ts
+    JOIN fleet_services sd ON sd.machine_id = f.machine_id AND sd.last_at < f.end_ts
     GROUP BY f.n, f.installed_base_id
 ),
 hours AS (
@@ -309,13 +338,16 @@ first_sample AS MATERIALIZED (
     CROSS JOIN LATERAL (SELECT md.day FROM machine_days md
                         WHERE md.machine_id = r.machine_id AND md.samples > 0
                         ORDER BY md.day LIMIT 1) s
+    -- Every registered machine (silent_machines reads those the fleet has not) unless one
+    -- customer's are asked for.
+    WHERE %(customer_id)s::integer IS NULL OR r.machine_id IN (SELECT machine_id FROM chosen)
 ),
 
 -- name: machine_hours_rollup
 -- From the daily rollup (migration 006, analytics/rollups.py), read once for all periods: hours
 -- and faults are sums of the days of the period (hours also of the previous period); services
 -- are services_done's (definitions/services_done.sql: the events and the API's records, which
--- the rollup does not see), joined set-wise.
+-- the rollup does not see), through fleet_services.
 -- NULL hours: no counter sample by the period's end (or, for the previous period, before this
 -- one's start). Overdue: hours since the day of the last service (or since the data began).
 spans AS (
@@ -327,7 +359,7 @@ spans AS (
 ),
 span_services AS MATERIALIZED (
     SELECT sd.machine_id, s.first_day, s.last_day, sum(sd.services) AS services
-    FROM services_done sd
+    FROM fleet_services sd
     JOIN spans s ON sd.day >= s.first_day AND sd.day <= s.last_day
     GROUP BY 1, 2, 3
 ),
@@ -336,9 +368,10 @@ span_sums AS MATERIALIZED (
     -- the (overlapping) periods and grouping 2.4 M joined rows took most of the query's time.
     -- ORDER BY md.day: hours are floats, added day by day as before, so every sum is the same
     -- to the last bit.
+    -- The fleet's machines only: the hours block reads no other.
     SELECT r.machine_id, s.first_day, s.last_day, d.hours, coalesce(sv.services, 0) AS services,
            d.faults
-    FROM registered r
+    FROM chosen r
     CROSS JOIN spans s
     CROSS JOIN LATERAL (
         SELECT sum(md.operating_hours ORDER BY md.day) AS hours, sum(md.faults) AS faults
@@ -353,7 +386,7 @@ span_sums AS MATERIALIZED (
 last_service AS MATERIALIZED (
     SELECT f.n, f.machine_id, max(sd.last_at) AS time
     FROM fleet f
-    JOIN services_done sd ON sd.machine_id = f.machine_id AND sd.last_at < f.end_ts
+    JOIN fleet_services sd ON sd.machine_id = f.machine_id AND sd.last_at < f.end_ts
     GROUP BY f.n, f.machine_id
 ),
 hours AS (
@@ -387,7 +420,7 @@ parts_named AS (
     FROM invoice_lines l
     JOIN invoices i ON i.id = l.invoice_id
     JOIN periods p ON i.issued_on BETWEEN p.start AND p.last
-    WHERE l.installed_base_id IS NOT NULL AND l.kind = 'spare_parts'
+    WHERE l.installed_base_id IN (SELECT installed_base_id FROM fleet) AND l.kind = 'spare_parts'
       AND l.deleted_at IS NULL AND i.deleted_at IS NULL
       AND i.status NOT IN ('draft', 'cancelled')
     GROUP BY p.n, l.installed_base_id
