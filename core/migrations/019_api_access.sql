@@ -140,6 +140,6 @@ GRANT SELECT ON ALL TABLES IN SCHEMA public TO oemr_api;
 GRANT INSERT, UPDATE ON api_users, api_keys, idempotency_keys TO oemr_api;
 GRANT INSERT ON audit_log TO oemr_api;
 -- What later migrations create is readable by the API too; each of them says what it may write,
--- and tests/integration/test_api_access.py fails on a readable table with customer rows and no
+-- and tests/integration/api/test_access.py fails on a readable table with customer rows and no
 -- policy.
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO oemr_api;
