@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI, Request, Response
 
 from api import errors
+from api.paging import set_cursor_key
 from api.routers import (
     admin,
     auth,
@@ -63,6 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
                   lifespan=lifespan, openapi_url=f"{PREFIX}/openapi.json",
                   docs_url=f"{PREFIX}/docs", redoc_url=None)
     app.state.settings = settings
+    set_cursor_key(settings.api_secret_key.get_secret_value())
     app.state.pools = TenantPools(settings)
     app.state.oidc = OidcVerifier(settings) if settings.oidc_issuer else None
     errors.install(app)

@@ -211,7 +211,10 @@ def _internal(request: Request, exc: BaseException) -> Response:
     return problem_response(500, "Internal server error",
                             "the error is logged on the server" +
                             (f" with request id {request_id}" if request_id else ""),
-                            request=request, kind="internal")
+                            request=request, kind="internal",
+                            # An unexpected error is answered outside the middleware that names
+                            # every other answer's request: named here.
+                            headers={"X-Request-ID": request_id} if request_id else None)
 
 
 def _title(status: int) -> str:

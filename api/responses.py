@@ -24,6 +24,7 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from pydantic import BaseModel
 
 from api.deps import Conn, Session, pool_of, scoped
@@ -59,14 +60,27 @@ def json_response(request: Request, body: BaseModel, *, etag: bool = True) -> Re
     return Response(raw, media_type="application/json", headers=headers)
 
 
+# A text cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection"):
+# a leading apostrophe makes it text again.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _text(value: str) -> str:
+    # Control characters a worksheet cannot hold (openpyxl refuses the whole file) are dropped.
+    value = ILLEGAL_CHARACTERS_RE.sub("", value)
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
 def _cell(value: Any) -> Any:
     if isinstance(value, Enum):
-        return value.value
+        value = value.value
+    if isinstance(value, str):
+        return _text(value)
     if isinstance(value, datetime):
         # Excel has no time zones: UTC, said so in the column's values being UTC everywhere.
         return value.replace(tzinfo=None) if value.tzinfo else value
     if isinstance(value, list | dict):
-        return orjson.dumps(value, default=str).decode()
+        return _text(orjson.dumps(value, default=str).decode())
     return value
 
 
@@ -97,21 +111,31 @@ async def list_response(request: Request, session: Session, *, fetch: Fetch,
                        if rows.more and last is not None else None)
         return json_response(request, Page[Any](items=items, next_cursor=next_cursor,
                                                 limit=limit))
+    at_first = PageRequest(limit=EXPORT_PAGE, sort=page.sort, descending=page.descending)
+
+    async def rows_on(conn: Conn) -> AsyncIterator[BaseModel]:
+        at = at_first
+        while True:
+            rows = await fetch(conn, at)
+            for r in rows.items:
+                yield item(r)
+            if not rows.more or not rows.items:
+                return
+            last = rows.items[-1]
+            at = PageRequest(limit=EXPORT_PAGE, sort=page.sort, descending=page.descending,
+                             after=(last[page.sort], last[key]))
+
+    if fmt == "xlsx":
+        # Written whole before the answer starts: the request's own connection serves, so an
+        # export holds one pool connection, not two.
+        return await export(rows_on(session.conn), model=model, fmt=fmt, filename=filename)
     pool = pool_of(request, session.principal.tenant)
 
     async def every_row() -> AsyncIterator[BaseModel]:
         # A connection of its own: the request's is given back before the body is streamed.
-        at = PageRequest(limit=EXPORT_PAGE, sort=page.sort, descending=page.descending)
         async with scoped(pool, session.principal) as conn:
-            while True:
-                rows = await fetch(conn, at)
-                for r in rows.items:
-                    yield item(r)
-                if not rows.more or not rows.items:
-                    return
-                last = rows.items[-1]
-                at = PageRequest(limit=EXPORT_PAGE, sort=page.sort, descending=page.descending,
-                                 after=(last[page.sort], last[key]))
+            async for one in rows_on(conn):
+                yield one
 
     return await export(every_row(), model=model, fmt=fmt, filename=filename)
 

@@ -18,7 +18,9 @@ TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 class Settings(BaseSettings):
     """All configuration; read at process start and passed down, never read at import time."""
 
-    model_config = SettingsConfigDict(env_prefix="OEMR_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused value may be a secret, and the error is printed or logged.
+    model_config = SettingsConfigDict(env_prefix="OEMR_", extra="ignore", frozen=True,
+                                      hide_input_in_errors=True)
 
     # development: the demo's defaults are allowed; production: every secret must be set.
     environment: Literal["development", "production"] = "development"

@@ -45,6 +45,7 @@ from api.models.customers import (
     ValueDay,
 )
 from api.paging import Page
+from api.params import Day
 from api.responses import Format, json_response, list_response
 from core.paging import PageRequest
 
@@ -54,7 +55,7 @@ Staff = Annotated[Session, requires("service", "finance", "viewer")]
 StaffOrOwn = Annotated[Session, requires("service", "finance", "viewer", "customer")]
 CustomerId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-AsOf = Annotated[date | None, Query(description="the day read as of (default: today, UTC)")]
+AsOf = Annotated[Day | None, Query(description="the day read as of (default: today, UTC)")]
 Row = Mapping[str, Any]
 
 CustomerSort = Literal["name", "-name", "churn_probability", "-churn_probability", "clv", "-clv",

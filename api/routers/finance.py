@@ -41,6 +41,7 @@ from api.models.finance import (
     reasons_of,
 )
 from api.paging import Page
+from api.params import Day
 from api.responses import Fetch, Format, Row, json_response, list_response
 from core.paging import Page as RowPage
 from core.paging import PageRequest
@@ -143,7 +144,7 @@ async def revenue_at_risk(
         dimension: Dimension = "all",
         within_days: Days = 365,
         due: Literal["notice", "end"] = "notice",
-        since: date | None = None, until: date | None = None) -> Response:
+        since: Day | None = None, until: Day | None = None) -> Response:
     """Revenue at risk (annual contract value x churn probability, reporting currency).
 
     ``by=month``: the renewals pipeline of the next ``within_days`` days summed by the month of
@@ -267,7 +268,7 @@ def _unbilled_filter(request: Request, *, older_than_days: int, window_days: int
 async def unbilled(request: Request, session: ServiceReader, *,
                    older_than_days: Days = 14,
                    window_days: Annotated[int, Query(ge=0, le=365)] = billing.DEFAULT_WINDOW_DAYS,
-                   since: date | None = None,
+                   since: Day | None = None,
                    coverage: billing.Coverage = "all",
                    kind: billing.WorkKind | None = None,
                    customer_id: CustomerId = None,
@@ -295,7 +296,7 @@ async def unbilled_summary(request: Request, session: ServiceReader, *,
                            older_than_days: Days = 14,
                            window_days: Annotated[int, Query(ge=0, le=365)] =
                            billing.DEFAULT_WINDOW_DAYS,
-                           since: date | None = None,
+                           since: Day | None = None,
                            coverage: billing.Coverage = "all",
                            kind: billing.WorkKind | None = None,
                            customer_id: CustomerId = None) -> Response:

@@ -9,7 +9,7 @@ only (row-level security: another company's machine is a 404, as one that does n
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -39,6 +39,7 @@ from api.models.fleet import (
 )
 from api.models.maintenance import status_of
 from api.paging import Page as ApiPage
+from api.params import Day, Moment
 from api.responses import Format, json_response, list_response
 from core.paging import Page, PageRequest
 
@@ -191,15 +192,15 @@ def _range(start: datetime | None, end: datetime | None, default: timedelta,
     return frm, to
 
 
-FromQ = Annotated[datetime | None, Query(alias="from", description="Start (UTC if no zone)")]
-ToQ = Annotated[datetime | None, Query(alias="to", description="End, excluded (default: now)")]
+FromQ = Annotated[Moment | None, Query(alias="from", description="Start (UTC if no zone)")]
+ToQ = Annotated[Moment | None, Query(alias="to", description="End, excluded (default: now)")]
 
 
 @router.get("/machines/{machine_id}/usage", response_model=Usage, summary="Usage by day or week")
 async def machine_usage(request: Request, session: Reader, *, machine_id: Id,
                         by: Literal["day", "week"] = "day",
-                        start: Annotated[date | None, Query(alias="from")] = None,
-                        end: Annotated[date | None, Query(alias="to")] = None) -> Response:
+                        start: Annotated[Day | None, Query(alias="from")] = None,
+                        end: Annotated[Day | None, Query(alias="to")] = None) -> Response:
     """Operating, running and fault hours and utilisation per UTC day or ISO week.
 
     Over [from, to) (default: the 30 days up to today, included), from the daily rollup.

@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, status
 from fastapi.responses import Response
-from pydantic import AwareDatetime
 
 from analytics import maintenance
 from api.audit import audit
@@ -33,6 +32,7 @@ from api.models.maintenance import (
     status_of,
 )
 from api.paging import Page
+from api.params import AwareMoment
 from api.responses import Format, json_response, list_response
 from core.paging import PageRequest
 
@@ -146,8 +146,9 @@ async def worklist(request: Request, session: Reader,
 
 @router.post("/records", response_model=DueAfterRecord, status_code=status.HTTP_201_CREATED,
              summary="Record a service done",
-             responses={200: {"description": "the answer of an earlier request with the same "
-                                             "Idempotency-Key"},
+             responses={201: {"description": "the record and the machine's status after it; "
+                                             "also the answer, again 201, to a request sent "
+                                             "again with the same Idempotency-Key"},
                         409: {"description": "the machine never reported (no telemetry to "
                                              "count the service on), or the database refused "
                                              "the record"}})
@@ -194,9 +195,9 @@ async def records(request: Request, session: Reader, *,
                   installed_base_id: Annotated[int | None, Query(
                       ge=1, le=2**31 - 1, description="the machine's installed-base id")]
                   = None,
-                  since: Annotated[AwareDatetime | None, Query(description="performed at or after")]
+                  since: Annotated[AwareMoment | None, Query(description="performed at or after")]
                   = None,
-                  until: Annotated[AwareDatetime | None, Query(description="performed before")]
+                  until: Annotated[AwareMoment | None, Query(description="performed before")]
                   = None,
                   sort: Literal["performed_at", "-performed_at"] = "-performed_at",
                   limit: Limit = 50, cursor: str | None = None,

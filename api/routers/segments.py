@@ -30,6 +30,7 @@ from api.models.segments import (
     TrendPoint,
 )
 from api.models.segments import Segment as SegmentModel
+from api.params import Day
 from api.responses import json_response
 
 router = APIRouter(prefix="/segments", tags=["segments"])
@@ -37,7 +38,7 @@ router = APIRouter(prefix="/segments", tags=["segments"])
 Staff = Annotated[Session, requires("service", "finance", "viewer")]
 DimensionName = Literal["all", "country", "industry", "size_class", "key_account", "model",
                         "tier", "value_tier", "rfm", "usage"]
-AsOf = Annotated[date | None, Query(description="the day read as of (default: today, UTC)")]
+AsOf = Annotated[Day | None, Query(description="the day read as of (default: today, UTC)")]
 
 
 def _as_of(on: date | None) -> date:
@@ -71,7 +72,7 @@ async def kpis(request: Request, session: Staff, *, dimension: DimensionName = "
                period: Literal["month", "quarter", "year"] = "month",
                kpi: Annotated[str | None, Query(max_length=60, description="one KPI (docs/"
                                                 "kpis.md); default: all")] = None,
-               on: Annotated[date | None, Query(description="the latest snapshot on or before "
+               on: Annotated[Day | None, Query(description="the latest snapshot on or before "
                                                 "this day (default: the latest)")] = None,
                ) -> Response:
     """Every KPI (or one) per segment of a cut, from the latest daily snapshot.

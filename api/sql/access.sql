@@ -10,6 +10,14 @@ FROM api_users WHERE username = %(username)s;
 -- name: user_by_id
 SELECT id, username, role, customer_id, disabled FROM api_users WHERE id = %(id)s;
 
+-- name: user_by_username
+SELECT id, username, role, customer_id, disabled, created_at FROM api_users
+WHERE username = %(username)s;
+
+-- name: key_by_id
+SELECT id, prefix, name, role, customer_id, created_at, last_used_at, revoked_at
+FROM api_keys WHERE id = %(id)s;
+
 -- name: rehash_password
 UPDATE api_users SET password_hash = %(password_hash)s WHERE id = %(id)s;
 

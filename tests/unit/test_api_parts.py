@@ -123,3 +123,113 @@ def test_tenant_names_are_checked() -> None:
     assert Settings(database_url="dbname=x").tenant_urls() == {"default": "dbname=x"}
     with pytest.raises(ValidationError, match="tenant name"):
         Settings(tenant_databases={"Acme_1": "dbname=a"})
+
+
+def test_a_forged_cursor_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+    import secrets
+
+    import api.paging
+    # Well-formed JSON of the right sort, but not signed: the value's type would fail in SQL.
+    unsigned = base64.urlsafe_b64encode(b'["last_seen",5,1]').decode().rstrip("=")
+    with pytest.raises(BadRequest, match="not one this API gave out"):
+        decode_cursor(unsigned, "last_seen")
+    ours = encode_cursor("last_seen", "2026-01-01T00:00:00+00:00", 1)
+    monkeypatch.setattr(api.paging, "_key", secrets.token_bytes(32))
+    with pytest.raises(BadRequest, match="not one this API gave out"):
+        decode_cursor(ours, "last_seen")
+
+
+def test_workers_sharing_the_secret_accept_each_others_cursors() -> None:
+    import api.paging
+    before = api.paging._key
+    try:
+        api.paging.set_cursor_key("s" * 40)
+        cursor = encode_cursor("serial", "A", 1)
+        api.paging.set_cursor_key("s" * 40)
+        assert decode_cursor(cursor, "serial") == ("A", 1)
+        api.paging.set_cursor_key("t" * 40)
+        with pytest.raises(BadRequest):
+            decode_cursor(cursor, "serial")
+    finally:
+        api.paging._key = before
+
+
+@pytest.mark.parametrize(("kind", "value"), [
+    ("Day", date(1969, 12, 31)), ("Day", date(1, 1, 1)), ("Day", date(2101, 1, 1)),
+    ("Moment", datetime(1, 1, 1)), ("Moment", datetime(9999, 12, 31, tzinfo=UTC)),
+    ("AwareMoment", datetime(2101, 1, 1, tzinfo=UTC))])
+def test_days_and_moments_out_of_range_are_refused(kind: str, value: date) -> None:
+    from pydantic import TypeAdapter
+
+    import api.params
+    with pytest.raises(ValidationError, match="must be within 1970-01-01 and 2100-12-31"):
+        TypeAdapter(getattr(api.params, kind)).validate_python(value)
+
+
+def test_days_and_moments_in_range_pass() -> None:
+    from pydantic import TypeAdapter
+
+    from api.params import AwareMoment, Day, Moment
+    assert TypeAdapter(Day).validate_python("1970-01-01") == date(1970, 1, 1)
+    assert TypeAdapter(Day).validate_python("2100-12-31") == date(2100, 12, 31)
+    assert TypeAdapter(Moment).validate_python("2026-05-01T10:00") == datetime(2026, 5, 1, 10)
+    assert TypeAdapter(AwareMoment).validate_python("2026-05-01T10:00Z") == \
+        datetime(2026, 5, 1, 10, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"), ("+1", "'+1"), ("-2+3", "'-2+3"),
+    ("@SUM(A1)", "'@SUM(A1)"), ("\tx", "'\tx"), ("\rx", "'\rx"), ("plain", "plain"),
+    ("bell\x07 and \x1bescape", "bell and escape"), ("\x07=1", "'=1"), ("a\tb\nc", "a\tb\nc")])
+def test_export_text_cells_are_neither_formulas_nor_control_characters(value: str,
+                                                                       text: str) -> None:
+    from api.responses import _cell, _csv_cell
+    assert _cell(value) == text
+    assert _csv_cell(value) == text
+
+
+def test_export_numbers_are_left_as_numbers() -> None:
+    from decimal import Decimal
+
+    from api.responses import _cell, _csv_cell
+    assert _cell(-5) == -5
+    assert _cell(Decimal("-1.50")) == Decimal("-1.50")
+    assert _csv_cell(Decimal("-1.50")) == "-1.50"
+    assert _cell(-0.5) == -0.5
+
+
+def test_a_refused_setting_does_not_print_its_value() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(environment="production", api_secret_key="tiny-secret-abc")
+    assert "OEMR_API_SECRET_KEY" in str(refused.value)
+    assert "tiny-secret-abc" not in str(refused.value)
+    with pytest.raises(ValidationError) as refused:
+        Settings(tenant_databases={"Bad_Name": "postgresql://u:hunter2pw@h/db"})
+    assert "hunter2pw" not in str(refused.value)
+
+
+def test_an_unexpected_error_names_its_request() -> None:
+    import asyncio
+
+    import httpx
+
+    from api.app import create_app
+
+    app = create_app(Settings())
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("unexpected")
+
+    async def ask() -> httpx.Response:
+        # Without the lifespan: no pool is opened, the route needs none.
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return await client.get("/boom", headers={"X-Request-ID": "req-123"})
+
+    answer = asyncio.run(ask())
+    assert answer.status_code == 500
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.headers["x-request-id"] == "req-123"
+    assert "req-123" in answer.json()["detail"]
