@@ -178,6 +178,7 @@ def test_demo_up_brings_the_whole_demo_up_and_ctrl_c_stops_it(
         assert sorted(users) == ["admin", "finance", "service", "viewer"]
         assert (state / "demo-users.txt").stat().st_mode & 0o077 == 0
         api = f"http://127.0.0.1:{up_env['OEMR_API_PORT']}/api/v1"
+        wait_for(lambda: _answers(f"{api}/health/ready"), timeout=60)
         token = httpx.post(f"{api}/auth/token", json={"username": "finance",
                                                       "password": users["finance"]}).json()
         me = httpx.get(f"{api}/auth/me",
@@ -211,4 +212,11 @@ def _running(child: psutil.Process) -> bool:
     try:
         return child.is_running() and child.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
+        return False
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
         return False
