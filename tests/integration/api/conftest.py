@@ -9,12 +9,14 @@ what other tests read alone (or takes a database of its own, ``database_url``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from analytics.daily import run_daily
 from demo.world import World
@@ -22,6 +24,7 @@ from tests.integration.api_server import ApiServer, running_api
 from tests.integration.worlds import demo_world_database
 
 REPORTING = "EUR"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,18 @@ class WorldApi:
     world: World
     today: date
     api: ApiServer
+
+    def analytics(self, call: Callable[[Any], Awaitable[T]]) -> T:
+        """What analytics' own function answers, on the owner's connection."""
+        async def run() -> T:
+            async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
+                return await call(conn)
+        return asyncio.run(run())
+
+    def rows(self, query: str, params: Any = None) -> list[dict[str, Any]]:
+        """Rows of a query of the test's own, on the owner's connection."""
+        with psycopg.connect(self.database_url, row_factory=dict_row) as conn:
+            return conn.execute(query, params).fetchall()
 
 
 def _today() -> date:

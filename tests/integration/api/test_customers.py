@@ -8,20 +8,16 @@ written apart from analytics/sql/customers.sql and the SQL definitions it calls.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any, TypeVar
 
 import httpx
-import psycopg
 import pytest
 from openpyxl import load_workbook
-from psycopg.rows import dict_row
 
 from analytics import customers as analytics
 from core.paging import PageRequest
@@ -32,17 +28,6 @@ T = TypeVar("T")
 AFTER_SALES = ("service_contract", "field_service", "spare_parts", "retrofit")
 
 
-def _analytics(world_api: WorldApi, call: Callable[[Any], Awaitable[T]]) -> T:
-    """What analytics' own function answers, on the owner's connection."""
-    async def run() -> T:
-        async with await psycopg.AsyncConnection.connect(world_api.database_url) as conn:
-            return await call(conn)
-    return asyncio.run(run())
-
-
-def _rows(world_api: WorldApi, query: str, params: Any = None) -> list[dict[str, Any]]:
-    with psycopg.connect(world_api.database_url, row_factory=dict_row) as conn:
-        return conn.execute(query, params).fetchall()
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +53,7 @@ def _every(client: httpx.Client, path: str, **params: Any) -> list[dict[str, Any
 
 def _rates(world_api: WorldApi) -> dict[str, list[tuple[date, Decimal]]]:
     rates: dict[str, list[tuple[date, Decimal]]] = defaultdict(list)
-    for r in _rows(world_api, "SELECT currency, valid_from, rate FROM exchange_rates"
+    for r in world_api.rows("SELECT currency, valid_from, rate FROM exchange_rates"
                               " ORDER BY currency, valid_from"):
         rates[r["currency"].strip()].append((r["valid_from"], r["rate"]))
     return rates
@@ -85,7 +70,7 @@ def _convert(rates: dict[str, list[tuple[date, Decimal]]], amount: Decimal, curr
 def _revenue(world_api: WorldApi, first: date, last: date) -> dict[int, Decimal]:
     """After-sales revenue per customer, from the lines, converted here (docs/kpis.md)."""
     rates = _rates(world_api)
-    lines = _rows(world_api, """
+    lines = world_api.rows("""
         SELECT i.customer_id, i.currency, i.issued_on, l.net_amount
         FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
         WHERE i.deleted_at IS NULL AND l.deleted_at IS NULL
@@ -105,8 +90,8 @@ def _revenue(world_api: WorldApi, first: date, last: date) -> dict[int, Decimal]
 def test_the_list_holds_every_customer_once_in_every_sort(world_api: WorldApi,
                                                           staff: httpx.Client) -> None:
     today = world_api.today
-    expected = {r["id"]: r for r in _rows(
-        world_api, "SELECT id, name FROM customers WHERE deleted_at IS NULL")}
+    expected = {r["id"]: r for r in world_api.rows(
+        "SELECT id, name FROM customers WHERE deleted_at IS NULL")}
     for sort in ("name", "-churn_probability", "clv", "-revenue_12m", "annual_contract_value"):
         items = _every(staff, "/customers", sort=sort, limit=7, on=today.isoformat())
         ids = [i["id"] for i in items]
@@ -131,7 +116,7 @@ def test_the_list_names_sort_like_the_database(world_api: WorldApi,
                                                staff: httpx.Client) -> None:
     # Names sort by the database's collation, which Python's str order need not match: the
     # order is checked against the database's own ORDER BY.
-    ordered = [r["id"] for r in _rows(world_api, "SELECT id FROM customers"
+    ordered = [r["id"] for r in world_api.rows("SELECT id FROM customers"
                                       " WHERE deleted_at IS NULL ORDER BY name, id")]
     items = _every(staff, "/customers", sort="name", limit=11, on=world_api.today.isoformat())
     assert [i["id"] for i in items] == ordered
@@ -143,7 +128,7 @@ def test_list_values_equal_analytics_and_the_rows(world_api: WorldApi,
     answer = staff.get("/customers", params={"limit": 1000, "on": today.isoformat(),
                                              "archived": "true"})
     items = {i["id"]: i for i in answer.json()["items"]}
-    page = _analytics(world_api, lambda conn: analytics.list_customers(
+    page = world_api.analytics(lambda conn: analytics.list_customers(
         conn, PageRequest(limit=1000, sort="name"), on=today, reporting_currency=REPORTING,
         where=analytics.CustomerFilter(archived=True)))
     assert {r["id"] for r in page.items} == set(items)
@@ -155,20 +140,20 @@ def test_list_values_equal_analytics_and_the_rows(world_api: WorldApi,
     # Independently: revenue from the lines, scores and values from their tables, unpaid
     # invoices and live contracts counted here.
     revenue = _revenue(world_api, today - timedelta(days=364), today)
-    scores = {r["customer_id"]: r["probability"] for r in _rows(
-        world_api, "SELECT customer_id, probability FROM churn_scores WHERE scored_on = %s",
+    scores = {r["customer_id"]: r["probability"] for r in world_api.rows(
+        "SELECT customer_id, probability FROM churn_scores WHERE scored_on = %s",
         (today,))}
-    values = {r["customer_id"]: r["total_clv"] for r in _rows(
-        world_api, "SELECT customer_id, total_clv FROM customer_values WHERE valued_on = %s",
+    values = {r["customer_id"]: r["total_clv"] for r in world_api.rows(
+        "SELECT customer_id, total_clv FROM customer_values WHERE valued_on = %s",
         (today,))}
-    unpaid = _rows(world_api, "SELECT customer_id, due_on FROM invoices WHERE status = 'open'"
+    unpaid = world_api.rows("SELECT customer_id, due_on FROM invoices WHERE status = 'open'"
                               " AND deleted_at IS NULL AND issued_on <= %s", (today,))
     overdue: dict[int, int] = defaultdict(int)
     opened: dict[int, int] = defaultdict(int)
     for r in unpaid:
         opened[r["customer_id"]] += 1
         overdue[r["customer_id"]] += r["due_on"] is not None and r["due_on"] < today
-    live = _rows(world_api, "SELECT customer_id, annual_value, currency FROM service_contracts"
+    live = world_api.rows("SELECT customer_id, annual_value, currency FROM service_contracts"
                             " WHERE deleted_at IS NULL AND status IN ('active', 'expired',"
                             " 'terminated') AND starts_on <= %s AND ends_on >= %s",
                  (today, today))
@@ -212,8 +197,8 @@ def test_list_values_equal_analytics_and_the_rows(world_api: WorldApi,
 def test_filters_select_what_the_rows_say(world_api: WorldApi, staff: httpx.Client,
                                           params: dict[str, str], where: str) -> None:
     today = world_api.today
-    expected = {r["id"] for r in _rows(
-        world_api, f"SELECT id FROM customers WHERE deleted_at IS NULL AND {where}",
+    expected = {r["id"] for r in world_api.rows(
+        f"SELECT id FROM customers WHERE deleted_at IS NULL AND {where}",
         {"today": today})}
     assert expected, params
     items = _every(staff, "/customers", limit=13, on=today.isoformat(), **params)
@@ -243,7 +228,7 @@ def test_exports_hold_what_the_pages_hold(world_api: WorldApi, staff: httpx.Clie
 
 def _busy_customer(world_api: WorldApi) -> int:
     """A customer with machines, contracts, an open invoice, orders and survey answers."""
-    row = _rows(world_api, """
+    row = world_api.rows("""
         SELECT c.id FROM customers c
         WHERE c.deleted_at IS NULL
           AND EXISTS (SELECT 1 FROM invoices i WHERE i.customer_id = c.id AND i.status = 'open')
@@ -279,7 +264,7 @@ def test_the_360_equals_analytics_and_the_rows(world_api: WorldApi,
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["view"] == "staff" and body["customer"]["id"] == cid
-    mine = _analytics(world_api, lambda conn: analytics.customer_360(
+    mine = world_api.analytics(lambda conn: analytics.customer_360(
         conn, cid, on=today, reporting_currency=REPORTING))
     assert mine is not None
     assert [m["serial"] for m in body["machines"]] == [m["serial"] for m in mine.machines]
@@ -291,12 +276,12 @@ def test_the_360_equals_analytics_and_the_rows(world_api: WorldApi,
     assert body["machine_period"] == mine.period.label
 
     # Independently. Machines: the installed base not deleted.
-    serials = [r["serial"] for r in _rows(world_api, "SELECT serial FROM installed_base"
+    serials = [r["serial"] for r in world_api.rows("SELECT serial FROM installed_base"
                                           " WHERE customer_id = %s AND deleted_at IS NULL"
                                           " ORDER BY serial, id", (cid,))]
     assert [m["serial"] for m in body["machines"]] == serials
     # Named as everywhere: the installed-base id and the telemetry machine by serial.
-    ids = _rows(world_api, "SELECT ib.id, m.id AS telemetry_id FROM installed_base ib"
+    ids = world_api.rows("SELECT ib.id, m.id AS telemetry_id FROM installed_base ib"
                            " LEFT JOIN machines m ON m.serial = ib.serial"
                            " WHERE ib.customer_id = %s AND ib.deleted_at IS NULL"
                            " ORDER BY ib.serial, ib.id", (cid,))
@@ -313,7 +298,7 @@ def test_the_360_equals_analytics_and_the_rows(world_api: WorldApi,
         assert machine["silent"] == (None if seen is None else
                                      datetime.fromisoformat(seen) < end - timedelta(days=14))
     # Unpaid invoices per currency.
-    unpaid = _rows(world_api, "SELECT currency, net_amount, due_on FROM invoices"
+    unpaid = world_api.rows("SELECT currency, net_amount, due_on FROM invoices"
                               " WHERE customer_id = %s AND status = 'open'"
                               " AND deleted_at IS NULL AND issued_on <= %s", (cid, today))
     totals: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0)] * 4)
@@ -328,8 +313,8 @@ def test_the_360_equals_analytics_and_the_rows(world_api: WorldApi,
                             Decimal(i["overdue_invoices"]), Decimal(i["overdue_amount"])]
             for i in body["invoices"]} == totals
     # Risk: the churn_scores rows of today and a week before.
-    scores = {r["scored_on"]: r for r in _rows(
-        world_api, "SELECT * FROM churn_scores WHERE customer_id = %s", (cid,))}
+    scores = {r["scored_on"]: r for r in world_api.rows(
+        "SELECT * FROM churn_scores WHERE customer_id = %s", (cid,))}
     now, before = scores[today], scores.get(today - timedelta(days=7))
     risk = body["risk"]
     assert risk["probability"] == now["probability"]
@@ -339,7 +324,7 @@ def test_the_360_equals_analytics_and_the_rows(world_api: WorldApi,
         assert risk["week_before_probability"] == before["probability"]
         assert risk["change"] == pytest.approx(now["probability"] - before["probability"])
     # Value: the customer_values row.
-    value = _rows(world_api, "SELECT * FROM customer_values WHERE customer_id = %s"
+    value = world_api.rows("SELECT * FROM customer_values WHERE customer_id = %s"
                              " AND valued_on = %s", (cid, today))[0]
     assert Decimal(body["value"]["total_clv"]) == value["total_clv"]
     assert body["value"]["method"] == value["method"]
@@ -349,7 +334,7 @@ def test_the_360_equals_analytics_and_the_rows(world_api: WorldApi,
         world_api, today - timedelta(days=364), today).get(cid, 0)
     assert Decimal(figures["revenue_prev_12m"]) == _revenue(
         world_api, today - timedelta(days=729), today - timedelta(days=365)).get(cid, 0)
-    answers = _rows(world_api, """
+    answers = world_api.rows("""
         SELECT contact_id, answered_at, id, score FROM survey_responses
         WHERE customer_id = %s AND deleted_at IS NULL
           AND answered_at >= %s::date - 364 AND answered_at < %s::date + 1""",
@@ -359,19 +344,19 @@ def test_the_360_equals_analytics_and_the_rows(world_api: WorldApi,
     assert figures["nps_responses"] == responses
     assert (Decimal(figures["nps"]) if figures["nps"] is not None else None) == nps
     # Overdue invoices, oldest first; the history of the scores.
-    assert [i["id"] for i in body["overdue_invoices"]] == [r["id"] for r in _rows(
-        world_api, "SELECT id FROM invoices WHERE customer_id = %s AND status = 'open'"
-                   " AND deleted_at IS NULL AND due_on < %s ORDER BY issued_on, id LIMIT 20",
+    assert [i["id"] for i in body["overdue_invoices"]] == [r["id"] for r in world_api.rows(
+        "SELECT id FROM invoices WHERE customer_id = %s AND status = 'open'"
+        " AND deleted_at IS NULL AND due_on < %s ORDER BY issued_on, id LIMIT 20",
         (cid, today))]
     assert [(p["day"], p["probability"]) for p in body["risk_history"]] == \
         [(d.isoformat(), scores[d]["probability"]) for d in sorted(scores)]
-    assert [a["id"] for a in body["recent_answers"]] == [r["id"] for r in _rows(
-        world_api, "SELECT id FROM survey_responses WHERE customer_id = %s"
-                   " AND deleted_at IS NULL ORDER BY answered_at DESC, id DESC LIMIT 5", (cid,))]
+    assert [a["id"] for a in body["recent_answers"]] == [r["id"] for r in world_api.rows(
+        "SELECT id FROM survey_responses WHERE customer_id = %s"
+        " AND deleted_at IS NULL ORDER BY answered_at DESC, id DESC LIMIT 5", (cid,))]
     # Segments: the latest assignment of each kind.
-    kinds = {r["kind"]: r["segment"] for r in _rows(
-        world_api, "SELECT kind, segment FROM segment_memberships WHERE customer_id = %s"
-                   " AND assigned_on = %s", (cid, today))}
+    kinds = {r["kind"]: r["segment"] for r in world_api.rows(
+        "SELECT kind, segment FROM segment_memberships WHERE customer_id = %s"
+        " AND assigned_on = %s", (cid, today))}
     assert {s["dimension"]: s["segment"] for s in body["segments"]
             if s["dimension"] != "tier"} == kinds
 
@@ -380,7 +365,7 @@ def test_what_changed_in_the_week(world_api: WorldApi, staff: httpx.Client) -> N
     today = world_api.today
     since = today - timedelta(days=7)
     # A customer with an invoice issued in the week and scores on both days.
-    cid = _rows(world_api, """
+    cid = world_api.rows("""
         SELECT i.customer_id FROM invoices i
         WHERE i.issued_on > %s AND i.issued_on <= %s AND i.deleted_at IS NULL
           AND i.status <> 'draft'
@@ -391,34 +376,34 @@ def test_what_changed_in_the_week(world_api: WorldApi, staff: httpx.Client) -> N
         ORDER BY i.customer_id LIMIT 1""", (since, today, since, today))[0]["customer_id"]
     body = staff.get(f"/customers/{cid}", params={"on": today.isoformat()}).json()
     changes = body["changes"]
-    issued = {str(r["id"]) for r in _rows(
-        world_api, "SELECT id FROM invoices WHERE customer_id = %s AND issued_on > %s"
-                   " AND issued_on <= %s AND deleted_at IS NULL AND status <> 'draft'",
+    issued = {str(r["id"]) for r in world_api.rows(
+        "SELECT id FROM invoices WHERE customer_id = %s AND issued_on > %s"
+        " AND issued_on <= %s AND deleted_at IS NULL AND status <> 'draft'",
         (cid, since, today))}
     assert {c["entity_id"] for c in changes if c["kind"] == "invoice_issued"} == issued
-    orders = {str(r["id"]) for r in _rows(
-        world_api, "SELECT id FROM orders WHERE customer_id = %s AND ordered_on > %s"
-                   " AND ordered_on <= %s AND deleted_at IS NULL AND status <> 'draft'",
+    orders = {str(r["id"]) for r in world_api.rows(
+        "SELECT id FROM orders WHERE customer_id = %s AND ordered_on > %s"
+        " AND ordered_on <= %s AND deleted_at IS NULL AND status <> 'draft'",
         (cid, since, today))}
     assert {c["entity_id"] for c in changes if c["kind"] == "order"} == orders
-    paid = {str(r["id"]) for r in _rows(
-        world_api, "SELECT id FROM invoices WHERE customer_id = %s AND paid_on > %s"
-                   " AND paid_on <= %s AND deleted_at IS NULL", (cid, since, today))}
+    paid = {str(r["id"]) for r in world_api.rows(
+        "SELECT id FROM invoices WHERE customer_id = %s AND paid_on > %s"
+        " AND paid_on <= %s AND deleted_at IS NULL", (cid, since, today))}
     assert {c["entity_id"] for c in changes if c["kind"] == "invoice_paid"} == paid
-    fell_due = {str(r["id"]) for r in _rows(
-        world_api, "SELECT id FROM invoices WHERE customer_id = %s AND status = 'open'"
-                   " AND due_on >= %s AND due_on < %s AND deleted_at IS NULL",
+    fell_due = {str(r["id"]) for r in world_api.rows(
+        "SELECT id FROM invoices WHERE customer_id = %s AND status = 'open'"
+        " AND due_on >= %s AND due_on < %s AND deleted_at IS NULL",
         (cid, since, today))}
     assert {c["entity_id"] for c in changes if c["kind"] == "invoice_overdue"} == fell_due
-    decided = [str(r["contract_id"]) for r in _rows(
-        world_api, "SELECT r.contract_id FROM contract_renewals r JOIN service_contracts c"
-                   " ON c.id = r.contract_id WHERE c.customer_id = %s AND r.decided_on > %s"
-                   " AND r.decided_on <= %s AND r.deleted_at IS NULL AND c.deleted_at IS NULL"
-                   " ORDER BY 1", (cid, since, today))]
+    decided = [str(r["contract_id"]) for r in world_api.rows(
+        "SELECT r.contract_id FROM contract_renewals r JOIN service_contracts c"
+        " ON c.id = r.contract_id WHERE c.customer_id = %s AND r.decided_on > %s"
+        " AND r.decided_on <= %s AND r.deleted_at IS NULL AND c.deleted_at IS NULL"
+        " ORDER BY 1", (cid, since, today))]
     assert sorted(c["entity_id"] for c in changes if c["kind"] == "contract_decision") == decided
     [risk] = [c for c in changes if c["kind"] == "risk"]
-    scores = {r["scored_on"]: r["probability"] for r in _rows(
-        world_api, "SELECT scored_on, probability FROM churn_scores WHERE customer_id = %s",
+    scores = {r["scored_on"]: r["probability"] for r in world_api.rows(
+        "SELECT scored_on, probability FROM churn_scores WHERE customer_id = %s",
         (cid,))}
     assert f"{round(scores[today] * 100)}% on {today}" in risk["text"]
     assert f"{round(scores[since] * 100)}% on {since}" in risk["text"]
@@ -444,7 +429,7 @@ def test_the_parts_list_every_row(world_api: WorldApi, staff: httpx.Client) -> N
     today = world_api.today
     cid = _busy_customer(world_api)
     invoices = _every(staff, f"/customers/{cid}/invoices", limit=3, on=today.isoformat())
-    rows = _rows(world_api, "SELECT id, net_amount, status, due_on FROM invoices"
+    rows = world_api.rows("SELECT id, net_amount, status, due_on FROM invoices"
                             " WHERE customer_id = %s AND deleted_at IS NULL"
                             " ORDER BY issued_on DESC, id DESC", (cid,))
     assert [i["id"] for i in invoices] == [r["id"] for r in rows]
@@ -457,12 +442,12 @@ def test_the_parts_list_every_row(world_api: WorldApi, staff: httpx.Client) -> N
         sorted((r["net_amount"], r["id"]) for r in rows)
 
     orders = _every(staff, f"/customers/{cid}/orders", limit=5, kind="spare_parts")
-    assert [o["id"] for o in orders] == [r["id"] for r in _rows(
-        world_api, "SELECT id FROM orders WHERE customer_id = %s AND deleted_at IS NULL"
-                   " AND kind = 'spare_parts' ORDER BY ordered_on DESC, id DESC", (cid,))]
+    assert [o["id"] for o in orders] == [r["id"] for r in world_api.rows(
+        "SELECT id FROM orders WHERE customer_id = %s AND deleted_at IS NULL"
+        " AND kind = 'spare_parts' ORDER BY ordered_on DESC, id DESC", (cid,))]
 
     contracts = _every(staff, f"/customers/{cid}/contracts", limit=1)
-    expected = _rows(world_api, """
+    expected = world_api.rows("""
         SELECT c.id, (SELECT count(*) FROM contract_renewals r WHERE r.contract_id = c.id
                       AND r.deleted_at IS NULL) AS renewals
         FROM service_contracts c WHERE c.customer_id = %s AND c.deleted_at IS NULL
@@ -471,19 +456,20 @@ def test_the_parts_list_every_row(world_api: WorldApi, staff: httpx.Client) -> N
         [(r["id"], r["renewals"]) for r in expected]
 
     answers = _every(staff, f"/customers/{cid}/nps", limit=2)
-    assert [(a["id"], a["score"]) for a in answers] == [(r["id"], r["score"]) for r in _rows(
-        world_api, "SELECT id, score FROM survey_responses WHERE customer_id = %s"
-                   " AND deleted_at IS NULL ORDER BY answered_at DESC, id DESC", (cid,))]
+    assert [(a["id"], a["score"]) for a in answers] == [
+        (r["id"], r["score"]) for r in world_api.rows(
+            "SELECT id, score FROM survey_responses WHERE customer_id = %s"
+            " AND deleted_at IS NULL ORDER BY answered_at DESC, id DESC", (cid,))]
 
     detractors = _every(staff, f"/customers/{cid}/nps", category="detractor", sort="score")
-    assert [a["id"] for a in detractors] == [r["id"] for r in _rows(
-        world_api, "SELECT id FROM survey_responses WHERE customer_id = %s"
-                   " AND deleted_at IS NULL AND score <= 6 ORDER BY score, id", (cid,))]
+    assert [a["id"] for a in detractors] == [r["id"] for r in world_api.rows(
+        "SELECT id FROM survey_responses WHERE customer_id = %s"
+        " AND deleted_at IS NULL AND score <= 6 ORDER BY score, id", (cid,))]
 
     history = _every(staff, f"/customers/{cid}/risk-history", limit=1)
     assert [(h["scored_on"], h["probability"]) for h in history] == [
-        (r["scored_on"].isoformat(), r["probability"]) for r in _rows(
-            world_api, "SELECT scored_on, probability FROM churn_scores WHERE customer_id = %s"
+        (r["scored_on"].isoformat(), r["probability"]) for r in world_api.rows(
+            "SELECT scored_on, probability FROM churn_scores WHERE customer_id = %s"
                        " ORDER BY scored_on DESC", (cid,))]
     assert len(history) == 2
 
@@ -491,7 +477,7 @@ def test_the_parts_list_every_row(world_api: WorldApi, staff: httpx.Client) -> N
 def test_a_portal_user_sees_its_own_customer_only(world_api: WorldApi,
                                                   staff: httpx.Client) -> None:
     cid = _busy_customer(world_api)
-    other = _rows(world_api, "SELECT min(id) AS id FROM customers WHERE id <> %s", (cid,))[0]["id"]
+    other = world_api.rows("SELECT min(id) AS id FROM customers WHERE id <> %s", (cid,))[0]["id"]
     with world_api.api.client("customer", customer_id=cid) as portal:
         own = portal.get(f"/customers/{cid}")
         assert own.status_code == 200

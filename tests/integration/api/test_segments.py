@@ -7,18 +7,14 @@ rows (customers, memberships, contracts and invoices, the stored snapshots).
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import httpx
 import numpy as np
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from analytics import segment_kpis as analytics
 from analytics.kpi_snapshot import latest_snapshot
@@ -30,16 +26,6 @@ from tests.integration.api_server import problem
 T = TypeVar("T")
 
 
-def _analytics(world_api: WorldApi, call: Callable[[Any], Awaitable[T]]) -> T:
-    async def run() -> T:
-        async with await psycopg.AsyncConnection.connect(world_api.database_url) as conn:
-            return await call(conn)
-    return asyncio.run(run())
-
-
-def _rows(world_api: WorldApi, query: str, params: Any = None) -> list[dict[str, Any]]:
-    with psycopg.connect(world_api.database_url, row_factory=dict_row) as conn:
-        return conn.execute(query, params).fetchall()
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +37,7 @@ def staff(world_api: WorldApi) -> Any:
 def _active(world_api: WorldApi, day: date) -> set[int]:
     """Active customers on ``day``, counted here: a live contract or a positive invoice in the
     365 days up to it (docs/kpis.md)."""
-    return {r["customer_id"] for r in _rows(world_api, """
+    return {r["customer_id"] for r in world_api.rows("""
         SELECT customer_id FROM service_contracts
         WHERE deleted_at IS NULL AND status IN ('active', 'expired', 'terminated')
           AND starts_on <= %(d)s AND ends_on >= %(d)s
@@ -66,7 +52,7 @@ def test_segments_and_their_customers(world_api: WorldApi, staff: httpx.Client) 
     body = staff.get("/segments", params={"on": today.isoformat()}).json()
     found = {d["dimension"]: {s["segment"]: (s["customers"], s["active"]) for s in d["segments"]}
              for d in body["dimensions"]}
-    customers = _rows(world_api, "SELECT id, country, size_class FROM customers")
+    customers = world_api.rows("SELECT id, country, size_class FROM customers")
     active = _active(world_api, today)
     by_country: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for c in customers:
@@ -75,7 +61,7 @@ def test_segments_and_their_customers(world_api: WorldApi, staff: httpx.Client) 
         counts[1] += c["id"] in active
     assert found["country"] == {k: tuple(v) for k, v in by_country.items()}
     latest: dict[int, str] = {}
-    for m in _rows(world_api, "SELECT customer_id, segment FROM segment_memberships"
+    for m in world_api.rows("SELECT customer_id, segment FROM segment_memberships"
                               " WHERE kind = 'usage' AND assigned_on <= %s"
                               " ORDER BY assigned_on", (today,)):
         latest[m["customer_id"]] = m["segment"]
@@ -87,7 +73,7 @@ def test_segments_and_their_customers(world_api: WorldApi, staff: httpx.Client) 
         if dimension != "model":
             assert sum(n for n, _ in segments.values()) == len(customers), dimension
     assert found["all"] == {"all": (len(customers), len(active))}
-    mine = _analytics(world_api, lambda conn: analytics.segment_counts(conn, on=today))
+    mine = world_api.analytics(lambda conn: analytics.segment_counts(conn, on=today))
     assert {(c.dimension, c.segment): (c.customers, c.active) for c in mine} == \
         {(d, s): v for d, segs in found.items() for s, v in segs.items()}
 
@@ -100,7 +86,7 @@ def test_kpis_per_segment_are_the_snapshot_with_its_trend(world_api: WorldApi,
     assert body["taken_on"] == world_api.today.isoformat()
     items = {(i["segment"], i["kpi"]): i for i in body["items"]}
     # What analytics' own reader says.
-    latest = _analytics(world_api, lambda conn: latest_snapshot(
+    latest = world_api.analytics(lambda conn: latest_snapshot(
         conn, dimension="country", period_kind="month"))
     assert {(v.segment, v.kpi) for v in latest} == set(items)
     for v in latest:
@@ -109,7 +95,7 @@ def test_kpis_per_segment_are_the_snapshot_with_its_trend(world_api: WorldApi,
         assert part["period"] == v.period.label
         assert (Decimal(part["value"]) if part["value"] is not None else None) == v.value
     # The stored rows, read here; the trend from every snapshot's complete months.
-    stored = _rows(world_api, "SELECT * FROM kpi_snapshots WHERE dimension = 'country'"
+    stored = world_api.rows("SELECT * FROM kpi_snapshots WHERE dimension = 'country'"
                               " AND period_kind = 'month' ORDER BY taken_on")
     complete: dict[tuple[str, str], dict[date, Decimal | None]] = defaultdict(dict)
     for r in stored:
@@ -129,7 +115,7 @@ def test_kpis_per_segment_are_the_snapshot_with_its_trend(world_api: WorldApi,
             assert float(item["slope"]) == pytest.approx(slope, abs=1e-9)
     # The counts the retention of the last complete month came from, counted here.
     month = Period.containing("month", world_api.today).previous()
-    country = _rows(world_api, "SELECT id FROM customers WHERE country = 'DE'")
+    country = world_api.rows("SELECT id FROM customers WHERE country = 'DE'")
     ids = {r["id"] for r in country}
     start = _active(world_api, month.start - timedelta(days=1)) & ids
     end = _active(world_api, month.last_day) & ids
@@ -156,7 +142,7 @@ def test_slipping_segments_and_why(world_api: WorldApi, staff: httpx.Client) -> 
         quarters.insert(0, quarters[0].previous())
     assert every["periods"] == [q.label for q in quarters]
     countries = {r["id"]: r["country"].strip() if r["country"] else "unknown"
-                 for r in _rows(world_api, "SELECT id, country FROM customers")}
+                 for r in world_api.rows("SELECT id, country FROM customers")}
     counted: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for q in quarters:
         start = _active(world_api, q.start - timedelta(days=1))
@@ -184,7 +170,7 @@ def test_slipping_segments_and_why(world_api: WorldApi, staff: httpx.Client) -> 
          if i["slipping"]]
     usage = staff.get("/segments/slipping", params={**params, "dimension": "usage",
                                                     "steady": "true"}).json()["items"]
-    trends = _analytics(world_api, lambda conn: segment_trends(
+    trends = world_api.analytics(lambda conn: segment_trends(
         conn, kind="usage", periods=quarters, reporting_currency=REPORTING))
     assert {i["segment"]: _points(i) for i in usage} == \
         {t.segment: [(p.customers_start, p.customers_retained) for p in t.points]
@@ -194,7 +180,7 @@ def test_slipping_segments_and_why(world_api: WorldApi, staff: httpx.Client) -> 
 
 
 def test_segments_are_for_staff(world_api: WorldApi) -> None:
-    cid = _rows(world_api, "SELECT min(id) AS id FROM customers")[0]["id"]
+    cid = world_api.rows("SELECT min(id) AS id FROM customers")[0]["id"]
     with world_api.api.client("customer", customer_id=cid) as portal:
         for path in ("/segments", "/segments/kpis", "/segments/slipping"):
             assert "may not" in problem(portal.get(path), 403)["detail"]
