@@ -58,8 +58,8 @@ class Plan(BaseModel):
     erp_interval_days: int | None
 
 
-class MachineStatus(BaseModel):
-    """An installed machine's maintenance status on ``today`` (UTC)."""
+class _Machine(BaseModel):
+    """Which machine, whose and where: the leading fields of a status and of a work item."""
 
     installed_base_id: int = Field(
         description="the machine: its installed-base id (the fleet's id)")
@@ -71,6 +71,11 @@ class MachineStatus(BaseModel):
     site_id: int | None
     site_name: str | None
     region: str | None = Field(description="country of the site (the customer's without one)")
+
+
+class MachineStatus(_Machine):
+    """An installed machine's maintenance status on ``today`` (UTC)."""
+
     interval_hours: int | None
     interval_days: int | None
     plan_source: Literal["plan", "erp"] | None
@@ -148,19 +153,9 @@ class Record(BaseModel):
     created_at: datetime
 
 
-class WorkItem(BaseModel):
+class WorkItem(_Machine):
     """A machine on the work list."""
 
-    installed_base_id: int = Field(
-        description="the machine: its installed-base id (the fleet's id)")
-    telemetry_id: int = Field(description="its telemetry machine id (by serial)")
-    serial: str
-    model: str
-    customer_id: int
-    customer_name: str
-    site_id: int | None
-    site_name: str | None
-    region: str | None
     due_on: date
     due_by: Literal["hours", "days"]
     status: Status
