@@ -79,13 +79,20 @@ def pool_of(request: Request, tenant: str) -> AsyncConnectionPool:
 
 
 @asynccontextmanager
-async def scoped(pool: AsyncConnectionPool, principal: Principal) -> AsyncIterator[Conn]:
-    """A connection of ``pool`` in a transaction scoped to ``principal`` (for streamed exports)."""
+async def scoped(pool: AsyncConnectionPool,
+                 principal: Principal | None) -> AsyncIterator[Conn]:
+    """A connection of ``pool`` in a transaction scoped to ``principal`` (for streamed exports).
+
+    None: no scope, so the transaction sees no customer's rows (the policies fail closed; the
+    scope is transaction-local, so nothing is left of an earlier request's); the credentials
+    tables have no row-level security.
+    """
     try:
         async with pool.connection() as raw, raw.transaction():
             raw.row_factory = dict_row  # type: ignore[assignment]
             conn: Conn = raw  # type: ignore[assignment]
-            await _set_scope(conn, principal)
+            if principal is not None:
+                await _set_scope(conn, principal)
             yield conn
     except (PoolTimeout, psycopg.OperationalError) as exc:
         raise DatabaseUnavailableError(str(exc)) from exc
@@ -161,7 +168,7 @@ def session_for(*roles: Role) -> Callable[..., AsyncIterator[Session]]:
             raise Unauthorized(str(exc)) from None
         pool = pool_of(request, tenant)
         request_id = request.headers.get("x-request-id", "")
-        async with scoped(pool, known or ANONYMOUS) as conn:
+        async with scoped(pool, known) as conn:
             try:
                 principal = known or await _authenticate(request, conn, token)
             except CredentialsError as exc:
@@ -181,7 +188,3 @@ def requires(*roles: Role) -> Any:
     """``Depends`` on a session admitting ``roles`` (and admin), ended before the answer is sent."""
     return Depends(session_for(*roles), scope="function")
 
-
-# Before the caller is known the transaction sees nothing of any customer (fail closed); the
-# credentials tables have no row-level security.
-ANONYMOUS = Principal(subject="", role="customer", tenant="", customer_id=-1)

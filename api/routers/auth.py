@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Request
 
-from api.deps import ANONYMOUS, Session, pool_of, requires, scoped, settings_of, sql
+from api.deps import Session, pool_of, requires, scoped, settings_of, sql
 from api.errors import Unauthorized
 from api.models.access import Login, Me, Token
 from api.security import STAFF, Principal, issue_token, verify_password
@@ -25,7 +25,7 @@ async def token(request: Request, login: Login) -> Token:
     tenant = login.tenant or (tenants[0] if len(tenants) == 1 else None)
     if tenant is None:
         raise Unauthorized("this API serves several tenants: name yours in 'tenant'")
-    async with scoped(pool_of(request, tenant), ANONYMOUS) as conn:
+    async with scoped(pool_of(request, tenant), None) as conn:
         cur = await conn.execute(sql()["user_for_login"], {"username": login.username})
         user = await cur.fetchone()
         # Argon2 takes ~200 ms of CPU: off the event loop, so other requests go on meanwhile.

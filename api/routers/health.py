@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from api.deps import ANONYMOUS, scoped
+from api.deps import scoped
 from api.errors import Problem
 from api.tenants import TenantPools
 
@@ -35,7 +35,7 @@ async def ready(request: Request) -> Health:
         pool = pools.get(tenant)
         assert pool is not None
         try:
-            async with scoped(pool, ANONYMOUS) as conn:
+            async with scoped(pool, None) as conn:
                 await conn.execute("SELECT 1")
         except Exception as exc:
             raise Problem(503, "Not ready", f"tenant {tenant}: database unavailable",
